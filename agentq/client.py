@@ -1,0 +1,166 @@
+"""`agentq.Client`: the in-process producer API."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from agentq import agents, conversations, events, jobs, messages
+from agentq.config import get_settings
+from agentq.db.models import Job, Message, MessageJob
+from agentq.db.session import reader
+from agentq.errors import ProviderError, Timeout
+from agentq.redis_conn import get_redis
+from agentq.schemas import (
+    AgentOut,
+    ConversationOut,
+    JobOut,
+    MessageOut,
+    ParticipantOut,
+    PostedMessage,
+)
+
+#: how often `ask` looks at the database when no event woke it
+POLL_SECONDS = 0.25
+
+
+class Client:
+    """Producer API over the configured database and Redis (see `agentq.config`).
+
+    Every method is synchronous and safe to call from several threads.
+    """
+
+    def create_agent(self, name: str, **fields: Any) -> AgentOut:
+        """Create an agent; see `agentq.agents.create_agent` for the fields."""
+        return agents.create_agent(name, **fields)
+
+    def get_agent(self, agent: uuid.UUID | str) -> AgentOut:
+        return agents.get_agent(agent)
+
+    def list_agents(self) -> list[AgentOut]:
+        return agents.list_agents()
+
+    def create_conversation(
+        self, kind: str = "dm", *, title: str | None = None, settings: dict[str, Any] | None = None
+    ) -> ConversationOut:
+        """A `dm` (one agent) or a `channel`; `settings` may set debounce_seconds and
+        max_wait_seconds for this conversation."""
+        return conversations.create_conversation(kind, title=title, settings=settings)
+
+    def add_participant(
+        self,
+        conversation_id: uuid.UUID | str,
+        *,
+        agent: uuid.UUID | str | None = None,
+        user_id: str | None = None,
+        display_name: str | None = None,
+    ) -> ParticipantOut:
+        return conversations.add_participant(
+            conversation_id, agent=agent, user_id=user_id, display_name=display_name
+        )
+
+    def start_session(self, agent: uuid.UUID | str, user_id: str) -> tuple[ConversationOut, ParticipantOut]:
+        """A DM of `user_id` with `agent`; returns the conversation and the user's participant."""
+        return conversations.start_session(agent, user_id)
+
+    def post_message(
+        self,
+        conversation_id: uuid.UUID | str,
+        author_id: uuid.UUID | str,
+        content: str,
+        idempotency_key: str | None = None,
+    ) -> PostedMessage:
+        """Accept a message (stored before this returns); agents answer asynchronously."""
+        return messages.post_message(conversation_id, author_id, content, idempotency_key)
+
+    def list_messages(self, conversation_id: uuid.UUID | str, *, after_seq: int = 0,
+                      limit: int = 100) -> list[MessageOut]:
+        return messages.list_messages(conversation_id, after_seq=after_seq, limit=limit)
+
+    def ask(
+        self,
+        conversation_id: uuid.UUID | str,
+        author_id: uuid.UUID | str,
+        content: str,
+        timeout: float = 30,
+    ) -> MessageOut:
+        """Post a message and block until an agent's reply to it is written.
+
+        Raises Timeout after `timeout` seconds (the message stays accepted and will still
+        be answered), or ProviderError if the job answering it failed.
+        """
+        posted = self.post_message(conversation_id, author_id, content)
+        return self.wait_for_reply(posted.id, timeout=timeout)
+
+    def wait_for_reply(self, message_id: uuid.UUID | str, timeout: float = 30) -> MessageOut:
+        """Block until the job covering `message_id` replied (or failed)."""
+        deadline = time.monotonic() + timeout
+        mid = uuid.UUID(str(message_id))
+        with reader() as session:
+            conv_id = session.scalar(select(Message.conversation_id).where(Message.id == mid))
+        pubsub = None
+        try:
+            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(events.channel(conv_id))
+        except Exception:  # noqa: BLE001 - without Redis we still poll the database
+            pubsub = None
+        try:
+            while True:
+                reply = self._reply_to(mid)
+                if reply is not None:
+                    return reply
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"no reply to message {mid} within {timeout}s")
+                wait = min(left, POLL_SECONDS)
+                if pubsub is not None:
+                    try:
+                        msg = pubsub.get_message(timeout=wait)
+                        if msg and json.loads(msg["data"]).get("type") not in (
+                            "agent.responded", "job.failed"
+                        ):
+                            continue
+                    except Exception:  # noqa: BLE001
+                        pubsub = None
+                else:
+                    time.sleep(wait)
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    @staticmethod
+    def _reply_to(message_id: uuid.UUID) -> MessageOut | None:
+        with reader() as session:
+            rows = session.execute(
+                select(Job.id, Job.status, Job.failure_reason)
+                .join(MessageJob, MessageJob.job_id == Job.id)
+                .where(MessageJob.message_id == message_id, MessageJob.status == "trigger")
+                .order_by(Job.created_at)
+            ).all()
+            for job_id, status, reason in rows:
+                if status == "completed":
+                    reply = session.scalar(select(Message).where(Message.reply_to_job_id == job_id))
+                    if reply is not None:
+                        return MessageOut.model_validate(reply)
+                if status == "failed":
+                    raise ProviderError(f"job {job_id} failed: {reason}", retryable=False)
+        return None
+
+    def get_job(self, job_id: uuid.UUID | str) -> JobOut:
+        return jobs.get_job(job_id)
+
+    def retry_job(self, job_id: uuid.UUID | str) -> JobOut:
+        """Run a failed or cancelled job again, with fresh attempts."""
+        return jobs.retry_job(job_id)
+
+    def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The stored event feed after event id `since`, oldest first."""
+        return events.read_feed(after=since, limit=limit)
+
+    @property
+    def settings(self) -> Any:
+        return get_settings()

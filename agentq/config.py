@@ -1,0 +1,103 @@
+"""Settings, read from the environment (and a `.env` file) with pydantic-settings.
+
+agentq's own knobs use the `AGENTQ_` prefix; the provider is configured by the plain
+`LLM_*` variables that other tools use too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the embedded default: a SQLite file in the working directory, nothing to install
+DEFAULT_DATABASE_URL = "sqlite:///agentq.db"
+#: where a local Redis usually listens
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class LLMSettings(BaseSettings):
+    """The provider used by agents that do not name their own endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
+
+    provider: str = "openai"
+    endpoint: str = "http://127.0.0.1:8099/v1"
+    api_key: SecretStr = SecretStr("")
+    model: str = "fake-model"
+    timeout: float = 60.0  # seconds for one HTTP request, connect included
+    max_tokens: int = 1024
+    #: retries inside one attempt for transient errors (timeouts, 429, 5xx, 529)
+    max_retries: int = 3
+    #: base and cap of the exponential backoff with full jitter, in seconds
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTQ_", env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    #: prefix of every Redis key agentq owns, so that several deployments share a Redis
+    redis_prefix: str = "agentq"
+
+    debounce_seconds: float = 2.0  # coalesce a burst of typing into one reply
+    max_wait_seconds: float = 10.0  # ...but never keep the first message waiting longer
+    max_attempts: int = 3  # job-level attempts before the job fails visibly
+    retry_backoff_seconds: float = 2.0  # first wait between job attempts, doubled each time
+    retry_backoff_max_seconds: float = 60.0
+    #: how long a claimed job may run before the reconciler treats its worker as dead
+    job_lease_seconds: float = 300.0
+    #: how often the reconciler looks for unfinished work
+    reconcile_interval_seconds: float = 5.0
+    #: how late past its due time work must be before the reconciler re-drives it
+    reconcile_grace_seconds: float = 3.0
+
+    #: "package.module:function" choosing who answers; default agentq.responders
+    responder_selector: str | None = None
+    max_content_length: int = 32_000  # characters in one message
+    context_messages: int = 20  # history given to the LLM
+
+    #: Celery broker visibility timeout; must exceed every countdown agentq schedules
+    visibility_timeout_seconds: int = 3600
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.debounce_seconds < 0:
+            raise ValueError("AGENTQ_DEBOUNCE_SECONDS must be >= 0")
+        if self.max_wait_seconds < self.debounce_seconds:
+            raise ValueError("AGENTQ_MAX_WAIT_SECONDS must be >= AGENTQ_DEBOUNCE_SECONDS")
+        longest = max(self.max_wait_seconds, self.retry_backoff_max_seconds)
+        if self.visibility_timeout_seconds <= longest:
+            # Celery's Redis transport redelivers an ETA task still waiting past the
+            # visibility timeout; keep every countdown well inside it.
+            raise ValueError(
+                "AGENTQ_VISIBILITY_TIMEOUT_SECONDS must exceed max wait and retry backoff"
+            )
+        if self.max_attempts < 1:
+            raise ValueError("AGENTQ_MAX_ATTEMPTS must be >= 1")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        return Path(self.database_url.split("///", 1)[1])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""Coordination across workers and hosts: debounce timers, ordered dispatch, limits."""

@@ -1,0 +1,80 @@
+"""Debounce: when a conversation's pending messages become due.
+
+The window lives in the database (`conversations.pending_since` and `last_message_at`,
+written in the message's own transaction), so it survives any loss of Redis. Redis holds
+only the timer: one armed `agentq.dispatch` countdown task a conversation, marked by a key.
+A timer that fires early (more messages came) re-arms itself for the new due time; a lost
+timer (Redis flushed, worker killed) is replaced by the reconciler, which re-drives every
+conversation whose due time is past.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentq import broker
+from agentq.config import get_settings
+from agentq.db.models import Conversation, utcnow
+from agentq.redis_conn import get_redis, key
+
+log = logging.getLogger(__name__)
+
+#: how long a timer key outlives its due time, so a lost timer does not block new ones long
+TIMER_SLACK_SECONDS = 30.0
+
+
+def window(conv: Conversation) -> tuple[float, float]:
+    """(debounce, max_wait) in seconds for `conv`: its own settings, else the defaults."""
+    s = get_settings()
+    settings: dict[str, Any] = conv.settings or {}
+    debounce = float(settings.get("debounce_seconds", s.debounce_seconds))
+    max_wait = float(settings.get("max_wait_seconds", s.max_wait_seconds))
+    return debounce, max(max_wait, debounce)
+
+
+def due_at(conv: Conversation) -> datetime | None:
+    """`debounce` after the last pending message, never later than `max_wait` after the
+    first; None when nothing is pending."""
+    if conv.pending_since is None or conv.last_message_at is None:
+        return None
+    debounce, max_wait = window(conv)
+    return min(
+        conv.last_message_at + timedelta(seconds=debounce),
+        conv.pending_since + timedelta(seconds=max_wait),
+    )
+
+
+def _timer_key(conversation_id: uuid.UUID | str) -> str:
+    return key("debounce", conversation_id)
+
+
+def arm(conversation_id: uuid.UUID | str, due: datetime, *, force: bool = False) -> bool:
+    """Make sure a dispatch timer will fire for `conversation_id` at or before `due`.
+
+    Without `force`, a timer already armed is left alone: due times only move later, and
+    a timer that fires early re-arms itself. Returns whether a task was sent. Best effort:
+    if Redis is unreachable the reconciler re-drives the conversation.
+    """
+    delay = (due - utcnow()).total_seconds()
+    ttl_ms = int((max(delay, 0) + TIMER_SLACK_SECONDS) * 1000)
+    try:
+        armed = get_redis().set(_timer_key(conversation_id), due.isoformat(), px=ttl_ms,
+                                nx=not force)
+        if not armed:
+            return False
+        broker.send(broker.DISPATCH, conversation_id, countdown=delay)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the DB holds the window; reconciler re-drives
+        log.warning("debounce timer not armed for %s: %s", conversation_id, type(exc).__name__)
+        return False
+
+
+def disarm(conversation_id: uuid.UUID | str) -> None:
+    """Forget the timer; call before re-reading the database for late arrivals."""
+    try:
+        get_redis().delete(_timer_key(conversation_id))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("debounce timer not cleared for %s: %s", conversation_id, type(exc).__name__)

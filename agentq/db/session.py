@@ -1,0 +1,86 @@
+"""Engines and sessions: one engine a process, created lazily and renewed after fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from agentq.config import get_settings
+
+_lock = threading.Lock()
+_engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would defer BEGIN; we issue it ourselves.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Take the write lock up front: two processes that both read and then write would
+        # otherwise deadlock on the lock upgrade, and one of them would fail.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: the configured database) in this process."""
+    return _get(url)[0]
+
+
+def _get(url: str | None) -> tuple[Engine, sessionmaker[Session]]:
+    url = url or get_settings().database_url
+    key = (url, os.getpid())  # a forked child must not share its parent's connections
+    pair = _engines.get(key)
+    if pair is None:
+        with _lock:
+            pair = _engines.get(key)
+            if pair is None:
+                engine = make_engine(url)
+                pair = _engines[key] = (engine, sessionmaker(engine, expire_on_commit=False))
+    return pair
+
+
+def dispose_engines() -> None:
+    """Drop every pooled connection (after fork, or at shutdown)."""
+    with _lock:
+        for engine, _ in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    with _get(url)[1].begin() as session:
+        yield session
+
+
+@contextmanager
+def reader(url: str | None = None) -> Iterator[Session]:
+    """A session for reads only."""
+    with _get(url)[1]() as session:
+        yield session

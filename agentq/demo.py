@@ -1,0 +1,152 @@
+"""`agentq demo`: a user and two agents talk, on the embedded default.
+
+Needs no Redis or PostgreSQL server: it uses AGENTQ_DATABASE_URL and AGENTQ_REDIS_URL when
+they are set, else a SQLite file in a temporary folder and a Redis it starts itself. Real
+worker processes, the reconciler and the fake LLM run beside it, over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from agentq.embedded import EmbeddedRedis
+
+SCRIPT = [
+    "@Ava where should I go for a long weekend in spring?",
+    "@Milo and what would that cost for two people?",
+    "@Ava is it better by train or by plane?",
+    "@Milo how much should I keep aside for food?",
+    "@Ava thanks! one last tip?",
+    "@Milo and a last word on the budget?",
+]
+
+
+class Progress:
+    """A one-line spinner with elapsed time while the demo waits (quiet when not a TTY)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self.started = time.monotonic()
+
+    def _spin(self) -> None:
+        frames = "|/-\\"
+        i = 0
+        while not self._stop.wait(0.1):
+            if sys.stdout.isatty():
+                elapsed = time.monotonic() - self.started
+                print(f"\r  {frames[i % 4]} {self.label} {elapsed:5.1f}s", end="", flush=True)
+            i += 1
+
+    def __enter__(self) -> Progress:
+        if not sys.stdout.isatty():
+            print(f"  … {self.label}", flush=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if sys.stdout.isatty():
+            print("\r" + " " * 70 + "\r", end="", flush=True)
+
+
+def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
+    from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+
+    turns = max(1, min(turns, len(SCRIPT)))
+    with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="agentq-demo-"))
+        env: dict[str, str] = {}
+        if not os.environ.get("AGENTQ_REDIS_URL"):
+            with Progress("starting embedded Redis"):
+                redis = stack.enter_context(EmbeddedRedis())
+            env["AGENTQ_REDIS_URL"] = redis.url
+            print(f"redis:    embedded, {redis.url}")
+        else:
+            print(f"redis:    {os.environ['AGENTQ_REDIS_URL']}")
+        if not os.environ.get("AGENTQ_DATABASE_URL"):
+            env["AGENTQ_DATABASE_URL"] = f"sqlite:///{work / 'agentq.db'}"
+        print(f"database: {env.get('AGENTQ_DATABASE_URL') or os.environ['AGENTQ_DATABASE_URL']}")
+        llm = stack.enter_context(FakeLLMServer(FakeLLMConfig(latency=latency, jitter=latency / 2)))
+        env.update({"LLM_PROVIDER": "openai", "LLM_ENDPOINT": llm.url, "LLM_API_KEY": "demo-key",
+                    # the demo's agents answer quickly after a message; production waits longer
+                    "AGENTQ_DEBOUNCE_SECONDS": "0.3", "AGENTQ_MAX_WAIT_SECONDS": "2",
+                    "AGENTQ_RECONCILE_GRACE_SECONDS": "2"})
+        print(f"llm:      fake, {llm.url} (latency {latency:.2f}s)")
+        os.environ.update(env)
+        from agentq.broker import reset_app
+        from agentq.config import reset_settings
+
+        reset_settings()
+        reset_app()
+        from agentq.db.migrate import upgrade
+
+        with Progress("migrating the database"):
+            upgrade()
+        from agentq.stack import Stack
+
+        procs = stack.enter_context(Stack(env, log_dir=work / "logs"))
+        with Progress(f"starting {workers} worker process(es) and the reconciler"):
+            for _ in range(workers):
+                procs.start_worker(concurrency=8)
+            procs.start_reconciler(interval=1.0)
+        return _converse(turns, work)
+    return 0
+
+
+def _converse(turns: int, work: Path) -> int:
+    from agentq.client import Client
+
+    client = Client()
+    client.create_agent("Ava", role="travel guide", goal="suggest places to go")
+    client.create_agent("Milo", role="budget planner", goal="keep trips affordable")
+    conv = client.create_conversation("channel", title="weekend trip")
+    client.add_participant(conv.id, agent="Ava")
+    client.add_participant(conv.id, agent="Milo")
+    user = client.add_participant(conv.id, user_id="sam", display_name="Sam")
+    print(f"\nconversation {conv.id}: Sam, Ava and Milo\n")
+    rows = []
+    for text in SCRIPT[:turns]:
+        print(f"Sam:  {text}")
+        started = time.monotonic()
+        with Progress("waiting for the reply"):
+            reply = client.ask(conv.id, user.id, text, timeout=60)
+        took = time.monotonic() - started
+        job = client.get_job(reply.reply_to_job_id) if reply.reply_to_job_id else None
+        agent = client.get_agent(job.agent_id).name if job else "?"
+        print(f"{agent + ':':<5} {reply.content}")
+        rows.append((agent, took, job))
+        print()
+    print("turn  agent  total    debounce  queue    llm      completion")
+    for i, (agent, took, job) in enumerate(rows, 1):
+        t = _timings(job)
+        print(f"{i:<5} {agent:<6} {took * 1000:6.0f}ms " + " ".join(f"{v:6.0f}ms" for v in t))
+    total = sum(r[1] for r in rows)
+    print(f"\n{len(rows)} turns in {total:.2f}s; logs in {work / 'logs'}")
+    return 0
+
+
+def _timings(job: object) -> tuple[float, float, float, float]:
+    """debounce, queue, llm, completion (ms) of a job, from what the database recorded."""
+    from sqlalchemy import select
+
+    from agentq.db.models import Job, Message
+    from agentq.db.session import reader
+
+    with reader() as session:
+        row = session.get(Job, job.id)  # type: ignore[attr-defined]
+        first = session.get(Message, row.trigger_message_id)
+        reply = session.scalar(select(Message).where(Message.reply_to_job_id == row.id))
+        llm = float((row.result or {}).get("latency_ms", 0))
+        debounce = (row.created_at - first.created_at).total_seconds() * 1000
+        queue = (row.started_at - row.created_at).total_seconds() * 1000
+        rest = (reply.created_at - row.started_at).total_seconds() * 1000 - llm
+        return debounce, queue, llm, max(rest, 0.0)

@@ -1,0 +1,228 @@
+"""Typed events: stored in the `events` table (the replayable feed), handed to in-process
+handlers, and published on Redis pub/sub per conversation after the transaction commits.
+
+Payloads carry ids and short facts only, never message bodies or secrets: subscribers
+fetch what they are allowed to see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agentq.db.models import Event as EventRow
+from agentq.db.models import utcnow
+from agentq.db.session import transaction
+
+log = logging.getLogger(__name__)
+
+#: live status categories (DESIGN.md, Events)
+STATUS_CATEGORIES = (
+    "engine", "tool", "workflow", "progress", "error", "info", "conversation", "analysis",
+)
+
+
+class Event(BaseModel):
+    """Base of every event; `type` is its one name."""
+
+    model_config = ConfigDict(frozen=True)
+    type: ClassVar[str]
+    conversation_id: uuid.UUID | None = None
+
+
+class MessageCreated(Event):
+    type = "message.created"
+    message_id: uuid.UUID
+    seq: int
+    role: str
+    author_id: uuid.UUID | None = None
+
+
+class AgentResponding(Event):
+    type = "agent.responding"
+    agent_id: uuid.UUID
+    job_id: uuid.UUID
+    attempt: int
+
+
+class AgentResponded(Event):
+    type = "agent.responded"
+    agent_id: uuid.UUID
+    job_id: uuid.UUID
+    message_id: uuid.UUID
+    seq: int
+
+
+class JobCompleted(Event):
+    type = "job.completed"
+    job_id: uuid.UUID
+    agent_id: uuid.UUID
+    attempts: int
+    duration_ms: int
+
+
+class JobFailed(Event):
+    type = "job.failed"
+    job_id: uuid.UUID
+    agent_id: uuid.UUID
+    attempts: int
+    reason: str
+
+
+class JobRetrying(Event):
+    type = "job.retrying"
+    job_id: uuid.UUID
+    agent_id: uuid.UUID
+    attempts: int
+    reason: str
+    next_attempt_at: datetime
+
+
+class AgentLifecycle(Event):
+    """agent.created|started|stopped|paused|resumed|status_changed; `type` set per instance."""
+
+    agent_id: uuid.UUID
+    status: str
+    name: str = ""
+    event_type: str = "agent.status_changed"
+
+
+class Status(Event):
+    """Live status (`status.<category>`): typing, progress, errors, notices."""
+
+    category: str
+    message: str = ""
+    data: dict[str, Any] = {}
+
+
+def event_type(event: Event) -> str:
+    if isinstance(event, AgentLifecycle):
+        return event.event_type
+    if isinstance(event, Status):
+        return f"status.{event.category}"
+    return event.type
+
+
+Handler = Callable[[dict[str, Any]], None]
+_handlers: dict[str, list[Handler]] = defaultdict(list)
+
+
+def on(event_name: str) -> Callable[[Handler], Handler]:
+    """Register an in-process handler: `@agentq.on("agent.responded")`.
+
+    Handlers run in the process that committed the event, after commit, with the event's
+    feed record (`id`, `type`, `conversation_id`, `payload`, `created_at`). `"*"` gets all.
+    A handler that raises is logged and does not stop the others.
+    """
+
+    def register(fn: Handler) -> Handler:
+        _handlers[event_name].append(fn)
+        return fn
+
+    return register
+
+
+def record(session: Session, event: Event) -> EventRow:
+    """Add `event` to the outbox in the caller's transaction; publish it after commit."""
+    row = EventRow(
+        type=event_type(event),
+        conversation_id=event.conversation_id,
+        payload=event.model_dump(mode="json", exclude={"conversation_id", "event_type"}),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+def feed_record(row: EventRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "conversation_id": str(row.conversation_id) if row.conversation_id else None,
+        "payload": row.payload,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def channel(conversation_id: uuid.UUID | str) -> str:
+    from agentq.redis_conn import key
+
+    return key("conv", conversation_id)
+
+
+def publish(rows: Iterable[EventRow]) -> None:
+    """Publish committed events to Redis and mark them published.
+
+    Best effort: if Redis is down the rows stay unpublished and the reconciler publishes
+    them later; subscribers resume from the stored feed.
+    """
+    from agentq.redis_conn import get_redis, key
+
+    rows = list(rows)
+    if not rows:
+        return
+    records = [feed_record(r) for r in rows]
+    for rec in records:
+        _dispatch_local(rec)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for rec in records:
+            data = json.dumps(rec)
+            if rec["conversation_id"]:
+                pipe.publish(channel(rec["conversation_id"]), data)
+            pipe.publish(key("events"), data)
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - the reconciler will publish them later
+        log.warning("event publish deferred: %s", type(exc).__name__)
+        return
+    with transaction() as session:
+        session.execute(
+            update(EventRow)
+            .where(EventRow.id.in_([r["id"] for r in records]))
+            .values(published_at=utcnow())
+        )
+
+
+def _dispatch_local(rec: dict[str, Any]) -> None:
+    for fn in (*_handlers.get(rec["type"], ()), *_handlers.get("*", ())):
+        try:
+            fn(rec)
+        except Exception:  # noqa: BLE001 - one handler must not break the others
+            log.exception("event handler %r failed for %s", fn, rec["type"])
+
+
+def publish_unpublished(older_than: datetime, limit: int = 1000) -> int:
+    """Publish events a crash left unpublished (reconciler). Returns how many."""
+    with transaction() as session:
+        rows = list(
+            session.scalars(
+                select(EventRow)
+                .where(EventRow.published_at.is_(None), EventRow.created_at < older_than)
+                .order_by(EventRow.id)
+                .limit(limit)
+            )
+        )
+    publish(rows)
+    return len(rows)
+
+
+def read_feed(
+    after: int = 0, limit: int = 100, conversation_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
+    """The stored feed after event id `after`, oldest first: replayable from any point."""
+    from agentq.db.session import reader
+
+    with reader() as session:
+        q = select(EventRow).where(EventRow.id > after)
+        if conversation_id is not None:
+            q = q.where(EventRow.conversation_id == conversation_id)
+        return [feed_record(r) for r in session.scalars(q.order_by(EventRow.id).limit(limit))]

@@ -1,0 +1,337 @@
+"""A job's life after it is claimed: the LLM call, completion, failure, retry.
+
+Every step is idempotent and fenced by the claim's `lease_token`, so a redelivered or
+duplicated task, or a worker that outlived its lease, changes nothing twice:
+
+- `run_job` stores the provider's answer only while its claim is current,
+- `complete` writes the reply only while the job is active, under the job's row lock,
+  and `messages.reply_to_job_id` is UNIQUE, so a job has one reply at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from agentq import broker, events
+from agentq.config import get_settings
+from agentq.context import build_messages
+from agentq.conversations import load_conversation
+from agentq.coordination import debounce, ordering
+from agentq.db.models import (
+    Agent,
+    Conversation,
+    Job,
+    LLMMessage,
+    Message,
+    MessageJob,
+    Participant,
+    utcnow,
+)
+from agentq.db.session import reader, transaction
+from agentq.errors import JobNotFound, JobNotRetryable, ProviderError
+from agentq.messages import append_message
+from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
+from agentq.responders import could_answer_agent
+from agentq.schemas import JobOut, MessageOut
+
+log = logging.getLogger(__name__)
+
+#: how much of a failure reason is kept and shown in the conversation
+REASON_MAX = 300
+
+
+@dataclass
+class Call:
+    job_id: uuid.UUID
+    conversation_id: uuid.UUID
+    token: int
+    provider: str
+    request: ChatRequest
+
+
+def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
+    """The request for the job's current claim, or None if the claim is stale."""
+    s = get_settings()
+    with transaction() as session:
+        job = session.get(Job, uuid.UUID(str(job_id)))
+        if job is None or job.status != "active" or job.lease_token != token:
+            return None
+        agent = session.get_one(Agent, job.agent_id)
+        conv = session.get_one(Conversation, job.conversation_id)
+        cfg: dict[str, Any] = agent.model_config_ or {}
+        key_env = cfg.get("api_key_env")
+        request = ChatRequest(
+            messages=build_messages(session, agent, conv, s.context_messages),
+            model=cfg.get("model") or s.llm.model,
+            max_tokens=int(cfg.get("max_tokens") or s.llm.max_tokens),
+            temperature=cfg.get("temperature"),
+            endpoint=cfg.get("endpoint") or s.llm.endpoint,
+            api_key=os.environ.get(key_env, "") if key_env else s.llm.api_key.get_secret_value(),
+            timeout=float(cfg.get("timeout") or s.llm.timeout),
+        )
+        return Call(job.id, job.conversation_id, token, agent.provider, request)
+
+
+def run_job(job_id: uuid.UUID | str, token: int) -> None:
+    """The LLM task: call the provider for the claimed job and complete it.
+
+    Transient provider errors are retried inside the call (tenacity); what still fails
+    costs the job an attempt (see `attempt_failed`).
+    """
+    call = prepare(job_id, token)
+    if call is None:
+        log.info("job %s claim %s is stale; nothing to do", job_id, token)
+        return
+    s = get_settings().llm
+    try:
+        result = call_with_retries(
+            get_provider(call.provider), call.request, max_retries=s.max_retries,
+            backoff_base=s.backoff_base, backoff_max=s.backoff_max,
+        )
+    except ProviderError as exc:
+        attempt_failed(call.job_id, token, short_reason(exc), retryable=exc.retryable)
+        return
+    except Exception as exc:  # noqa: BLE001 - a bug or an odd provider costs one attempt
+        log.exception("job %s: unexpected error in the LLM call", call.job_id)
+        attempt_failed(call.job_id, token, short_reason(exc), retryable=True)
+        return
+    if store_result(call.job_id, token, result):
+        complete(call.job_id)
+
+
+def short_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:REASON_MAX]
+
+
+def store_result(job_id: uuid.UUID, token: int, result: ChatResult) -> bool:
+    """Keep the provider's answer on the job, if the claim is still current."""
+    with transaction() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "active", Job.lease_token == token)
+            .values(
+                result={
+                    "content": result.content,
+                    "model": result.model,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "latency_ms": int(result.latency * 1000),
+                    "requests": result.requests,
+                }
+            )
+        )
+        return done.rowcount == 1
+
+
+def complete(job_id: uuid.UUID | str) -> bool:
+    """Write the job's reply and finish it. Idempotent: run twice, it writes once.
+
+    Returns whether this call did the writing.
+    """
+    now = utcnow()
+    with transaction() as session:
+        job = session.get(Job, uuid.UUID(str(job_id)), with_for_update=True)
+        if job is None or job.status != "active" or not job.result:
+            return False
+        conv = load_conversation(session, job.conversation_id, lock=True)
+        agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+        author = session.scalar(
+            select(Participant.id).where(
+                Participant.conversation_id == conv.id, Participant.agent_id == agent.id
+            )
+        )
+        content = job.result["content"]
+        reply, created = append_message(
+            session, conv, role="assistant", content=content, author_id=author,
+            reply_to_job_id=job.id, needs_dispatch=could_answer_agent(conv),
+        )
+        session.add(
+            LLMMessage(
+                message_id=reply.id, role="assistant", content=content,
+                model=job.result.get("model"),
+                prompt_tokens=job.result.get("prompt_tokens", 0),
+                completion_tokens=job.result.get("completion_tokens", 0),
+                latency_ms=job.result.get("latency_ms", 0),
+            )
+        )
+        session.add(
+            MessageJob(
+                message_id=reply.id, job_id=job.id, agent_id=agent.id, conversation_id=conv.id,
+                status="reply",
+            )
+        )
+        _finish(session, job, "completed", now)
+        agent.total_responses += 1
+        agent.last_response_at = now
+        _release_agent(session, agent, job.id)
+        duration = int(((job.finished_at or now) - (job.started_at or now)).total_seconds() * 1000)
+        rows = [
+            created,
+            events.record(session, events.AgentResponded(
+                conversation_id=conv.id, agent_id=agent.id, job_id=job.id,
+                message_id=reply.id, seq=reply.seq,
+            )),
+            events.record(session, events.JobCompleted(
+                conversation_id=conv.id, agent_id=agent.id, job_id=job.id,
+                attempts=job.attempts, duration_ms=duration,
+            )),
+        ]
+        due = conv.pending_since is not None
+        conv_id = conv.id
+    events.publish(rows)
+    log.info("job %s completed", job_id, extra={"conversation_id": str(conv_id)})
+    _next(conv_id, due)
+    return True
+
+
+def _next(conversation_id: uuid.UUID, pending: bool) -> None:
+    """After a job ends: start the conversation's next job, dispatch what waited."""
+    if pending:
+        outcome = ordering.dispatch_due(conversation_id)
+        if outcome.due is not None:
+            debounce.arm(conversation_id, outcome.due)
+    ordering.advance(conversation_id)
+
+
+def _finish(session: Session, job: Job, status: str, now: Any) -> None:
+    job.status = status
+    job.finished_at = now
+    job.lease_until = None
+    job.next_attempt_at = None
+
+
+def _release_agent(session: Session, agent: Agent, job_id: uuid.UUID) -> None:
+    """Back to `active` unless another of its jobs still runs (at its limit)."""
+    if agent.status != "busy":
+        return
+    running = session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.agent_id == agent.id, Job.status == "active", Job.id != job_id
+        )
+    )
+    if not running or running < agent.max_concurrent_jobs:
+        agent.status = "active"
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt `attempt + 1`: exponential with full jitter."""
+    s = get_settings()
+    cap = min(s.retry_backoff_max_seconds, s.retry_backoff_seconds * 2 ** (attempt - 1))
+    return random.uniform(cap / 2, cap)
+
+
+def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: bool) -> None:
+    """Record a failed attempt: wait and try again (without holding a worker), or fail the
+    job visibly when attempts are spent or the error cannot heal."""
+    now = utcnow()
+    with transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != "active" or job.lease_token != token:
+            return
+        if retryable and job.attempts < job.max_attempts:
+            wait = backoff(job.attempts)
+            job.status = "delayed"
+            job.next_attempt_at = now + timedelta(seconds=wait)
+            job.lease_until = None
+            job.failure_reason = reason
+            rows = [events.record(session, events.JobRetrying(
+                conversation_id=job.conversation_id, job_id=job.id, agent_id=job.agent_id,
+                attempts=job.attempts, reason=reason, next_attempt_at=job.next_attempt_at,
+            ))]
+            conv_id, retry_in = job.conversation_id, wait
+        else:
+            rows = fail(session, job, reason, now)
+            conv_id, retry_in = job.conversation_id, None
+    events.publish(rows)
+    if retry_in is not None:
+        log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, retry_in, reason)
+        broker.send(broker.ADVANCE, conv_id, countdown=retry_in)
+    else:
+        log.warning("job %s failed: %s", job_id, reason)
+        _next(conv_id, False)
+
+
+def fail(session: Session, job: Job, reason: str, now: Any) -> list[Any]:
+    """Fail `job` (locked by the caller): reason, a visible system message, events."""
+    # Lock order everywhere: job, then conversation, then agent (no deadlocks).
+    conv = load_conversation(session, job.conversation_id, lock=True)
+    agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+    _finish(session, job, "failed", now)
+    job.failure_reason = reason
+    _release_agent(session, agent, job.id)
+    _, created = append_message(
+        session, conv, role="system", content=f"{agent.name} could not respond: {reason}",
+        author_id=None, needs_dispatch=False,
+    )
+    return [
+        created,
+        events.record(session, events.JobFailed(
+            conversation_id=conv.id, job_id=job.id, agent_id=agent.id, attempts=job.attempts,
+            reason=reason,
+        )),
+    ]
+
+
+def retry_job(job_id: uuid.UUID | str) -> JobOut:
+    """Give a failed (or cancelled) job a fresh set of attempts; it runs in its turn."""
+    with transaction() as session:
+        job = _load(session, job_id, lock=True)
+        if job.status not in ("failed", "cancelled"):
+            raise JobNotRetryable(job.id, job.status)
+        job.status = "waiting"
+        job.attempts = 0
+        job.failure_reason = None
+        job.finished_at = None
+        job.result = None
+        conv_id = job.conversation_id
+    ordering.advance(conv_id)
+    return get_job(job_id)
+
+
+def _load(session: Session, job_id: uuid.UUID | str, *, lock: bool = False) -> Job:
+    try:
+        jid = uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(job_id) from None
+    job = session.get(Job, jid, with_for_update=lock)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def get_job(job_id: uuid.UUID | str) -> JobOut:
+    with reader() as session:
+        job = _load(session, job_id)
+        seqs = session.scalars(
+            select(Message.seq)
+            .join(MessageJob, MessageJob.message_id == Message.id)
+            .where(MessageJob.job_id == job.id, MessageJob.status == "trigger")
+            .order_by(Message.seq)
+        ).all()
+        reply = session.scalar(select(Message).where(Message.reply_to_job_id == job.id))
+        out = JobOut.model_validate(job)
+        out.trigger_seqs = list(seqs)
+        out.reply = MessageOut.model_validate(reply) if reply else None
+        return out
+
+
+def jobs_for_message(message_id: uuid.UUID | str) -> list[uuid.UUID]:
+    with reader() as session:
+        return list(
+            session.scalars(
+                select(MessageJob.job_id).where(
+                    MessageJob.message_id == uuid.UUID(str(message_id)),
+                    MessageJob.status == "trigger",
+                )
+            )
+        )

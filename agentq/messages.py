@@ -1,0 +1,156 @@
+"""Posting messages: the message row and its `message.created` event in one transaction
+(a transactional outbox), then, after commit, publishing and arming the debounce timer."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agentq import events
+from agentq.config import get_settings
+from agentq.conversations import load_conversation
+from agentq.coordination import debounce
+from agentq.db.models import Conversation, Event, Message, Participant, utcnow
+from agentq.db.session import reader, transaction
+from agentq.errors import Conflict, ContentTooLong, EmptyContent, InvalidInput, NotAParticipant
+from agentq.schemas import MessageOut, PostedMessage
+
+
+def check_content(content: object) -> str:
+    if not isinstance(content, str):
+        raise InvalidInput("content", f"must be a string, not {type(content).__name__}")
+    if not content.strip():
+        raise EmptyContent()
+    limit = get_settings().max_content_length
+    if len(content) > limit:
+        raise ContentTooLong(len(content), limit)
+    if "\x00" in content:
+        raise InvalidInput("content", "must not contain NUL characters")
+    return content
+
+
+def _request_hash(author_id: uuid.UUID, content: str) -> str:
+    return hashlib.sha256(f"{author_id}\n{content}".encode()).hexdigest()
+
+
+def append_message(
+    session: Session,
+    conv: Conversation,
+    *,
+    role: str,
+    content: str,
+    author_id: uuid.UUID | None,
+    reply_to_job_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    needs_dispatch: bool = True,
+) -> tuple[Message, Event]:
+    """Add a message to `conv` (which the caller holds locked) with the next seq, and its
+    `message.created` event. A message that `needs_dispatch` opens or extends the debounce
+    window; one that does not (a reply nobody else will answer, a system notice) is marked
+    handled at once when nothing else is pending, so that it costs no dispatch."""
+    now = utcnow()
+    conv.last_seq += 1
+    msg = Message(
+        conversation_id=conv.id, seq=conv.last_seq, author_id=author_id, role=role,
+        content=content, reply_to_job_id=reply_to_job_id, idempotency_key=idempotency_key,
+        request_hash=request_hash, created_at=now, updated_at=now,
+    )
+    session.add(msg)
+    if needs_dispatch:
+        conv.pending_since = conv.pending_since or now
+        conv.last_message_at = now
+    elif conv.handled_seq == conv.last_seq - 1:
+        conv.handled_seq = conv.last_seq
+    session.flush()
+    row = events.record(
+        session,
+        events.MessageCreated(
+            conversation_id=conv.id, message_id=msg.id, seq=msg.seq, role=role,
+            author_id=author_id,
+        ),
+    )
+    return msg, row
+
+
+def post_message(
+    conversation_id: uuid.UUID | str,
+    author_id: uuid.UUID | str,
+    content: str,
+    idempotency_key: str | None = None,
+) -> PostedMessage:
+    """Accept a message: it is in the database when this returns, and will be answered.
+
+    Raises ConversationNotFound, NotAParticipant, EmptyContent, ContentTooLong or
+    InvalidInput, having written nothing. With an `idempotency_key`, posting the same
+    author and content again returns the first message (`duplicate=True`); the same key
+    with other content raises Conflict.
+    """
+    content = check_content(content)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise InvalidInput("idempotency_key", "must be 1 to 200 characters")
+    with transaction() as session:
+        conv = load_conversation(session, conversation_id, lock=True)
+        author = _load_author(session, conv, author_id)
+        digest = _request_hash(author.id, content) if idempotency_key else None
+        if idempotency_key:
+            earlier = session.scalar(
+                select(Message).where(
+                    Message.conversation_id == conv.id, Message.idempotency_key == idempotency_key
+                )
+            )
+            if earlier is not None:
+                if earlier.request_hash != digest:
+                    raise Conflict(
+                        f"idempotency key {idempotency_key!r} was used with a different body"
+                    )
+                return PostedMessage.model_validate(earlier).model_copy(update={"duplicate": True})
+        role = "assistant" if author.kind == "agent" else "user"
+        msg, row = append_message(
+            session, conv, role=role, content=content, author_id=author.id,
+            idempotency_key=idempotency_key, request_hash=digest,
+        )
+        due = debounce.due_at(conv)
+        out = PostedMessage.model_validate(msg)
+    events.publish([row])
+    if due is not None:
+        debounce.arm(conv.id, due)
+    return out
+
+
+def _load_author(session: Session, conv: Conversation, author_id: uuid.UUID | str) -> Participant:
+    try:
+        pid = uuid.UUID(str(author_id))
+    except ValueError:
+        raise NotAParticipant(author_id, conv.id) from None
+    author = session.get(Participant, pid)
+    if author is None or author.conversation_id != conv.id:
+        raise NotAParticipant(author_id, conv.id)
+    return author
+
+
+def list_messages(
+    conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
+) -> list[MessageOut]:
+    """Messages of a conversation with seq > `after_seq`, oldest first (soft-deleted left out)."""
+    with reader() as session:
+        conv = load_conversation(session, conversation_id)
+        rows = session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == conv.id,
+                Message.seq > after_seq,
+                Message.deleted_at.is_(None),
+            )
+            .order_by(Message.seq)
+            .limit(limit)
+        )
+        return [MessageOut.model_validate(m) for m in rows]
+
+
+def pending_since(conv: Conversation) -> datetime | None:
+    return conv.pending_since

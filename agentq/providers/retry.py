@@ -1,0 +1,105 @@
+"""Retries of transient provider failures: exponential backoff, full jitter, Retry-After.
+
+Only `ProviderError(retryable=True)` is retried; anything else (a 400, a bad key, an
+invalid response, a bug) fails at once, since repeating it cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from agentq.errors import ProviderError
+from agentq.providers.base import ChatRequest, ChatResult, Provider
+
+log = logging.getLogger(__name__)
+
+#: the longest Retry-After honoured; a provider asking for more gets retried sooner
+#: (or the job-level retry takes over) rather than holding a worker thread for minutes
+RETRY_AFTER_CAP = 60.0
+
+
+def retry_wait(
+    attempt: int,
+    error: BaseException | None,
+    base: float,
+    cap: float,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0 for the first retry).
+
+    Full jitter: uniform in [0, min(cap, base * 2**attempt)], so that many clients hit
+    by the same outage do not retry in lockstep. When `error` carries a `retry_after`,
+    the wait is at least that, up to `RETRY_AFTER_CAP` seconds (even beyond `cap`: the
+    provider said when it will answer, and asking earlier only earns another 429).
+    """
+    ceiling = min(cap, base * 2 ** min(max(attempt, 0), 62))
+    wait = max(0.0, ceiling) * rand()
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and retry_after > 0:
+        wait = max(wait, min(float(retry_after), RETRY_AFTER_CAP))
+    return wait
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+def call_with_retries(
+    provider: Provider,
+    request: ChatRequest,
+    *,
+    max_retries: int,
+    backoff_base: float,
+    backoff_max: float,
+    on_token: Callable[[str], None] | None = None,
+    on_retry: Callable[[ProviderError, float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ChatResult:
+    """`provider.complete(request)`, retried up to `max_retries` times (so at most
+    `max_retries + 1` requests) while it raises a retryable `ProviderError`.
+
+    Returns the result with `latency` (seconds for all requests and waits) and `requests`
+    filled in. Raises the last `ProviderError` itself, or the first non-retryable error.
+    `on_retry(error, wait_seconds)` is called before each wait. With `on_token`, tokens of
+    an attempt that fails mid-stream have already been passed on; the retry starts over.
+    """
+    start = time.monotonic()
+    requests = 0
+
+    def attempt() -> ChatResult:
+        nonlocal requests
+        requests += 1
+        return provider.complete(request, on_token=on_token)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return retry_wait(state.attempt_number - 1, error, backoff_base, backoff_max)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is None or state.outcome is None or state.next_action is None:
+            return
+        error = state.outcome.exception()
+        if not isinstance(error, ProviderError):
+            return
+        try:
+            on_retry(error, state.next_action.sleep)
+        except Exception:  # a metrics hook must not turn a retry into a failure
+            log.exception("on_retry callback failed")
+
+    retrying = Retrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop_after_attempt(max(max_retries, 0) + 1),
+        wait=wait,
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,  # the caller sees the ProviderError, not tenacity's RetryError
+    )
+    result = retrying(attempt)
+    return replace(result, latency=time.monotonic() - start, requests=requests)

@@ -1,0 +1,83 @@
+"""Responder selection: which agents answer a batch of pending messages.
+
+A DM: its one agent. A channel: the agents @mentioned by name, else the one a scorer
+finds most relevant (default: word overlap of the recent text with role, backstory and
+goal). An agent never answers its own message. Pluggable: set AGENTQ_RESPONDER_SELECTOR
+to "package.module:function" with the signature of `select_responders`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agentq.db.models import Agent, Conversation, Message, Participant
+
+MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
+WORD_RE = re.compile(r"[a-z0-9]{3,}")
+
+Selector = Callable[[Session, Conversation, Sequence[Message]], list[Agent]]
+
+
+def conversation_agents(session: Session, conv: Conversation) -> list[tuple[Participant, Agent]]:
+    rows = session.execute(
+        select(Participant, Agent)
+        .join(Agent, Participant.agent_id == Agent.id)
+        .where(Participant.conversation_id == conv.id, Participant.kind == "agent")
+        .order_by(Participant.joined_at)
+    )
+    return [(p, a) for p, a in rows]
+
+
+def relevance(text: str, agent: Agent) -> int:
+    """How many distinct words of `text` appear in the agent's role, backstory and goal."""
+    profile = set(WORD_RE.findall(f"{agent.name} {agent.role} {agent.backstory} {agent.goal}".lower()))
+    return len(set(WORD_RE.findall(text.lower())) & profile)
+
+
+def select_responders(
+    session: Session, conv: Conversation, messages: Sequence[Message]
+) -> list[Agent]:
+    """The default selector."""
+    agents = conversation_agents(session, conv)
+    if not agents:
+        return []
+    speaking = [m for m in messages if m.role in ("user", "assistant")]
+    if not speaking:
+        return []
+    by_participant = {p.id: a for p, a in agents}
+    last_author = by_participant.get(speaking[-1].author_id)  # type: ignore[arg-type]
+    candidates = [a for _, a in agents if a is not last_author]
+    if conv.kind == "dm":
+        return candidates[:1]
+    human = [m for m in speaking if m.author_id not in by_participant]
+    if not human:
+        return []  # agent-to-agent turns in channels: see the hop limit (agents issue)
+    names = {a.name.lower(): a for a in candidates}
+    mentioned = [names[n.lower()] for m in human for n in MENTION_RE.findall(m.content)
+                 if n.lower() in names]
+    if mentioned:
+        return list(dict.fromkeys(mentioned))
+    text = " ".join(m.content for m in human)
+    best = max(candidates, key=lambda a: relevance(text, a), default=None)
+    return [best] if best is not None else []
+
+
+def could_answer_agent(conv: Conversation) -> bool:
+    """Whether an agent's message may be answered by another agent, so needs a dispatch.
+
+    Not yet: agents answer humans only, until the hop limit bounds agent-to-agent loops.
+    """
+    return False
+
+
+def get_selector(path: str | None) -> Selector:
+    if not path:
+        return select_responders
+    module, _, name = path.partition(":")
+    fn: Selector = getattr(importlib.import_module(module), name)
+    return fn

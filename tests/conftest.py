@@ -1,0 +1,145 @@
+"""Fixtures: real Redis (a redis-server process of the test run's own), real PostgreSQL
+(a fresh database on the local server), SQLite, the fake LLM over HTTP, and real Celery
+worker processes. Nothing agentq owns or that runs here is mocked."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from agentq.broker import reset_app
+from agentq.client import Client
+from agentq.config import reset_settings
+from agentq.db.migrate import upgrade
+from agentq.db.session import dispose_engines
+from agentq.embedded import EmbeddedRedis
+from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.redis_conn import close_redis
+from agentq.stack import Stack
+
+#: where the test run may create and drop its own databases
+PG_ADMIN = os.environ.get("AGENTQ_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+
+#: settings that make failures and recovery quick enough to test
+FAST = {
+    "AGENTQ_DEBOUNCE_SECONDS": "0.2",
+    "AGENTQ_MAX_WAIT_SECONDS": "1",
+    "AGENTQ_JOB_LEASE_SECONDS": "8",
+    "AGENTQ_RECONCILE_INTERVAL_SECONDS": "1",
+    "AGENTQ_RECONCILE_GRACE_SECONDS": "1",
+    "AGENTQ_RETRY_BACKOFF_SECONDS": "0.2",
+    "AGENTQ_RETRY_BACKOFF_MAX_SECONDS": "1",
+    "LLM_BACKOFF_BASE": "0.05",
+    "LLM_BACKOFF_MAX": "2",
+    "LLM_TIMEOUT": "5",
+    "LLM_API_KEY": "sk-test-SECRET-0123456789",
+    "LLM_PROVIDER": "openai",
+}
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """Point this process at `env` (settings, engines, Redis and Celery clients)."""
+    os.environ.update(env)
+    reset_settings()
+    reset_app()
+    dispose_engines()
+    close_redis()
+
+
+def create_pg_database() -> str:
+    name = f"agentq_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    dispose_engines()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(FakeLLMConfig(latency=0.05)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = create_pg_database()
+    upgrade(url)
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'agentq.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_server: EmbeddedRedis, fake_llm: FakeLLMServer) -> dict[str, str]:
+    return {**FAST, "AGENTQ_REDIS_URL": redis_server.url, "LLM_ENDPOINT": fake_llm.url}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, base_env: dict[str, str]) -> Iterator[str]:
+    """Each test using it runs on SQLite and on PostgreSQL (no workers)."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    apply_env({**base_env, "AGENTQ_DATABASE_URL": url})
+    yield url
+
+
+@dataclass
+class Live:
+    client: Client
+    stack: Stack
+    env: dict[str, str]
+    redis: EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def live_stack(pg_url: str, base_env: dict[str, str], redis_server: EmbeddedRedis,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """PostgreSQL, Redis, two worker processes and the reconciler, for the whole run."""
+    env = {**base_env, "AGENTQ_DATABASE_URL": pg_url}
+    apply_env(env)
+    with Stack(env, log_dir=tmp_path_factory.mktemp("logs")) as stack:
+        stack.start_worker(concurrency=20)
+        stack.start_worker(concurrency=20)
+        stack.start_reconciler(interval=1.0)
+        yield Live(Client(), stack, env, redis_server)
+
+
+@pytest.fixture
+def live(live_stack: Live) -> Live:
+    apply_env(live_stack.env)
+    return live_stack
+
+
+@pytest.fixture
+def isolated(base_env: dict[str, str], tmp_path: object) -> Iterator[Live]:
+    """A stack of its own (fresh database, own Redis), for tests that kill or flush."""
+    url = create_pg_database()
+    upgrade(url)
+    with EmbeddedRedis() as server:
+        env = {**base_env, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": server.url}
+        apply_env(env)
+        with Stack(env, log_dir=f"{tmp_path}/logs") as stack:
+            yield Live(Client(), stack, env, server)
+    drop_pg_database(url)

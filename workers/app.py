@@ -1,0 +1,26 @@
+"""The Celery app: `celery -A workers.app worker` (or `agentq worker`).
+
+Queues: `agentq.control` (short work: debounce timers, dispatch, completion,
+reconciliation) and `agentq.llm` (LLM calls: seconds each, run them on a threads or
+gevent pool). Tasks themselves live in `workers.tasks` and stay thin.
+"""
+
+from __future__ import annotations
+
+from celery.signals import worker_process_init
+
+from agentq.broker import make_celery
+from agentq.db.session import dispose_engines
+from agentq.providers import close_providers
+from agentq.redis_conn import close_redis
+
+app = make_celery(main="workers")
+app.conf.include = ["workers.tasks"]
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # A prefork child must not reuse its parent's sockets.
+    dispose_engines()
+    close_redis()
+    close_providers()
