@@ -149,9 +149,11 @@ class _State:
         self.reset_stats()
 
     def reset_stats(self) -> None:
+        # in_flight is a gauge, not a counter: requests still being answered (a hang from
+        # an earlier test) will leave later, and must not drive it below zero.
+        self.in_flight = getattr(self, "in_flight", 0)
+        self.peak_in_flight = self.in_flight
         self.requests = 0
-        self.in_flight = 0
-        self.peak_in_flight = 0
         self.by_status: dict[str, int] = {}
         self.last_request_at: float | None = None
         self.arrivals: deque[float] = deque(maxlen=10_000)

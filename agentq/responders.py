@@ -46,25 +46,21 @@ def select_responders(
     agents = conversation_agents(session, conv)
     if not agents:
         return []
-    speaking = [m for m in messages if m.role in ("user", "assistant")]
-    if not speaking:
-        return []
     by_participant = {p.id: a for p, a in agents}
-    last_author = by_participant.get(speaking[-1].author_id)  # type: ignore[arg-type]
-    candidates = [a for _, a in agents if a is not last_author]
+    # Agents answer people here; agent-to-agent turns come with the hop limit.
+    human = [m for m in messages if m.role == "user" and m.author_id not in by_participant]
+    if not human:
+        return []
+    candidates = [a for _, a in agents]
     if conv.kind == "dm":
         return candidates[:1]
-    human = [m for m in speaking if m.author_id not in by_participant]
-    if not human:
-        return []  # agent-to-agent turns in channels: see the hop limit (agents issue)
     names = {a.name.lower(): a for a in candidates}
     mentioned = [names[n.lower()] for m in human for n in MENTION_RE.findall(m.content)
                  if n.lower() in names]
     if mentioned:
         return list(dict.fromkeys(mentioned))
     text = " ".join(m.content for m in human)
-    best = max(candidates, key=lambda a: relevance(text, a), default=None)
-    return [best] if best is not None else []
+    return [max(candidates, key=lambda a: relevance(text, a))]
 
 
 def could_answer_agent(conv: Conversation) -> bool:

@@ -114,8 +114,12 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live_stack(pg_url: str, base_env: dict[str, str], redis_server: EmbeddedRedis,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live_stack(
+    pg_url: str,
+    base_env: dict[str, str],
+    redis_server: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Live]:
     """PostgreSQL, Redis, two worker processes and the reconciler, for the whole run."""
     env = {**base_env, "AGENTQ_DATABASE_URL": pg_url}
     apply_env(env)

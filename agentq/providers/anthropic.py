@@ -61,7 +61,8 @@ class AnthropicProvider(HTTPProvider):
             headers["x-api-key"] = request.api_key
         start = time.monotonic()
         try:
-            response = self.client.post(url, json=payload, headers=headers, timeout=request.timeout)
+            with self.pool.client(request.timeout) as client:
+                response = client.post(url, json=payload, headers=headers, timeout=request.timeout)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, request) from exc
         if response.status_code != 200:

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -69,48 +70,96 @@ def _snippet(text: str, secret: str) -> str:
     return text
 
 
-class HTTPProvider(Provider):
-    """A provider that talks HTTP through one pooled `httpx.Client` per instance.
+class ClientPool:
+    """Lends each call an `httpx.Client` of its own, keeping idle ones (and their
+    keep-alive connections) for the next calls.
 
-    The client is created lazily and re-created in a forked child, so that a Celery
-    prefork worker never shares its parent's sockets. `httpx.Client` is thread-safe, so
-    one instance serves every thread of a worker.
+    Why not one shared `httpx.Client`: httpcore 1.0's sync pool rescans every queued
+    request against every connection under one lock, so hundreds of threads spend seconds
+    waiting on it, and it can close a connection it has just handed to a waiting thread
+    (encode/httpcore#1110: "Bad file descriptor" or a hang). A client used by one thread
+    at a time has neither problem. The clients share one SSL context, which is what makes
+    a client cheap (~0.3 ms instead of ~40 ms).
     """
+
+    def __init__(self, max_active: int = 2000, max_idle: int = 200) -> None:
+        self.max_active = max_active
+        self.max_idle = max_idle
+        self._pid = -1  # set up on first use, and again in a forked child
+        self._ssl: Any = None
+
+    def _setup(self) -> None:
+        # In a forked child the parent's clients, sockets and (maybe held) locks are not
+        # ours: start afresh without touching them.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.max_active)
+        self._idle: list[httpx.Client] = []
+
+    @contextmanager
+    def client(self, wait: float) -> Iterator[httpx.Client]:
+        """A client for the duration of the block; waits up to `wait` seconds for one of
+        the `max_active` slots, else raises `httpx.PoolTimeout`."""
+        if self._pid != os.getpid():
+            self._setup()
+        slots = self._slots
+        if not slots.acquire(timeout=wait):
+            raise httpx.PoolTimeout(f"all {self.max_active} connections busy")
+        try:
+            with self._lock:
+                client = self._idle.pop() if self._idle else None  # LIFO: the warmest
+            if client is None:
+                client = self._new_client()
+            try:
+                yield client
+            finally:
+                self._give_back(client)
+        finally:
+            slots.release()
+
+    def _new_client(self) -> httpx.Client:
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+        # A few connections so that calls to several endpoints keep theirs alive.
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        return httpx.Client(verify=self._ssl, limits=limits, follow_redirects=False)
+
+    def _give_back(self, client: httpx.Client) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(client)
+                return
+        client.close()
+
+    def close(self) -> None:
+        """Close the idle clients; clients lent out are closed or kept when returned."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
+
+
+class HTTPProvider(Provider):
+    """A provider that talks HTTP through a `ClientPool`, one per instance: at most
+    `max_connections` requests in flight, `max_keepalive` idle connections kept. Safe to
+    share between threads, and fork-safe (a child never uses its parent's sockets)."""
 
     name = "http"
 
     def __init__(self, *, max_connections: int = 2000, max_keepalive: int = 200) -> None:
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive
-        )
-        self._client: httpx.Client | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> httpx.Client:
-        if self._pid != os.getpid():
-            # Forked: the parent's client (and perhaps a held lock) are not ours to use.
-            self._lock = threading.Lock()
-            self._client = None
-            self._pid = os.getpid()
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(limits=self._limits, follow_redirects=False)
-                client = self._client
-        return client
+        self.pool = ClientPool(max_connections, max_keepalive)
 
     def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.close()
+        self.pool.close()
 
     # -- error mapping, shared by the subclasses ------------------------------------------
 
     def _transport_error(self, exc: httpx.HTTPError, request: ChatRequest) -> ProviderError:
+        if isinstance(exc, httpx.PoolTimeout):
+            return ProviderError(f"{self.name}: {exc} for {request.timeout:g}s", retryable=True)
         if isinstance(exc, httpx.TimeoutException):
             return ProviderError(
                 f"{self.name}: no answer within {request.timeout:g}s ({type(exc).__name__})",
@@ -188,22 +237,25 @@ class OpenAIProvider(HTTPProvider):
             headers["Authorization"] = f"Bearer {request.api_key}"
         start = time.monotonic()
         try:
-            if on_token is None:
-                response = self.client.post(
-                    url, json=payload, headers=headers, timeout=request.timeout
-                )
-                if response.status_code != 200:
-                    raise self._status_error(response, request)
-                result = self._parse(self._json(response), request)
-            else:
-                payload["stream"] = True
-                with self.client.stream(
-                    "POST", url, json=payload, headers=headers, timeout=request.timeout
-                ) as response:
+            with self.pool.client(request.timeout) as client:
+                if on_token is None:
+                    response = client.post(
+                        url, json=payload, headers=headers, timeout=request.timeout
+                    )
                     if response.status_code != 200:
-                        response.read()
                         raise self._status_error(response, request)
-                    result = self._parse_stream(response, request, on_token)
+                    result = self._parse(self._json(response), request)
+                else:
+                    payload["stream"] = True
+                    # Without this OpenAI sends no usage when streaming; extra may override.
+                    payload.setdefault("stream_options", {"include_usage": True})
+                    with client.stream(
+                        "POST", url, json=payload, headers=headers, timeout=request.timeout
+                    ) as response:
+                        if response.status_code != 200:
+                            response.read()
+                            raise self._status_error(response, request)
+                        result = self._parse_stream(response, request, on_token)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, request) from exc
         return _with_latency(result, time.monotonic() - start)

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from agentq import metrics
 from agentq.errors import ProviderError
 from agentq.providers.base import ChatRequest, ChatResult, Provider
 
@@ -76,13 +77,15 @@ def call_with_retries(
     def attempt() -> ChatResult:
         nonlocal requests
         requests += 1
-        return provider.complete(request, on_token=on_token)
+        with metrics.llm_request(getattr(provider, "name", "unknown")):
+            return provider.complete(request, on_token=on_token)
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         return retry_wait(state.attempt_number - 1, error, backoff_base, backoff_max)
 
     def before_sleep(state: RetryCallState) -> None:
+        metrics.llm_retry(getattr(provider, "name", "unknown"))
         if on_retry is None or state.outcome is None or state.next_action is None:
             return
         error = state.outcome.exception()

@@ -1,0 +1,87 @@
+"""Exactly-once completion: duplicate deliveries and a worker killed mid-call."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from agentq import broker, jobs
+from agentq.coordination import ordering
+from agentq.db.models import Agent, Job, LLMMessage, Message, MessageJob
+from agentq.db.session import reader
+from agentq.fake_llm import FakeLLMServer
+from agentq.providers import call_with_retries, get_provider
+from tests.conftest import Live
+from tests.helpers import count, jobs_of, make_dm, replies_of, wait_until
+
+
+@pytest.mark.integration
+def test_completion_delivered_twice_writes_one_reply(isolated: Live) -> None:
+    client = isolated.client
+    conv, user, agent_id = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
+    client.post_message(conv.id, user.id, "hello")
+    # No worker runs yet: drive the job by hand up to its stored answer.
+    job_id = ordering.dispatch_due(conv.id).jobs[0]
+    claim = ordering.advance(conv.id)
+    assert claim is not None and claim.job_id == job_id
+    call = jobs.prepare(job_id, claim.token)
+    assert call is not None
+    result = call_with_retries(
+        get_provider(call.provider), call.request, max_retries=0, backoff_base=0.01, backoff_max=0.1
+    )
+    assert jobs.store_result(job_id, claim.token, result)
+
+    # The completion task is delivered twice through the broker, and run concurrently
+    # in this process too.
+    broker.send(broker.COMPLETE, job_id)
+    broker.send(broker.COMPLETE, job_id)
+    outcomes: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(jobs.complete(job_id))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    isolated.stack.start_worker(concurrency=4)
+    time.sleep(1.0)
+
+    assert outcomes.count(True) <= 1
+    assert len(replies_of(conv.id)) == 1
+    reply = replies_of(conv.id)[0]
+    assert reply.reply_to_job_id == job_id
+    assert count(LLMMessage, LLMMessage.message_id == reply.id) == 1
+    assert count(MessageJob, MessageJob.job_id == job_id, MessageJob.status == "reply") == 1
+    with reader() as s:
+        assert s.get(Job, job_id).status == "completed"
+        assert s.get(Agent, agent_id).total_responses == 1
+        assert s.get(Agent, agent_id).status == "active"
+
+
+@pytest.mark.integration
+def test_worker_killed_mid_call_completes_after_restart(isolated: Live) -> None:
+    with FakeLLMServer(latency=3.0) as slow:
+        client = isolated.client
+        conv, user, _ = make_dm(
+            client,
+            settings={"debounce_seconds": 0, "max_wait_seconds": 0},
+            model_config={"endpoint": slow.url},
+        )
+        first = isolated.stack.start_worker(concurrency=4)
+        client.post_message(conv.id, user.id, "take your time")
+        wait_until(lambda: slow.stats()["in_flight"] >= 1, timeout=15, what="the LLM call")
+        isolated.stack.kill(first)  # SIGKILL, in the middle of the HTTP call
+        assert [j.status for j in jobs_of(conv.id)] == ["active"]
+
+        isolated.stack.start_worker(concurrency=4)
+        isolated.stack.start_reconciler(interval=0.5)
+        wait_until(lambda: replies_of(conv.id), timeout=40, what="the reply after restart")
+        time.sleep(1.0)
+        assert len(replies_of(conv.id)) == 1
+        (job,) = jobs_of(conv.id)
+        assert job.status == "completed" and job.attempts == 2
+        with reader() as s:
+            assert s.scalar(select(Message.content).where(Message.reply_to_job_id == job.id))

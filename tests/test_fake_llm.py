@@ -1,0 +1,238 @@
+"""The fake LLM server, over real HTTP, in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(latency=0.01, model="fake-model") as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_llm(llm: FakeLLMServer) -> None:
+    llm.reset()
+
+
+@pytest.fixture
+def http(llm: FakeLLMServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=llm.url, timeout=10.0) as client:
+        yield client
+
+
+def chat_body(content: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"model": "m1", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_help_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agentq.fake_llm", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "--latency" in out.stdout and "--rate-429" in out.stdout
+
+
+def test_healthz_and_models(llm: FakeLLMServer, http: httpx.Client) -> None:
+    assert httpx.get(llm.base_url + "/healthz").json() == {"status": "ok"}
+    models = http.get("/models").json()
+    assert models["data"][0]["id"] == "fake-model"
+
+
+def test_chat_completion_has_the_openai_shape(http: httpx.Client) -> None:
+    response = http.post("/chat/completions", json=chat_body("what is up"))
+    assert response.status_code == 200
+    data = response.json()
+    assert data["object"] == "chat.completion" and data["model"] == "m1"
+    choice = data["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "reply to: what is up"}
+    assert choice["finish_reason"] == "stop"
+    assert data["usage"]["completion_tokens"] == 5
+
+
+def test_stream_sends_sse_chunks_ending_with_done(http: httpx.Client) -> None:
+    body = chat_body("a b", stream=True, stream_options={"include_usage": True})
+    with http.stream("POST", "/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[len("data: ") :]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "reply to: a b"
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_messages_has_the_anthropic_shape(http: httpx.Client) -> None:
+    response = http.post("/messages", json={**chat_body("yo"), "system": "be brief"})
+    data = response.json()
+    assert data["type"] == "message" and data["stop_reason"] == "end_turn"
+    assert data["content"] == [{"type": "text", "text": "reply to: yo"}]
+    assert data["usage"]["output_tokens"] == 3
+
+
+def test_reply_quotes_at_most_200_characters(http: httpx.Client) -> None:
+    content = http.post("/chat/completions", json=chat_body("x" * 5000)).json()
+    assert content["choices"][0]["message"]["content"] == "reply to: " + "x" * 200
+
+
+def test_max_tokens_truncates_with_finish_reason_length(
+    llm: FakeLLMServer, http: httpx.Client
+) -> None:
+    data = http.post("/chat/completions", json=chat_body("a b c d", max_tokens=2)).json()
+    assert data["choices"][0]["message"]["content"] == "reply to:"
+    assert data["choices"][0]["finish_reason"] == "length"
+    llm.control(max_tokens=3)
+    data = http.post("/chat/completions", json=chat_body("a b c d")).json()
+    assert data["choices"][0]["message"]["content"] == "reply to: a"
+
+
+def test_script_is_answered_in_order_then_knobs_apply(
+    llm: FakeLLMServer, http: httpx.Client
+) -> None:
+    llm.control(script=[429, 500, "badjson", 200], retry_after=2)
+    assert llm.stats()["script_remaining"] == [429, 500, "badjson", 200]
+    first = http.post("/chat/completions", json=chat_body())
+    assert first.status_code == 429 and first.headers["retry-after"] == "2"
+    assert first.json()["error"]["type"] == "rate_limit_error"
+    assert http.post("/chat/completions", json=chat_body()).status_code == 500
+    bad = http.post("/chat/completions", json=chat_body())
+    assert bad.status_code == 200
+    with pytest.raises(ValueError):
+        bad.json()
+    assert http.post("/chat/completions", json=chat_body()).status_code == 200
+    assert http.post("/chat/completions", json=chat_body()).status_code == 200  # knobs
+    assert llm.stats()["by_status"] == {"429": 1, "500": 1, "200": 3}
+
+
+def test_rates_of_one_always_fail(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(error_rate=1.0)
+    assert {http.post("/chat/completions", json=chat_body()).status_code for _ in range(5)} == {500}
+    llm.control(error_rate=0.0, rate_429=1.0, retry_after=0.5)
+    response = http.post("/messages", json=chat_body())
+    assert response.status_code == 429 and response.headers["retry-after"] == "0.5"
+    assert response.json()["type"] == "error"
+
+
+def test_error_rate_is_roughly_the_fraction_asked(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(error_rate=0.5, latency=0.0, seed=7)
+    statuses = [http.post("/chat/completions", json=chat_body()).status_code for _ in range(200)]
+    assert 60 <= statuses.count(500) <= 140
+
+
+def test_hang_outlasts_the_client_timeout(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(timeout_rate=1.0, hang_seconds=1)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/chat/completions", json=chat_body(), timeout=0.3)
+    assert llm.stats()["in_flight"] == 1  # still sleeping on the server
+    deadline = time.monotonic() + 5
+    while llm.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.stats()["by_status"] == {"200": 1}  # answered, late, to nobody
+
+
+async def _raw_post(port: int, path: str, body: dict[str, Any]) -> int:
+    """One HTTP/1.1 request on its own connection; the status code. (httpx's AsyncClient
+    spends seconds managing its pool at this concurrency, which is not what is tested.)"""
+    data = json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + data)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    return int(response.split(b" ", 2)[1])
+
+
+def test_a_thousand_slow_requests_are_held_concurrently(llm: FakeLLMServer) -> None:
+    llm.control(latency=2.0)
+    n = 1000
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(
+            *(_raw_post(llm.port, "/v1/chat/completions", chat_body(str(i))) for i in range(n))
+        )
+
+    start = time.monotonic()
+    statuses = asyncio.run(burst())
+    elapsed = time.monotonic() - start
+    assert statuses == [200] * n
+    assert elapsed < 10  # 2 s each, held side by side rather than one after another
+    stats = llm.stats()
+    assert stats["requests"] == n and stats["in_flight"] == 0
+    assert stats["peak_in_flight"] >= n // 2
+
+
+def test_stats_record_arrivals_and_reset(llm: FakeLLMServer, http: httpx.Client) -> None:
+    before = time.time()
+    http.post("/chat/completions", json=chat_body())
+    with http.stream("POST", "/chat/completions", json=chat_body(stream=True)) as response:
+        response.read()
+    stats = llm.stats()
+    assert stats["requests"] == 2 and stats["in_flight"] == 0 and stats["peak_in_flight"] >= 1
+    assert len(stats["arrivals"]) == 2
+    assert before - 1 <= stats["arrivals"][0] <= stats["last_request_at"] <= time.time() + 1
+    llm.reset_stats()
+    stats = llm.stats()
+    assert stats["requests"] == 0 and stats["arrivals"] == [] and stats["by_status"] == {}
+
+
+def test_reset_restores_the_starting_knobs(llm: FakeLLMServer) -> None:
+    llm.control(latency=2.0, script=[500])
+    llm.reset()
+    stats = llm.stats()
+    assert stats["config"]["latency"] == 0.01 and stats["script_remaining"] == []
+
+
+def test_control_rejects_unknown_knobs_and_bad_scripts(llm: FakeLLMServer) -> None:
+    with pytest.raises(ValueError, match="unknown knob 'latncy'"):
+        llm.control(latncy=1)
+    with pytest.raises(ValueError, match="script"):
+        llm.control(script=[42])
+    with pytest.raises(ValueError, match="error_rate"):
+        llm.control(error_rate=1.5)
+    with pytest.raises(ValueError, match="unknown knob"):
+        FakeLLMServer(bogus=1)
+
+
+def test_malformed_requests_get_400(http: httpx.Client) -> None:
+    assert http.post("/chat/completions", content=b"{nope").status_code == 400
+    assert http.post("/chat/completions", json={"model": "m"}).status_code == 400
+    assert http.post("/messages", json=chat_body(stream=True)).status_code == 400
+
+
+def test_api_key_knob_requires_the_key(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(api_key="k1")
+    assert http.post("/chat/completions", json=chat_body()).status_code == 401
+    ok = http.post("/chat/completions", json=chat_body(), headers={"Authorization": "Bearer k1"})
+    assert ok.status_code == 200
+    assert http.post("/messages", json=chat_body(), headers={"x-api-key": "k1"}).status_code == 200
+
+
+def test_server_started_with_knobs_uses_them() -> None:
+    config = FakeLLMConfig(latency=0.0, retry_after=3)
+    with FakeLLMServer(config, rate_429=1.0) as server:
+        response = httpx.post(server.url + "/chat/completions", json=chat_body())
+        assert response.status_code == 429 and response.headers["retry-after"] == "3"
+        assert server.stats()["config"]["rate_429"] == 1.0
+    with pytest.raises(RuntimeError, match="not running"):
+        server.stats()
