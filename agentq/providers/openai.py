@@ -70,6 +70,19 @@ def _snippet(text: str, secret: str) -> str:
     return text
 
 
+#: guards the re-setup of pools in a forked child; itself re-made in every child
+_fork_lock = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_fork_lock)
+
+
 class ClientPool:
     """Lends each call an `httpx.Client` of its own, keeping idle ones (and their
     keep-alive connections) for the next calls.
@@ -85,23 +98,26 @@ class ClientPool:
     def __init__(self, max_active: int = 2000, max_idle: int = 200) -> None:
         self.max_active = max_active
         self.max_idle = max_idle
-        self._pid = -1  # set up on first use, and again in a forked child
         self._ssl: Any = None
+        self._setup()
 
     def _setup(self) -> None:
         # In a forked child the parent's clients, sockets and (maybe held) locks are not
-        # ours: start afresh without touching them.
-        self._pid = os.getpid()
+        # ours: start afresh without touching them. The pid goes last, so that a thread
+        # that sees it never sees the parent's lock.
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.max_active)
         self._idle: list[httpx.Client] = []
+        self._pid = os.getpid()
 
     @contextmanager
     def client(self, wait: float) -> Iterator[httpx.Client]:
         """A client for the duration of the block; waits up to `wait` seconds for one of
         the `max_active` slots, else raises `httpx.PoolTimeout`."""
         if self._pid != os.getpid():
-            self._setup()
+            with _fork_lock:
+                if self._pid != os.getpid():
+                    self._setup()
         slots = self._slots
         if not slots.acquire(timeout=wait):
             raise httpx.PoolTimeout(f"all {self.max_active} connections busy")

@@ -1,0 +1,45 @@
+"""The `agentq` command line, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+from agentq.client import Client
+from tests.helpers import make_dm
+
+
+def agentq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentq.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_db_upgrade_creates_the_schema_and_is_safe_to_repeat(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    for _ in range(2):
+        out = agentq("db", "upgrade", "--url", url)
+        assert out.returncode == 0, out.stderr
+        assert "database at head" in out.stdout
+
+
+def test_post_accepts_a_message_and_names_bad_input(db: str) -> None:
+    conv, user, _ = make_dm(Client(), settings={"debounce_seconds": 60, "max_wait_seconds": 60})
+    ok = agentq("post", str(conv.id), str(user.id), "hello from the shell")
+    assert ok.returncode == 0, ok.stderr
+    assert "seq 1" in ok.stdout
+    missing = uuid.uuid4()
+    bad = agentq("post", str(missing), str(user.id), "hello")
+    assert bad.returncode == 2
+    assert f"conversation {missing} not found" in bad.stderr
+    empty = agentq("post", str(conv.id), str(user.id), "  ")
+    assert empty.returncode == 2 and "content" in empty.stderr
+
+
+def test_every_command_has_help() -> None:
+    for cmd in (["demo"], ["worker"], ["beat"], ["fake-llm"], ["db", "upgrade"], ["post"],
+                ["reconcile"]):
+        out = agentq(*cmd, "--help")
+        assert out.returncode == 0, (cmd, out.stderr)
+        assert "Usage" in out.stdout
