@@ -32,9 +32,11 @@ def create_agent(
     model_config: dict[str, Any] | None = None,
     max_concurrent_jobs: int = 1,
     rate_limit_per_minute: int = 10,
+    tenant_id: uuid.UUID | None = None,
 ) -> AgentOut:
     """Create an agent. `model_config` holds model, endpoint, temperature, max_tokens and
-    `api_key_env` (the NAME of an environment variable holding the key, never the key)."""
+    `api_key_env` (the NAME of an environment variable holding the key, never the key).
+    `tenant_id` is the owning API tenant (None: made in-process)."""
     from agentq.providers import get_provider
 
     if not NAME_RE.match(name or ""):
@@ -55,6 +57,7 @@ def create_agent(
             name=name, role=role, backstory=backstory, goal=goal, system_prompt=system_prompt,
             provider=provider, model_config_=model_config,
             max_concurrent_jobs=max_concurrent_jobs, rate_limit_per_minute=rate_limit_per_minute,
+            tenant_id=tenant_id,
         )
         session.add(agent)
         session.flush()
@@ -89,3 +92,91 @@ def get_agent(agent: uuid.UUID | str) -> AgentOut:
 def list_agents() -> list[AgentOut]:
     with reader() as session:
         return [AgentOut.model_validate(a) for a in session.scalars(select(Agent).order_by(Agent.name))]
+
+
+#: what each lifecycle command does: the statuses it applies to, the status it sets, its event
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "pause": (("active", "busy"), "paused", "agent.paused"),
+    "resume": (("paused",), "active", "agent.resumed"),
+    "stop": (("active", "busy", "paused"), "inactive", "agent.stopped"),
+    "start": (("inactive",), "active", "agent.started"),
+}
+
+
+def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
+    from agentq.db.models import Job, utcnow
+    from agentq.jobs import fail
+
+    allowed, target, event_name = TRANSITIONS[command]
+    rows = []
+    with transaction() as session:
+        row = load_agent(session, agent)
+        session.refresh(row, with_for_update=True)
+        if row.status == target:
+            return AgentOut.model_validate(row)
+        if row.status not in allowed:
+            raise Conflict(f"agent {row.name} is {row.status}; cannot {command} it")
+        row.status = target
+        rows.append(events.record(session, events.AgentLifecycle(
+            agent_id=row.id, status=target, name=row.name, event_type=event_name)))
+        if command == "stop":
+            # No new jobs; the ones still waiting fail visibly now (a running one finishes).
+            pending = session.scalars(select(Job).where(
+                Job.agent_id == row.id, Job.status.in_(("waiting", "delayed"))).with_for_update())
+            for job in pending:
+                rows += fail(session, job, f"agent {row.name} was stopped", utcnow())
+        out = AgentOut.model_validate(row)
+    events.publish(rows)
+    if command in ("resume", "start"):
+        from agentq.coordination.ordering import wake_agent
+
+        wake_agent(out.id)
+    return out
+
+
+def pause_agent(agent: uuid.UUID | str) -> AgentOut:
+    """Pause: its jobs wait (not lost, not failed) and run in order on resume."""
+    return _transition(agent, "pause")
+
+
+def resume_agent(agent: uuid.UUID | str) -> AgentOut:
+    return _transition(agent, "resume")
+
+
+def stop_agent(agent: uuid.UUID | str) -> AgentOut:
+    """Stop: no new jobs; its waiting jobs fail visibly with the reason."""
+    return _transition(agent, "stop")
+
+
+def start_agent(agent: uuid.UUID | str) -> AgentOut:
+    return _transition(agent, "start")
+
+
+def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
+    """Call the agent's provider with a tiny request; report health (never raises)."""
+    import os
+    import time
+
+    from agentq.config import get_settings
+    from agentq.errors import ProviderError
+    from agentq.providers import ChatMessage, ChatRequest, get_provider
+
+    s = get_settings()
+    a = get_agent(agent)
+    cfg = a.model_config_
+    key_env = cfg.get("api_key_env")
+    request = ChatRequest(
+        messages=[ChatMessage(role="user", content="ping")],
+        model=cfg.get("model") or s.llm.model, max_tokens=5,
+        endpoint=cfg.get("endpoint") or s.llm.endpoint,
+        api_key=os.environ.get(key_env, "") if key_env else s.llm.api_key.get_secret_value(),
+        timeout=min(10.0, float(cfg.get("timeout") or s.llm.timeout)),
+    )
+    started = time.monotonic()
+    try:
+        result = get_provider(a.provider).complete(request)
+        ok, detail = True, f"model {result.model}"
+    except ProviderError as exc:
+        ok, detail = False, str(exc)
+    return {"agent": a.name, "provider": a.provider, "endpoint": request.endpoint, "ok": ok,
+            "latency_ms": int((time.monotonic() - started) * 1000), "detail": detail}

@@ -10,11 +10,16 @@ from typing import Annotated
 
 import typer
 
+from agentq.agents_cli import agents_app
+from agentq.api.cli import api_app, keys_app
 from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
 
 app = typer.Typer(help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
+app.add_typer(api_app, name="api")
+app.add_typer(keys_app, name="keys")
 
 QUEUE_ALIASES = {"control": CONTROL_QUEUE, "llm": LLM_QUEUE}
 

@@ -44,6 +44,24 @@ class Client:
     def list_agents(self) -> list[AgentOut]:
         return agents.list_agents()
 
+    def pause_agent(self, agent: uuid.UUID | str) -> AgentOut:
+        """Its jobs wait (not lost, not failed) until `resume_agent`, then run in order."""
+        return agents.pause_agent(agent)
+
+    def resume_agent(self, agent: uuid.UUID | str) -> AgentOut:
+        return agents.resume_agent(agent)
+
+    def stop_agent(self, agent: uuid.UUID | str) -> AgentOut:
+        """No new jobs; its waiting jobs fail visibly with the reason."""
+        return agents.stop_agent(agent)
+
+    def start_agent(self, agent: uuid.UUID | str) -> AgentOut:
+        return agents.start_agent(agent)
+
+    def check_agent(self, agent: uuid.UUID | str) -> dict[str, Any]:
+        """Call the agent's provider with a tiny request and report its health."""
+        return agents.check_agent(agent)
+
     def create_conversation(
         self, kind: str = "dm", *, title: str | None = None, settings: dict[str, Any] | None = None
     ) -> ConversationOut:

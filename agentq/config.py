@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     #: how late past its due time work must be before the reconciler re-drives it
     reconcile_grace_seconds: float = 3.0
 
+    #: the rolling window of the per-agent rate limit (rate_limit_per_minute starts in it)
+    rate_limit_period_seconds: float = 60.0
+    #: consecutive agent turns without a human message before agents stop talking
+    hop_limit: int = 6
+    #: agent replies a conversation may have in all (0: unbounded)
+    turn_budget: int = 0
     #: "package.module:function" choosing who answers; default agentq.responders
     responder_selector: str | None = None
     max_content_length: int = 32_000  # characters in one message

@@ -22,15 +22,27 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "double_texting": str,
     "hop_limit": int,
     "turn_budget": int,
+    "autonomous": bool,
+    "responders": str,
 }
+#: what happens to a message that arrives while the conversation's job runs
+DOUBLE_TEXTING = ("enqueue", "reject", "interrupt", "rollback")
+#: without an @mention in a channel: the most relevant agent answers, or all of them
+RESPONDERS = ("one", "all")
 
 
 def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     for k, v in settings.items():
         if k not in SETTINGS:
             raise InvalidInput(f"settings.{k}", f"unknown setting; known: {', '.join(SETTINGS)}")
-        if isinstance(v, bool) or not isinstance(v, SETTINGS[k]):
+        if (isinstance(v, bool) and SETTINGS[k] is not bool) or not isinstance(v, SETTINGS[k]):
             raise InvalidInput(f"settings.{k}", f"has the wrong type ({type(v).__name__})")
+    for name, allowed in (("double_texting", DOUBLE_TEXTING), ("responders", RESPONDERS)):
+        if name in settings and settings[name] not in allowed:
+            raise InvalidInput(f"settings.{name}", f"must be one of {', '.join(allowed)}")
+    for name in ("hop_limit", "turn_budget"):
+        if settings.get(name, 0) < 0:
+            raise InvalidInput(f"settings.{name}", "must be >= 0")
     debounce = settings.get("debounce_seconds")
     max_wait = settings.get("max_wait_seconds")
     if debounce is not None and debounce < 0:
@@ -41,13 +53,17 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_conversation(
-    kind: str = "dm", *, title: str | None = None, settings: dict[str, Any] | None = None
+    kind: str = "dm",
+    *,
+    title: str | None = None,
+    settings: dict[str, Any] | None = None,
+    tenant_id: uuid.UUID | None = None,
 ) -> ConversationOut:
     if kind not in KINDS:
         raise InvalidInput("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     checked = _check_settings(settings or {})
     with transaction() as session:
-        conv = Conversation(kind=kind, title=title, settings=checked)
+        conv = Conversation(kind=kind, title=title, settings=checked, tenant_id=tenant_id)
         session.add(conv)
         session.flush()
         return ConversationOut.model_validate(conv)

@@ -14,6 +14,9 @@ import logging
 import os
 import random
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,10 +25,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from agentq import broker, events
+from agentq import logging as agentq_logging
 from agentq.config import get_settings
 from agentq.context import build_messages
 from agentq.conversations import load_conversation
-from agentq.coordination import debounce, ordering
+from agentq.coordination import debounce, limits, ordering
 from agentq.db.models import (
     Agent,
     Conversation,
@@ -56,6 +60,8 @@ class Call:
     token: int
     provider: str
     request: ChatRequest
+    #: the conversation may cancel this call (double-texting interrupt or rollback)
+    cancellable: bool = False
 
 
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
@@ -78,7 +84,9 @@ def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
             api_key=os.environ.get(key_env, "") if key_env else s.llm.api_key.get_secret_value(),
             timeout=float(cfg.get("timeout") or s.llm.timeout),
         )
-        return Call(job.id, job.conversation_id, token, agent.provider, request)
+        agentq_logging.bind(agent=agent.name, conversation_id=job.conversation_id)
+        cancellable = (conv.settings or {}).get("double_texting") in ("interrupt", "rollback")
+        return Call(job.id, job.conversation_id, token, agent.provider, request, cancellable)
 
 
 def run_job(job_id: uuid.UUID | str, token: int) -> None:
@@ -92,11 +100,18 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         log.info("job %s claim %s is stale; nothing to do", job_id, token)
         return
     s = get_settings().llm
-    try:
-        result = call_with_retries(
+
+    def llm_call() -> ChatResult:
+        return call_with_retries(
             get_provider(call.provider), call.request, max_retries=s.max_retries,
             backoff_base=s.backoff_base, backoff_max=s.backoff_max,
         )
+
+    try:
+        result = _cancellable(call.job_id, llm_call) if call.cancellable else llm_call()
+        if result is None:
+            log.info("job %s was cancelled during its LLM call", call.job_id)
+            return
     except ProviderError as exc:
         attempt_failed(call.job_id, token, short_reason(exc), retryable=exc.retryable)
         return
@@ -106,6 +121,28 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         return
     if store_result(call.job_id, token, result):
         complete(call.job_id)
+
+
+#: threads that carry LLM calls a newer message may cancel; the task thread watches
+_calls = ThreadPoolExecutor(max_workers=256, thread_name_prefix="agentq-call")
+#: how often a cancellable call looks for its cancel signal
+CANCEL_POLL_SECONDS = 0.1
+
+
+def _cancellable(job_id: uuid.UUID, fn: Callable[[], ChatResult]) -> ChatResult | None:
+    """Run `fn` while watching for the job's cancel signal; None if it came first.
+
+    A cancelled call is abandoned, not awaited: its connection is released when the
+    provider answers or the request times out, and its answer is never stored.
+    """
+    future = _calls.submit(fn)
+    while True:
+        try:
+            return future.result(timeout=CANCEL_POLL_SECONDS)
+        except FutureTimeout:
+            if ordering.is_cancelled(job_id):
+                future.cancel()
+                return None
 
 
 def short_reason(exc: BaseException) -> str:
@@ -187,15 +224,20 @@ def complete(job_id: uuid.UUID | str) -> bool:
             )),
         ]
         due = conv.pending_since is not None
-        conv_id = conv.id
+        conv_id, agent_id = conv.id, agent.id
     events.publish(rows)
     log.info("job %s completed", job_id, extra={"conversation_id": str(conv_id)})
-    _next(conv_id, due)
+    _next(conv_id, due, agent_id, job.id)
     return True
 
 
-def _next(conversation_id: uuid.UUID, pending: bool) -> None:
-    """After a job ends: start the conversation's next job, dispatch what waited."""
+def _next(
+    conversation_id: uuid.UUID, pending: bool, agent_id: uuid.UUID, job_id: uuid.UUID
+) -> None:
+    """After a job stops running: free its agent slot (waking a conversation that waits
+    for one), dispatch what waited, start the conversation's next job."""
+    limits.release(agent_id, job_id)
+    ordering.wake_agent(agent_id, exclude=conversation_id)
     if pending:
         outcome = ordering.dispatch_due(conversation_id)
         if outcome.due is not None:
@@ -252,13 +294,16 @@ def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: boo
         else:
             rows = fail(session, job, reason, now)
             conv_id, retry_in = job.conversation_id, None
+        agent_id = job.agent_id
     events.publish(rows)
     if retry_in is not None:
         log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, retry_in, reason)
+        limits.release(agent_id, job_id)  # no slot is held while it waits
+        ordering.wake_agent(agent_id, exclude=conv_id)
         broker.send(broker.ADVANCE, conv_id, countdown=retry_in)
     else:
         log.warning("job %s failed: %s", job_id, reason)
-        _next(conv_id, False)
+        _next(conv_id, False, agent_id, job_id)
 
 
 def fail(session: Session, job: Job, reason: str, now: Any) -> list[Any]:

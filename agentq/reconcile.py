@@ -24,7 +24,7 @@ from sqlalchemy import and_, or_, select
 
 from agentq import events, jobs
 from agentq.config import get_settings
-from agentq.coordination import debounce, ordering
+from agentq.coordination import debounce, limits, ordering
 from agentq.db.models import Conversation, Job, utcnow
 from agentq.db.session import reader
 
@@ -73,6 +73,9 @@ def reconcile_once() -> Report:
             .distinct()
             .limit(BATCH)
         ).all()
+        running = session.execute(
+            select(Job.agent_id, Job.id).where(Job.status == "active", Job.lease_until >= now)
+        ).all()
         answered = session.scalars(
             select(Job.id)
             .where(Job.status == "active", Job.result.is_not(None), Job.updated_at < now - grace)
@@ -85,6 +88,12 @@ def reconcile_once() -> Report:
         if due is not None and due + grace < now:
             _safely(_dispatch, conv_id)
             report.dispatched += 1
+    # Slots of running jobs, in case Redis lost them (limits must keep holding).
+    by_agent: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for agent_id, job_id in running:
+        by_agent.setdefault(agent_id, []).append(job_id)
+    for agent_id, job_ids in by_agent.items():
+        limits.restore(agent_id, job_ids)
     # Answers already stored are written first, so that no LLM call is made again.
     for job_id in answered:
         if _safely(jobs.complete, job_id):

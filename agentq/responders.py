@@ -42,33 +42,40 @@ def relevance(text: str, agent: Agent) -> int:
 def select_responders(
     session: Session, conv: Conversation, messages: Sequence[Message]
 ) -> list[Agent]:
-    """The default selector."""
-    agents = conversation_agents(session, conv)
+    """The default selector. `messages` is the pending batch, oldest first."""
+    agents = [(p, a) for p, a in conversation_agents(session, conv) if a.status != "inactive"]
     if not agents:
         return []
     by_participant = {p.id: a for p, a in agents}
-    # Agents answer people here; agent-to-agent turns come with the hop limit.
     human = [m for m in messages if m.role == "user" and m.author_id not in by_participant]
-    if not human:
+    if human:
+        speaking, candidates = human, [a for _, a in agents]
+    elif could_answer_agent(conv) and messages:
+        # Autonomous turn: another agent answers the last agent's message.
+        last = messages[-1]
+        speaking = [last]
+        candidates = [a for p, a in agents if p.id != last.author_id]
+    else:
         return []
-    candidates = [a for _, a in agents]
+    if not candidates:
+        return []
     if conv.kind == "dm":
         return candidates[:1]
     names = {a.name.lower(): a for a in candidates}
-    mentioned = [names[n.lower()] for m in human for n in MENTION_RE.findall(m.content)
+    mentioned = [names[n.lower()] for m in speaking for n in MENTION_RE.findall(m.content)
                  if n.lower() in names]
     if mentioned:
         return list(dict.fromkeys(mentioned))
-    text = " ".join(m.content for m in human)
+    if human and (conv.settings or {}).get("responders") == "all":
+        return candidates
+    text = " ".join(m.content for m in speaking)
     return [max(candidates, key=lambda a: relevance(text, a))]
 
 
 def could_answer_agent(conv: Conversation) -> bool:
-    """Whether an agent's message may be answered by another agent, so needs a dispatch.
-
-    Not yet: agents answer humans only, until the hop limit bounds agent-to-agent loops.
-    """
-    return False
+    """Whether an agent's message may be answered by another agent: in channels whose
+    settings say `autonomous`, within the hop limit and turn budget."""
+    return conv.kind == "channel" and bool((conv.settings or {}).get("autonomous"))
 
 
 def get_selector(path: str | None) -> Selector:

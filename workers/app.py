@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
+from agentq import logging as agentq_logging
+from agentq import metrics, tracing
 from agentq.broker import make_celery
 from agentq.db.session import dispose_engines
 from agentq.providers import close_providers
@@ -16,6 +18,9 @@ from agentq.redis_conn import close_redis
 
 app = make_celery(main="workers")
 app.conf.include = ["workers.tasks"]
+metrics.connect_worker_signals()  # /metrics on AGENTQ_METRICS_PORT
+agentq_logging.connect_celery_signals()  # JSON logs with ids, secrets redacted
+tracing.connect_worker_signals()  # no-op unless AGENTQ_OTEL=1 and the otel extra
 
 
 @worker_process_init.connect

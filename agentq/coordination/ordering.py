@@ -19,18 +19,33 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from agentq import broker, events
-from agentq.config import get_settings
+from agentq import broker, events, metrics
+from agentq.config import Settings, get_settings
 from agentq.conversations import load_conversation
-from agentq.coordination import debounce
-from agentq.db.models import OPEN_JOB_STATES, Agent, Job, Message, MessageJob, utcnow
+from agentq.coordination import debounce, limits
+from agentq.db.models import (
+    OPEN_JOB_STATES,
+    Agent,
+    Conversation,
+    Job,
+    Message,
+    MessageJob,
+    utcnow,
+)
 from agentq.db.session import transaction
+from agentq.redis_conn import get_redis, key
 from agentq.responders import conversation_agents, get_selector
 
 log = logging.getLogger(__name__)
+
+#: how often a conversation whose agent is at its concurrency limit looks again, at most
+#: (a freed slot wakes it at once; this covers a wake-up lost with Redis)
+LIMIT_POLL_SECONDS = 2.0
+#: how long a cancel signal waits for the worker running the job to see it
+CANCEL_TTL_SECONDS = 600
 
 
 @dataclass
@@ -40,12 +55,22 @@ class DispatchOutcome:
     jobs: list[uuid.UUID] = field(default_factory=list)
     #: messages consumed by this dispatch (covered by jobs, or needing none)
     handled: int = 0
+    #: jobs cancelled by an `interrupt` or `rollback`, with their agents
+    cancelled: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
+    events: list[events.EventRow] = field(default_factory=list)
 
 
 def dispatch_due(conversation_id: uuid.UUID | str) -> DispatchOutcome:
     """If the conversation's pending messages are due, turn them into jobs (one a
     responder) with `message_jobs` links, and mark them handled. Idempotent: a second run
-    finds nothing pending."""
+    finds nothing pending.
+
+    While a job of the conversation is unfinished, the conversation's `double_texting`
+    setting decides: `enqueue` (a new job waits its turn), `reject` (no job; an info
+    status says so), `interrupt` (cancel the unfinished jobs; one new job covers their
+    messages and the new ones) or `rollback` (as interrupt, and the cancelled jobs keep
+    no links).
+    """
     s = get_settings()
     with transaction() as session:
         conv = load_conversation(session, conversation_id, lock=True)
@@ -64,28 +89,118 @@ def dispatch_due(conversation_id: uuid.UUID | str) -> DispatchOutcome:
         )
         outcome = DispatchOutcome(handled=len(batch))
         live = [m for m in batch if m.deleted_at is None and m.role != "system"]
-        own = {a.id: p.id for p, a in conversation_agents(session, conv)}
-        for agent in get_selector(s.responder_selector)(session, conv, live):
-            triggers = [m for m in live if m.author_id != own.get(agent.id)]
-            if not triggers:
-                continue
-            job = Job(
-                conversation_id=conv.id, agent_id=agent.id, trigger_message_id=triggers[0].id,
-                status="waiting", max_attempts=s.max_attempts,
-            )
-            session.add(job)
-            session.flush()
-            session.add_all(
-                MessageJob(
-                    message_id=m.id, job_id=job.id, agent_id=agent.id, conversation_id=conv.id,
-                    status="trigger",
-                )
-                for m in triggers
-            )
-            outcome.jobs.append(job.id)
         conv.handled_seq = conv.last_seq
         conv.pending_since = None
-        return outcome
+        if live:
+            _plan_jobs(session, conv, live, outcome, s)
+        metrics.debounced(len(live))
+    events.publish(outcome.events)
+    for job_id, agent_id in outcome.cancelled:
+        cancel_running(job_id, agent_id)
+    return outcome
+
+
+def _plan_jobs(
+    session: Session, conv: Conversation, live: list[Message], outcome: DispatchOutcome,
+    s: Settings,
+) -> None:
+    settings = conv.settings or {}
+    human = any(m.role == "user" for m in live)
+    if not human:
+        stop = _loop_bound(session, conv, s)
+        if stop:
+            outcome.events.append(events.record(session, events.Status(
+                conversation_id=conv.id, category="info", message=stop,
+                data={"reason": "loop_bound"})))
+            return
+    policy = settings.get("double_texting", "enqueue")
+    unfinished = list(session.scalars(
+        select(Job).where(Job.conversation_id == conv.id,
+                          Job.status.in_(("waiting", *OPEN_JOB_STATES)))
+        .order_by(Job.created_at)
+    )) if human and policy != "enqueue" else []
+    if unfinished and policy == "reject":
+        outcome.events.append(events.record(session, events.Status(
+            conversation_id=conv.id, category="info",
+            message=f"{len(live)} message(s) not answered: an answer is still in progress "
+                    "(double-texting: reject)",
+            data={"reason": "double_texting_reject", "seqs": [m.seq for m in live]})))
+        return
+    if unfinished:  # interrupt or rollback
+        carried: dict[uuid.UUID, Message] = {}
+        for job in unfinished:
+            for m in session.scalars(
+                select(Message).join(MessageJob, MessageJob.message_id == Message.id)
+                .where(MessageJob.job_id == job.id, MessageJob.status == "trigger")
+            ):
+                carried[m.id] = m
+            job.status = "cancelled"
+            job.finished_at = utcnow()
+            job.lease_until = None
+            job.failure_reason = f"interrupted by a newer message ({policy})"
+            if policy == "rollback":
+                session.execute(delete(MessageJob).where(MessageJob.job_id == job.id))
+            outcome.cancelled.append((job.id, job.agent_id))
+        session.flush()
+        live = sorted({**carried, **{m.id: m for m in live}}.values(), key=lambda m: m.seq)
+    own = {a.id: p.id for p, a in conversation_agents(session, conv)}
+    for agent in get_selector(s.responder_selector)(session, conv, live):
+        triggers = [m for m in live if m.author_id != own.get(agent.id)]
+        if not triggers:
+            continue
+        job = Job(
+            conversation_id=conv.id, agent_id=agent.id, trigger_message_id=triggers[0].id,
+            status="waiting", max_attempts=s.max_attempts,
+        )
+        session.add(job)
+        session.flush()
+        session.add_all(
+            MessageJob(
+                message_id=m.id, job_id=job.id, agent_id=agent.id, conversation_id=conv.id,
+                status="trigger",
+            )
+            for m in triggers
+        )
+        outcome.jobs.append(job.id)
+
+
+def _loop_bound(session: Session, conv: Conversation, s: Settings) -> str | None:
+    """Why agents must stop answering each other here, or None while within bounds."""
+    settings = conv.settings or {}
+    hop_limit = int(settings.get("hop_limit", s.hop_limit))
+    budget = int(settings.get("turn_budget", s.turn_budget))
+    last_human = session.scalar(
+        select(func.max(Message.seq)).where(Message.conversation_id == conv.id,
+                                            Message.role == "user")
+    ) or 0
+    hops = session.scalar(
+        select(func.count()).select_from(Message).where(
+            Message.conversation_id == conv.id, Message.role == "assistant",
+            Message.seq > last_human)
+    ) or 0
+    if hops >= hop_limit:
+        return f"agents stopped after {hops} turns without a human message (hop limit {hop_limit})"
+    if budget:
+        turns = session.scalar(
+            select(func.count()).select_from(Message).where(
+                Message.conversation_id == conv.id, Message.role == "assistant")
+        ) or 0
+        if turns >= budget:
+            return f"agents stopped: the conversation's turn budget of {budget} is spent"
+    return None
+
+
+def cancel_running(job_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    """Tell the worker running `job_id` to drop it now, and free its agent slot."""
+    try:
+        get_redis().set(key("cancel", job_id), "1", ex=CANCEL_TTL_SECONDS)
+        limits.release(agent_id, job_id)
+    except Exception as exc:  # noqa: BLE001 - the job is cancelled in the DB regardless
+        log.warning("cancel signal for job %s not sent: %s", job_id, type(exc).__name__)
+
+
+def is_cancelled(job_id: uuid.UUID) -> bool:
+    return bool(get_redis().exists(key("cancel", job_id)))
 
 
 @dataclass
@@ -100,10 +215,14 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     """Start the conversation's next job if none is running, and send it to the LLM pool.
 
     Re-claims a job whose lease ran out (its worker is presumed dead) or whose retry delay
-    is over. Returns the claim, or None when there is nothing to start now.
+    is over. A job of a paused agent, or of one at its limits, waits (the conversation
+    with it): resuming, a freed slot or the rate limit's countdown advances it again.
+    Returns the claim, or None when there is nothing to start now.
     """
     s = get_settings()
     now = utcnow()
+    retry_in: float | None = None
+    rows: list[events.EventRow] = []
     with transaction() as session:
         conv = load_conversation(session, conversation_id, lock=True)
         job = session.scalar(
@@ -125,31 +244,78 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
             )
             if job is None:
                 return None
-        claim = _claim(session, job, now, s.job_lease_seconds)
-        row = events.record(
-            session,
-            events.AgentResponding(
-                conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
-                attempt=job.attempts,
-            ),
-        )
-    events.publish([row])
-    broker.send(broker.RUN_JOB, claim.job_id, claim.token)
+        agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+        if agent.status == "paused":
+            return None
+        if agent.status == "inactive" or (
+            job.status == "active" and job.attempts >= job.max_attempts
+        ):
+            from agentq.jobs import fail  # jobs builds on this module
+
+            reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
+                      else "its worker was lost during the last attempt")
+            rows = fail(session, job, reason, now)
+            claim = None
+        else:
+            verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
+                                     per_minute=agent.rate_limit_per_minute)
+            if not verdict.ok:
+                if verdict.retry_in is None and agent.status == "active":
+                    agent.status = "busy"  # at its concurrency limit
+                retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+                claim = None
+            else:
+                claim = _claim(session, job, agent, now, s.job_lease_seconds, verdict.running)
+                rows = [events.record(session, events.AgentResponding(
+                    conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
+                    attempt=job.attempts,
+                ))]
+    events.publish(rows)
+    if claim is not None:
+        broker.send(broker.RUN_JOB, claim.job_id, claim.token)
+    elif retry_in is not None:
+        # Over a limit: look again when the rate allows (a freed slot wakes us sooner).
+        broker.send(broker.ADVANCE, conversation_id, countdown=retry_in)
+    elif rows:
+        advance(conversation_id)  # the failed job made way for the next one
     return claim
 
 
-def _claim(session: Session, job: Job, now: datetime, lease_seconds: float) -> Claim:
+def _claim(
+    session: Session, job: Job, agent: Agent, now: datetime, lease_seconds: float, running: int
+) -> Claim:
     job.status = "active"
     job.attempts += 1
     job.lease_token += 1
     job.lease_until = now + timedelta(seconds=lease_seconds)
     job.next_attempt_at = None
     job.started_at = job.started_at or now
-    session.execute(
-        update(Agent).where(Agent.id == job.agent_id, Agent.status == "active").values(status="busy")
-    )
+    if agent.status == "active" and running >= agent.max_concurrent_jobs:
+        agent.status = "busy"
     session.flush()
+    metrics.job_claimed(job, now)
     return Claim(job.id, job.conversation_id, job.lease_token, job.attempts)
+
+
+def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
+    """Advance conversations whose next job waits for this agent (a slot freed, or it
+    was resumed). Returns how many were woken."""
+    with transaction() as session:
+        agent = session.get(Agent, agent_id)
+        if agent is None or agent.status in ("paused", "inactive"):
+            return 0
+        waiting = select(Job.conversation_id).where(
+            Job.agent_id == agent_id, Job.status == "waiting"
+        )
+        if exclude is not None:
+            waiting = waiting.where(Job.conversation_id != exclude)
+        conv_ids = list(
+            session.scalars(waiting.group_by(Job.conversation_id)
+                            .order_by(func.min(Job.created_at)).limit(agent.max_concurrent_jobs))
+        )
+    for conv_id in conv_ids:
+        broker.send(broker.ADVANCE, conv_id)
+    return len(conv_ids)
 
 
 def after_dispatch(conversation_id: uuid.UUID | str, outcome: DispatchOutcome) -> None:

@@ -1,0 +1,107 @@
+"""`agentq agents ...`: create, list, show, start, stop, pause, resume and check agents."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from agentq.errors import AgentqError
+
+agents_app = typer.Typer(help="Agents: lifecycle and health.", no_args_is_help=True)
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Name = Annotated[str, typer.Argument(help="Agent name or id.")]
+
+
+def _print(agents: list, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([a.model_dump(mode="json") for a in agents], indent=2))
+        return
+    typer.echo(f"{'NAME':<20} {'STATUS':<9} {'PROVIDER':<10} {'LIMITS':<12} {'RESPONSES':>9}")
+    for a in agents:
+        limits = f"{a.max_concurrent_jobs}x {a.rate_limit_per_minute}/min"
+        typer.echo(f"{a.name:<20} {a.status:<9} {a.provider:<10} {limits:<12} {a.total_responses:>9}")
+
+
+def _run(fn, *args, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
+    try:
+        result = fn(*args)
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print([result], as_json)
+
+
+@agents_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="One word; used in @mentions.")],
+    role: Annotated[str, typer.Option(help="What the agent does.")] = "",
+    backstory: Annotated[str, typer.Option(help="Background for the system prompt.")] = "",
+    goal: Annotated[str, typer.Option(help="What it tries to achieve.")] = "",
+    provider: Annotated[str, typer.Option(help="openai, anthropic, echo or module:Class.")] = "openai",
+    model: Annotated[str | None, typer.Option(help="Model (default: LLM_MODEL).")] = None,
+    max_concurrent_jobs: Annotated[int, typer.Option(help="Jobs at once, across all workers.")] = 1,
+    rate_limit: Annotated[int, typer.Option(help="Job starts per minute, across all workers.")] = 10,
+    as_json: AsJson = False,
+) -> None:
+    """Create an agent."""
+    from agentq.agents import create_agent
+
+    cfg = {"model": model} if model else {}
+    _run(lambda: create_agent(name, role=role, backstory=backstory, goal=goal, provider=provider,
+                              model_config=cfg, max_concurrent_jobs=max_concurrent_jobs,
+                              rate_limit_per_minute=rate_limit), as_json=as_json)
+
+
+@agents_app.command("list")
+def list_(as_json: AsJson = False) -> None:
+    """List agents with their status and limits."""
+    from agentq.agents import list_agents
+
+    _print(list_agents(), as_json)
+
+
+@agents_app.command("get")
+def get(name: Name, as_json: AsJson = False) -> None:
+    """Show one agent."""
+    from agentq.agents import get_agent
+
+    _run(get_agent, name, as_json=as_json)
+
+
+def _lifecycle(command: str, doc: str) -> None:
+    def run(name: Name, as_json: AsJson = False) -> None:
+        from agentq import agents
+
+        _run(getattr(agents, f"{command}_agent"), name, as_json=as_json)
+
+    run.__doc__ = doc
+    agents_app.command(command)(run)
+
+
+_lifecycle("start", "Start a stopped agent.")
+_lifecycle("stop", "Stop an agent: no new jobs; its waiting jobs fail visibly.")
+_lifecycle("pause", "Pause an agent: its jobs wait, and run in order on resume.")
+_lifecycle("resume", "Resume a paused agent.")
+
+
+@agents_app.command("check")
+def check(name: Name, as_json: AsJson = False) -> None:
+    """Call the agent's provider with a tiny request and report its health."""
+    from agentq.agents import check_agent
+
+    try:
+        report = check_agent(name)
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        state = "ok" if report["ok"] else "FAILING"
+        typer.echo(f"{report['agent']}: {state} ({report['provider']} at {report['endpoint']}, "
+                   f"{report['latency_ms']} ms) {report['detail']}")
+    if not report["ok"]:
+        raise typer.Exit(1)

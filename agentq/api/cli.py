@@ -1,0 +1,85 @@
+"""`agentq api` (serve the HTTP API) and `agentq keys` (API keys)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+api_app = typer.Typer(help="Serve the HTTP API with uvicorn.")
+keys_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
+
+
+@api_app.callback(invoke_without_command=True)
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default: AGENTQ_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: AGENTQ_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`)."""
+    import uvicorn
+
+    from agentq.api.settings import api_settings
+
+    s = api_settings()
+    uvicorn.run(
+        "agentq.api.app:create_app", factory=True, host=host or s.host, port=port or s.port,
+        workers=workers, log_level=log_level, timeout_graceful_shutdown=5,
+    )
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="What the key is for.")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant name (created if new; default: the key's name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a key and print it: it is stored hashed and cannot be shown again."""
+    from agentq.keys import create_key
+
+    secret, info = create_key(name, tenant)
+    if as_json:
+        typer.echo(json.dumps({
+            "key": secret, "id": str(info.id), "name": info.name,
+            "tenant": info.tenant, "tenant_id": str(info.tenant_id),
+        }))
+        return
+    typer.echo(secret)
+    typer.echo(f"key {info.id} ({info.name}) of tenant {info.tenant}: store it now, "
+               "it is not shown again", err=True)
+
+
+@keys_app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List keys (their prefixes, never the keys)."""
+    from agentq.keys import list_keys
+
+    for k in list_keys():
+        row = {"id": str(k.id), "name": k.name, "prefix": k.prefix, "tenant": k.tenant,
+               "created_at": k.created_at.isoformat(),
+               "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+        typer.echo(json.dumps(row) if as_json else
+                   f"{k.id}  {k.prefix}…  {k.name}  tenant={k.tenant}"
+                   + ("  REVOKED" if k.revoked_at else ""))
+
+
+@keys_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+    """Revoke a key; it stops working at once."""
+    from agentq.keys import revoke_key
+
+    revoke_key(key_id)
+    typer.echo(f"revoked {key_id}")
+
+
+#: `python -m agentq.api.cli api|keys ...`, for when agentq/cli.py does not mount them
+main = typer.Typer(no_args_is_help=True)
+main.add_typer(api_app, name="api")
+main.add_typer(keys_app, name="keys")
+
+if __name__ == "__main__":
+    main()

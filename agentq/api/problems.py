@@ -1,0 +1,141 @@
+"""Every error the API answers, in one JSON shape (RFC 9457 problem details), and the one
+place where agentq's exceptions are mapped to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agentq.errors import (
+    AgentqError,
+    Conflict,
+    ContentTooLong,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+    Timeout,
+)
+
+log = logging.getLogger(__name__)
+
+#: where the problem types are documented; `type` is this plus the error's code
+TYPE_BASE = "https://agentq.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """The body of every error answer."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    #: the offending field (`content`, `settings.hop_limit`, `Idempotency-Key`), if any
+    field: str | None = None
+
+
+class IdempotencyKeyReused(Conflict):
+    """The same Idempotency-Key was sent before with a different body."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used with a different body")
+        self.field = "Idempotency-Key"
+
+
+class Unauthorized(AgentqError):
+    code = "unauthorized"
+
+
+class PayloadTooLarge(AgentqError):
+    code = "payload_too_large"
+
+
+class NotReady(AgentqError):
+    code = "not_ready"
+
+
+#: agentq errors to HTTP statuses, most specific first
+STATUSES: list[tuple[type[AgentqError], int]] = [
+    (IdempotencyKeyReused, 422),
+    (ContentTooLong, 422),
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unauthorized, 401),
+    (PayloadTooLarge, 413),
+    (Timeout, 504),
+    (ProviderError, 502),
+    (NotReady, 503),
+    (AgentqError, 400),
+]
+
+TITLES = {
+    400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
+    409: "Conflict", 413: "Payload too large", 422: "Invalid request", 500: "Internal error",
+    502: "Provider error", 503: "Not ready", 504: "Timed out",
+}
+
+
+def problem(status: int, detail: str, *, code: str = "", field: str | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body = Problem(
+        type=TYPE_BASE + (code or str(status)), title=TITLES.get(status, "Error"), status=status,
+        detail=detail, field=field,
+    )
+    return JSONResponse(body.model_dump(), status_code=status, media_type=MEDIA_TYPE,
+                        headers=headers)
+
+
+def status_of(exc: AgentqError) -> int:
+    return next(status for cls, status in STATUSES if isinstance(exc, cls))
+
+
+def _field_of(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _agentq_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AgentqError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return problem(status, str(exc), code=exc.code, field=getattr(exc, "field", None),
+                   headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _field_of(first.get("loc", ()))
+    detail = "; ".join(f"{_field_of(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors[:5])
+    return problem(422, detail, code="invalid_input", field=field)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "internal error; see the server log", code="internal")
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error raised under `app` as problem details."""
+    app.add_exception_handler(AgentqError, _agentq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

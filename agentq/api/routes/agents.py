@@ -1,0 +1,54 @@
+"""`/v1/agents`: a tenant's agents."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from agentq import agents
+from agentq.api.auth import Caller
+from agentq.api.models import AgentIn
+from agentq.api.tenancy import own_agent
+from agentq.db.models import Agent
+from agentq.db.session import reader
+from agentq.schemas import AgentOut
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+
+@router.post("", status_code=201, response_model=AgentOut)
+def create_agent(body: AgentIn, who: Caller) -> AgentOut:
+    """Create an agent owned by the key's tenant. Names are unique (they are @mentions)."""
+    fields = body.model_dump(exclude={"name"}, by_alias=False)
+    fields["model_config"] = fields.pop("model_config_")
+    return agents.create_agent(body.name, tenant_id=who.tenant_id, **fields)
+
+
+@router.get("", response_model=list[AgentOut])
+def list_agents(who: Caller) -> list[AgentOut]:
+    with reader() as session:
+        rows = session.scalars(
+            select(Agent).where(Agent.tenant_id == who.tenant_id).order_by(Agent.name)
+        )
+        return [AgentOut.model_validate(a) for a in rows]
+
+
+@router.get("/{agent_id}", response_model=AgentOut)
+def get_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+    own_agent(who, agent_id)
+    return agents.get_agent(agent_id)
+
+
+@router.post("/{agent_id}/pause", response_model=AgentOut)
+def pause_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+    """Pause: its jobs wait (not lost, not failed) and run in order on resume."""
+    own_agent(who, agent_id)
+    return agents.pause_agent(agent_id)
+
+
+@router.post("/{agent_id}/resume", response_model=AgentOut)
+def resume_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+    own_agent(who, agent_id)
+    return agents.resume_agent(agent_id)

@@ -1,0 +1,157 @@
+"""`/v1/conversations`: conversations, their participants and messages."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from agentq import conversations, jobs, messages
+from agentq.api.auth import Caller
+from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
+from agentq.api.problems import IdempotencyKeyReused, Problem
+from agentq.api.settings import api_settings
+from agentq.api.tenancy import own_agent, own_conversation
+from agentq.client import Client
+from agentq.db.models import Conversation
+from agentq.db.session import reader
+from agentq.errors import Conflict, ProviderError, Timeout
+from agentq.schemas import ConversationOut, MessageOut, ParticipantOut, PostedMessage
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+#: the largest page a list answers
+MAX_PAGE = 500
+#: event ids and offsets beyond this are nonsense; bounding them keeps them valid BIGINTs
+MAX_CURSOR = 2**62
+#: messages.seq is a 32-bit INTEGER: a larger after_seq would be a database error
+MAX_SEQ = 2**31 - 1
+
+
+@router.post("", status_code=201, response_model=ConversationOut)
+def create_conversation(body: ConversationIn, who: Caller) -> ConversationOut:
+    return conversations.create_conversation(
+        body.kind, title=body.title, settings=body.settings, tenant_id=who.tenant_id
+    )
+
+
+@router.get("", response_model=list[ConversationOut])
+def list_conversations(
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
+) -> list[ConversationOut]:
+    """The tenant's conversations, newest first."""
+    with reader() as session:
+        rows = session.scalars(
+            select(Conversation)
+            .where(Conversation.tenant_id == who.tenant_id)
+            .order_by(Conversation.created_at.desc(), Conversation.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [ConversationOut.model_validate(c) for c in rows]
+
+
+@router.get("/{conversation_id}", response_model=ConversationOut)
+def get_conversation(conversation_id: uuid.UUID, who: Caller) -> ConversationOut:
+    own_conversation(who, conversation_id)
+    return conversations.get_conversation(conversation_id)
+
+
+@router.post("/{conversation_id}/participants", status_code=201, response_model=ParticipantOut)
+def add_participant(conversation_id: uuid.UUID, body: ParticipantIn, who: Caller) -> ParticipantOut:
+    """Add one of your agents or one of your users; adding the same one again returns it."""
+    own_conversation(who, conversation_id)
+    if body.agent_id is not None:
+        own_agent(who, body.agent_id)
+    return conversations.add_participant(
+        conversation_id, agent=body.agent_id, user_id=body.user_id,
+        display_name=body.display_name,
+    )
+
+
+@router.get("/{conversation_id}/participants", response_model=list[ParticipantOut])
+def list_participants(conversation_id: uuid.UUID, who: Caller) -> list[ParticipantOut]:
+    own_conversation(who, conversation_id)
+    return conversations.list_participants(conversation_id)
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=201,
+    response_model=PostResult,
+    responses={
+        202: {"model": PostResult, "description": "Accepted; no reply within `wait` seconds."},
+        422: {"model": Problem, "description": "Invalid body, or Idempotency-Key reused."},
+    },
+)
+def post_message(
+    conversation_id: uuid.UUID,
+    body: MessageIn,
+    who: Caller,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=600, description="Seconds to wait for the reply.")] = 0,
+) -> PostResult:
+    """Post a message; it is stored before this answers, and agents answer it.
+
+    With `Idempotency-Key`, a retry with the same body answers the first message again
+    (header `Idempotent-Replayed: true`) and writes nothing; the same key with another
+    body is a 422. With `?wait=SECONDS`, the answer holds the agent's reply, or is a 202
+    with the job id if there was no reply in time.
+    """
+    own_conversation(who, conversation_id)
+    posted = _post(conversation_id, body, idempotency_key)
+    if posted.duplicate:
+        response.headers["Idempotent-Replayed"] = "true"
+    message = MessageOut.model_validate(posted.model_dump(exclude={"duplicate"}))
+    result = PostResult(message=message, duplicate=posted.duplicate)
+    wait = min(wait, api_settings().max_wait_seconds)
+    if wait > 0:
+        try:
+            result.reply = Client().wait_for_reply(posted.id, timeout=wait)
+            result.job_status = "completed"
+        except Timeout:
+            response.status_code = 202
+        except ProviderError:
+            result.job_status = "failed"
+        job_ids = jobs.jobs_for_message(posted.id)
+        if job_ids:
+            result.job_id = job_ids[-1]
+            if result.job_status is None:
+                result.job_status = jobs.get_job(result.job_id).status
+    return result
+
+
+def _post(conversation_id: uuid.UUID, body: MessageIn, key: str | None) -> PostedMessage:
+    for attempt in range(2):
+        try:
+            return messages.post_message(conversation_id, body.author_id, body.content, key)
+        except Conflict as exc:
+            if key is None:
+                raise
+            raise IdempotencyKeyReused(key) from exc
+        except IntegrityError:
+            # two posts with one key raced past the lookup; the second sees the first now
+            if key is None or attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+@router.get("/{conversation_id}/messages", response_model=MessagePage)
+def list_messages(
+    conversation_id: uuid.UUID,
+    who: Caller,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> MessagePage:
+    """Messages with seq > `after_seq`, oldest first, one page."""
+    own_conversation(who, conversation_id)
+    items = messages.list_messages(conversation_id, after_seq=after_seq, limit=limit)
+    return MessagePage(items=items, next_after_seq=items[-1].seq if len(items) == limit else None)

@@ -1,0 +1,67 @@
+"""Per-agent limits that hold across all workers and hosts: at most `max_concurrent_jobs`
+running at once, and at most `rate_limit_per_minute` starts in any rolling period.
+
+Both live in Redis and are checked and taken in one Lua script (`acquire.lua`). A job
+over a limit is not dropped: it stays waiting and its conversation is advanced again when
+a slot frees or the rate allows. After a Redis loss the reconciler re-registers the
+running jobs (`restore`), and slots of dead workers expire with their lease.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentq.config import get_settings
+from agentq.redis_conn import get_redis, key
+
+_ACQUIRE = (Path(__file__).parent / "acquire.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    #: running jobs of the agent after taking the slot (when ok)
+    running: int = 0
+    #: seconds until the rate limit allows a start; None: wait for a free slot
+    retry_in: float | None = None
+
+
+def _keys(agent_id: uuid.UUID | str) -> list[str]:
+    return [key("agent", agent_id, "running"), key("agent", agent_id, "starts")]
+
+
+def acquire(
+    agent_id: uuid.UUID | str, job_id: uuid.UUID | str, *, max_running: int, per_minute: int
+) -> Verdict:
+    """Take a slot for `job_id` if the agent's limits allow it (idempotent per job)."""
+    s = get_settings()
+    script = get_redis().register_script(_ACQUIRE)
+    ok, value = script(
+        keys=_keys(agent_id),
+        args=[str(job_id), int(s.job_lease_seconds * 1000), max_running, per_minute,
+              int(s.rate_limit_period_seconds * 1000)],
+    )
+    if ok:
+        return Verdict(True, running=int(value))
+    return Verdict(False, retry_in=None if int(value) < 0 else int(value) / 1000)
+
+
+def release(agent_id: uuid.UUID | str, job_id: uuid.UUID | str) -> None:
+    get_redis().zrem(_keys(agent_id)[0], str(job_id))
+
+
+def running(agent_id: uuid.UUID | str) -> int:
+    return int(get_redis().zcard(_keys(agent_id)[0]))
+
+
+def restore(agent_id: uuid.UUID | str, job_ids: list[uuid.UUID]) -> None:
+    """Re-register running jobs whose slots a Redis loss forgot (reconciler)."""
+    if not job_ids:
+        return
+    s = get_settings()
+    r = get_redis()
+    now_s, now_us = r.time()
+    expiry = now_s * 1000 + now_us // 1000 + int(s.job_lease_seconds * 1000)
+    r.zadd(_keys(agent_id)[0], {str(j): expiry for j in job_ids}, nx=True)
