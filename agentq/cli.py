@@ -13,6 +13,9 @@ import typer
 from agentq.agents_cli import agents_app
 from agentq.api.cli import api_app, keys_app
 from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
+from agentq.ops_cli import flower as ops_flower
+from agentq.ops_cli import jobs_app
+from agentq.ops_cli import status as ops_status
 
 app = typer.Typer(help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -20,12 +23,17 @@ app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(api_app, name="api")
 app.add_typer(keys_app, name="keys")
+app.command("status")(ops_status)
+app.add_typer(jobs_app, name="jobs")
+app.command("flower", context_settings={"allow_extra_args": True})(ops_flower)
 
 QUEUE_ALIASES = {"control": CONTROL_QUEUE, "llm": LLM_QUEUE}
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agentq.logging import setup_logging
+
+    setup_logging(level)
 
 
 @db_app.command("upgrade")

@@ -6,6 +6,7 @@ them runs the real thing: separate processes talking over real Redis and HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,20 +79,16 @@ class Stack:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         proc.wait(10)
 
     def stop(self) -> None:
         for name in list(self.procs):
             proc = self.procs[name]
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for name in list(self.procs):
             proc = self.procs.pop(name)
             try:

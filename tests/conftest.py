@@ -97,11 +97,20 @@ def base_env(redis_server: EmbeddedRedis, fake_llm: FakeLLMServer) -> dict[str, 
     return {**FAST, "AGENTQ_REDIS_URL": redis_server.url, "LLM_ENDPOINT": fake_llm.url}
 
 
+@pytest.fixture(scope="session")
+def quiet_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis no worker listens on: tasks sent there wait, so tests drive steps by hand."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, base_env: dict[str, str]) -> Iterator[str]:
-    """Each test using it runs on SQLite and on PostgreSQL (no workers)."""
+def db(
+    request: pytest.FixtureRequest, base_env: dict[str, str], quiet_redis: EmbeddedRedis
+) -> Iterator[str]:
+    """Each test using it runs on SQLite and on PostgreSQL, with no worker running."""
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    apply_env({**base_env, "AGENTQ_DATABASE_URL": url})
+    apply_env({**base_env, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": quiet_redis.url})
     yield url
 
 

@@ -8,14 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from agentq.db.models import Job, Message, MessageJob
 from agentq.db.session import reader
 from agentq.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import make_dm, wait_until
-
-from sqlalchemy import select
 
 CONVERSATIONS = 50
 MESSAGES = 10
@@ -85,7 +84,7 @@ def test_fifty_conversations_stay_ordered_across_two_workers(
                 )
             )
             # No two jobs of a conversation ran at the same time.
-            for a, b in zip(jobs, jobs[1:]):
+            for a, b in zip(jobs, jobs[1:], strict=False):
                 assert a.finished_at <= b.started_at, f"jobs overlap in {conv_id}"
             # Every user message is covered by exactly one job.
             links = s.execute(

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +14,7 @@ from agentq.api import problems
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
 from agentq.db.session import reader
+from agentq.metrics import render as render_metrics
 from agentq.redis_conn import get_redis
 
 #: methods whose body the size limit reads ahead
@@ -116,7 +116,8 @@ def create_app() -> FastAPI:
 
     @app.get("/metrics", tags=["system"], response_class=Response)
     def metrics() -> Response:
-        """Prometheus metrics of this process."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics: this process's, and the queue's state read at scrape time."""
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
 
     return app

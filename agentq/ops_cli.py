@@ -1,0 +1,257 @@
+"""Operator commands: `agentq status`, `agentq jobs list|show|retry`, `agentq flower`.
+
+Each prints a readable table, or JSON with `--json`. `agentq.cli` mounts them:
+`app.command("status")(status)`, `app.add_typer(jobs_app, name="jobs")`,
+`app.command("flower", ...)(flower)`. `python -m agentq.ops_cli` runs them standalone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
+
+#: seconds to wait for workers to answer a ping; an idle cluster answers in milliseconds
+PING_TIMEOUT = 1.0
+JOB_STATUSES = ("waiting", "active", "delayed", "completed", "failed", "cancelled")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _console() -> Console:
+    return Console(width=200) if not sys.stdout.isatty() else Console()
+
+
+def _emit(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _workers() -> list[dict[str, Any]]:
+    from agentq.broker import get_app
+
+    try:
+        inspect = get_app().control.inspect(timeout=PING_TIMEOUT)
+        active = inspect.active_queues() or {}
+        stats = inspect.stats() or {}
+    except Exception:  # noqa: BLE001 - no broker: no workers to show
+        return []
+    out = []
+    for name in sorted(set(active) | set(stats)):
+        st = stats.get(name, {})
+        pool = st.get("pool", {})
+        out.append({
+            "name": name,
+            "queues": sorted(q["name"] for q in active.get(name, [])),
+            "pool": str(pool.get("implementation", "")).rsplit(":", 1)[-1],
+            "concurrency": pool.get("max-concurrency"),
+        })
+    return out
+
+
+def collect_status() -> dict[str, Any]:
+    """Queue depths, workers, jobs by status and agents, read from Redis and the DB."""
+    from sqlalchemy import func, select
+
+    from agentq.db.models import Agent, Job
+    from agentq.db.session import reader
+    from agentq.metrics import queue_depths
+
+    with reader() as session:
+        by_status = dict(
+            session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        )
+        active = dict(session.execute(
+            select(Job.agent_id, func.count()).where(Job.status == "active").group_by(Job.agent_id)
+        ).all())
+        agents = [
+            {"name": a.name, "status": a.status, "provider": a.provider,
+             "active_jobs": active.get(a.id, 0), "max_concurrent_jobs": a.max_concurrent_jobs,
+             "total_responses": a.total_responses}
+            for a in session.scalars(select(Agent).order_by(Agent.name))
+        ]
+    try:
+        queues: dict[str, int | None] = dict(queue_depths())
+    except Exception:  # noqa: BLE001 - Redis down is itself worth showing
+        from agentq.broker import QUEUES
+
+        queues = dict.fromkeys(QUEUES)
+    return {
+        "queues": queues,
+        "workers": _workers(),
+        "jobs": {s: by_status.get(s, 0) for s in JOB_STATUSES},
+        "agents": agents,
+    }
+
+
+def status(as_json: JsonOpt = False) -> None:
+    """Queue depths, workers, active and failed jobs, agents."""
+    data = collect_status()
+    if as_json:
+        _emit(data)
+        return
+    console = _console()
+    t = Table("queue", "ready", title="Queues")
+    for q, n in data["queues"].items():
+        t.add_row(q, "unreachable" if n is None else str(n))
+    console.print(t)
+    t = Table("worker", "queues", "pool", "concurrency", title="Workers")
+    for w in data["workers"]:
+        t.add_row(w["name"], ", ".join(w["queues"]), w["pool"], str(w["concurrency"] or ""))
+    if not data["workers"]:
+        t.add_row("(none answered)", "", "", "")
+    console.print(t)
+    t = Table(*JOB_STATUSES, title="Jobs")
+    t.add_row(*(str(data["jobs"][s]) for s in JOB_STATUSES))
+    console.print(t)
+    t = Table("agent", "status", "provider", "active jobs", "responses", title="Agents")
+    for a in data["agents"]:
+        t.add_row(a["name"], a["status"], a["provider"],
+                  f"{a['active_jobs']}/{a['max_concurrent_jobs']}", str(a["total_responses"]))
+    console.print(t)
+
+
+def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from agentq.db.models import Agent, Job
+    from agentq.db.session import reader
+
+    with reader() as session:
+        q = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
+        if status_:
+            q = q.where(Job.status == status_)
+        if agent:
+            q = q.where(Agent.name == agent)
+        q = q.order_by(Job.created_at.desc()).limit(limit)
+        return [
+            {"id": str(j.id), "conversation_id": str(j.conversation_id), "agent": name,
+             "status": j.status, "attempts": j.attempts, "max_attempts": j.max_attempts,
+             "failure_reason": j.failure_reason, "created_at": j.created_at,
+             "finished_at": j.finished_at}
+            for j, name in session.execute(q).all()
+        ]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status_: Annotated[
+        str | None, typer.Option("--status", help=f"One of {', '.join(JOB_STATUSES)}.")
+    ] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's jobs (by name).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    if status_ and status_ not in JOB_STATUSES:
+        raise typer.BadParameter(f"unknown status {status_!r}", param_hint="--status")
+    rows = _job_rows(status_, agent, limit)
+    if as_json:
+        _emit(rows)
+        return
+    t = Table("job", "agent", "conversation", "status", "attempts", "created", "reason",
+              title=f"Jobs ({status_ or 'all'})")
+    for r in rows:
+        t.add_row(r["id"], r["agent"], r["conversation_id"][:8], r["status"],
+                  f"{r['attempts']}/{r['max_attempts']}", f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
+                  (r["failure_reason"] or "")[:60])
+    _console().print(t)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False
+) -> None:
+    """One job: state, attempts, failure reason, triggering messages, reply id."""
+    from agentq.errors import AgentqError
+    from agentq.jobs import get_job
+
+    try:
+        job = get_job(job_id)
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    # Bodies are for the conversation's readers; the operator view shows ids only.
+    data = job.model_dump(mode="json", exclude={"reply"})
+    data["reply_message_id"] = str(job.reply.id) if job.reply else None
+    if as_json:
+        _emit(data)
+        return
+    t = Table("field", "value", title=f"Job {job_id}", show_header=False)
+    for k, v in data.items():
+        t.add_row(k, "" if v is None else str(v))
+    _console().print(t)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[str | None, typer.Argument(help="Job id.")] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Retry every failed job.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a failed or cancelled job fresh attempts; it runs in its conversation's turn."""
+    from agentq.errors import AgentqError
+    from agentq.jobs import retry_job
+
+    if bool(job_id) == all_failed:
+        raise typer.BadParameter("give a job id or --all-failed (not both)")
+    ids = [job_id] if job_id else [r["id"] for r in _job_rows("failed", None, 100_000)]
+    results, errors = [], 0
+    for jid in ids:
+        try:
+            job = retry_job(jid)
+            results.append({"id": str(job.id), "status": job.status})
+        except AgentqError as exc:
+            errors += 1
+            results.append({"id": str(jid), "error": str(exc)})
+    if as_json:
+        _emit(results)
+    else:
+        for r in results:
+            typer.echo(f"{r['id']}  {r.get('status') or 'error: ' + r['error']}")
+        if not results:
+            typer.echo("no failed jobs")
+    if errors:
+        raise typer.Exit(2)
+
+
+def flower(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",  # noqa: S104
+    basic_auth: Annotated[str | None, typer.Option(help="user:password[,user2:password2]; "
+                                                   "default FLOWER_BASIC_AUTH.")] = None,
+    url_prefix: Annotated[str | None, typer.Option(help="Serve under this path, e.g. flower "
+                                                   "(behind a reverse proxy).")] = None,
+    extra: Annotated[
+        list[str] | None, typer.Argument(help="More flower options, after --.")
+    ] = None,
+) -> None:
+    """Start Flower against the agentq workers (Celery app `workers.app`)."""
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+            f"--port={port}", f"--address={address}"]
+    basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH")
+    if basic_auth:
+        argv.append(f"--basic-auth={basic_auth}")
+    if url_prefix:
+        argv.append(f"--url-prefix={url_prefix.strip('/')}")
+    argv += extra or []
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+#: standalone: `python -m agentq.ops_cli status`
+app = typer.Typer(help="agentq operator commands.", no_args_is_help=True)
+app.command("status")(status)
+app.add_typer(jobs_app, name="jobs")
+app.command("flower", context_settings={"allow_extra_args": True})(flower)
+
+if __name__ == "__main__":
+    app()

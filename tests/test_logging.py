@@ -1,0 +1,109 @@
+"""Structured logs: JSON with context ids, secrets redacted, no message bodies at INFO."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from agentq import logging as agentq_logging
+from tests.helpers import jobs_of, make_dm
+
+
+def capture(json_lines: bool = True) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    agentq_logging.install(handler, json_lines=json_lines)
+    logger = logging.getLogger(f"agentq.test.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger, stream
+
+
+def test_json_lines_carry_the_bound_ids() -> None:
+    log, out = capture()
+    with agentq_logging.bound(conversation_id="c-1", job_id="j-1", agent="helper"):
+        log.info("job %s done", "j-1")
+    log.info("explicit", extra={"conversation_id": "c-2"})
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["message"] == "job j-1 done" and first["level"] == "INFO"
+    assert (first["conversation_id"], first["job_id"], first["agent"]) == ("c-1", "j-1", "helper")
+    assert second["conversation_id"] == "c-2" and "job_id" not in second
+
+
+def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_API_KEY", "plain-key-without-prefix-123")
+    log, out = capture(json_lines=False)
+    log.warning("calling with %s", "sk-live-ABCDEFGHIJKLMNOP")
+    log.warning("headers {'Authorization': 'Bearer eyJhbGciOi.abc.def'}")
+    log.warning("key in url ?api_key=zzzzzzzzzz&x=1 and plain-key-without-prefix-123")
+    try:
+        raise ValueError("boom sk-proj-QWERTYUIOPASDF")
+    except ValueError:
+        log.exception("failed")
+    text = out.getvalue()
+    for secret in (
+        "sk-live-ABCDEFGHIJKLMNOP",
+        "eyJhbGciOi",
+        "zzzzzzzzzz",
+        "plain-key-without-prefix-123",
+        "sk-proj-QWERTYUIOPASDF",
+    ):
+        assert secret not in text
+    assert text.count(agentq_logging.MASK) >= 5
+
+
+def test_format_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("AGENTQ_LOG_FORMAT", raising=False)
+    assert agentq_logging.use_json(io.StringIO()) is True
+    assert agentq_logging.use_json(TTY()) is False
+    monkeypatch.setenv("AGENTQ_LOG_FORMAT", "json")
+    assert agentq_logging.use_json(TTY()) is True
+
+
+@pytest.mark.integration
+def test_worker_logs_of_a_run_hold_no_key_and_no_content(live) -> None:  # noqa: ANN001
+    """The live workers log JSON (their stdout is a file); after a full run, no line holds
+    the API key, and no INFO line holds what the user wrote or what the agent answered."""
+    content = "my-private-note-31415"
+    conv, user, _ = make_dm(live.client)
+    reply = live.client.ask(conv.id, user.id, content, timeout=30)
+    job = jobs_of(conv.id)[0]
+
+    lines = [
+        line
+        for path in sorted(live.stack.log_dir.glob("*.log"))
+        for line in path.read_text(errors="replace").splitlines()
+    ]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records, "workers should log JSON lines when not on a terminal"
+    text = "\n".join(lines)
+    assert live.env["LLM_API_KEY"] not in text
+    info = "\n".join(json.dumps(r) for r in records if r["level"] in ("INFO", "DEBUG"))
+    assert content not in info
+    assert reply.content not in info
+    # the job's own lines carry its ids, the agent and the Celery task
+    mine = [r for r in records if r.get("job_id") == str(job.id)]
+    assert mine
+    assert any(r.get("task_id") and r.get("task_name") == "agentq.run_job" for r in mine)
+    assert any(r.get("agent") and r.get("conversation_id") == str(conv.id) for r in mine)
+
+
+def test_tracing_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentq import tracing
+
+    monkeypatch.delenv("AGENTQ_OTEL", raising=False)
+    assert tracing.setup_tracing() is False
+    # asked for, but without the otel extra installed: a warning, not a crash
+    monkeypatch.setenv("AGENTQ_OTEL", "1")
+    try:
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError:
+        assert tracing.setup_tracing() is False

@@ -1,0 +1,127 @@
+"""Operator CLI against the live stack, and the deployment files in ops/ validated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.ops_cli import app
+from tests.helpers import jobs_of, make_dm, replies_of, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def cli(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def flaky_llm() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(FakeLLMConfig(latency=0.01, error_rate=1.0)) as server:
+        yield server
+
+
+@pytest.mark.integration
+def test_jobs_retry_completes_a_failed_job_once_the_provider_recovers(
+    live,
+    flaky_llm: FakeLLMServer,  # noqa: ANN001
+) -> None:
+    conv, user, agent_id = make_dm(live.client, model_config={"endpoint": flaky_llm.url})
+    live.client.post_message(conv.id, user.id, "are you there?")
+    job = wait_until(
+        lambda: next((j for j in jobs_of(conv.id) if j.status == "failed"), None),
+        timeout=60,
+        what="the job to fail",
+    )
+    assert job.failure_reason
+
+    listed = json.loads(cli("jobs", "list", "--status", "failed", "--json", "--limit", "1000"))
+    assert str(job.id) in {r["id"] for r in listed}
+    assert all(r["status"] == "failed" for r in listed)
+    assert str(job.id) in cli("jobs", "list", "--status", "failed")
+    shown = json.loads(cli("jobs", "show", str(job.id), "--json"))
+    assert shown["status"] == "failed" and shown["attempts"] == job.max_attempts
+    assert shown["reply_message_id"] is None
+    assert "failure_reason" in cli("jobs", "show", str(job.id))
+
+    flaky_llm.control(error_rate=0)
+    out = json.loads(cli("jobs", "retry", str(job.id), "--json"))
+    assert out == [{"id": str(job.id), "status": "waiting"}] or out[0]["status"] in (
+        "active",
+        "completed",
+    )
+    wait_until(
+        lambda: [j for j in jobs_of(conv.id) if j.id == job.id][0].status == "completed",
+        timeout=30,
+        what="the retried job to complete",
+    )
+    assert len(replies_of(conv.id)) == 1
+    done = json.loads(cli("jobs", "show", str(job.id), "--json"))
+    assert done["reply_message_id"] and done["attempts"] == 1
+
+    # retrying a completed job is refused, and says so
+    result = runner.invoke(app, ["jobs", "retry", str(job.id)])
+    assert result.exit_code == 2 and "only failed or cancelled" in result.output
+
+
+@pytest.mark.integration
+def test_retry_all_failed_and_status(live, flaky_llm: FakeLLMServer) -> None:  # noqa: ANN001
+    convs = [make_dm(live.client, model_config={"endpoint": flaky_llm.url}) for _ in range(2)]
+    for conv, user, _ in convs:
+        live.client.post_message(conv.id, user.id, "hello")
+    wait_until(
+        lambda: all(any(j.status == "failed" for j in jobs_of(c.id)) for c, _, _ in convs),
+        timeout=60,
+        what="both jobs to fail",
+    )
+
+    status = json.loads(cli("status", "--json"))
+    assert set(status["queues"]) == {"agentq.control", "agentq.llm"}
+    assert len(status["workers"]) >= 2
+    assert all(w["queues"] for w in status["workers"])
+    assert status["jobs"]["failed"] >= 2
+    assert len(status["agents"]) >= 2
+    table = cli("status")
+    assert "Queues" in table and "agentq.llm" in table and "Workers" in table
+
+    flaky_llm.control(error_rate=0)
+    retried = json.loads(cli("jobs", "retry", "--all-failed", "--json"))
+    assert len(retried) >= 2
+    for conv, _, _ in convs:
+        wait_until(
+            lambda c=conv: any(j.status == "completed" for j in jobs_of(c.id)),
+            timeout=30,
+            what="retried jobs to complete",
+        )
+        assert len(replies_of(conv.id)) == 1
+
+
+def test_retry_needs_an_id_or_all_failed() -> None:
+    assert runner.invoke(app, ["jobs", "retry"]).exit_code != 0
+    assert runner.invoke(app, ["jobs", "list", "--status", "nope"]).exit_code != 0
+
+
+def test_compose_and_manifests_validate() -> None:
+    """docker-compose.yml against the compose-spec schema (and `docker compose config`
+    when the plugin is installed); every ops/k8s manifest against the Kubernetes and KEDA
+    schemas."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "validate.py")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "compose: ok" in proc.stdout
+    assert "ScaledObject" in proc.stdout and "Deployment" in proc.stdout
