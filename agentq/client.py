@@ -7,13 +7,14 @@ import time
 import uuid
 from typing import Any
 
+from redis.client import PubSub
 from sqlalchemy import select
 
 from agentq import agents, conversations, events, jobs, messages
 from agentq.config import get_settings
 from agentq.db.models import Job, Message, MessageJob
 from agentq.db.session import reader
-from agentq.errors import ProviderError, Timeout
+from agentq.errors import NotFound, ProviderError, Timeout
 from agentq.redis_conn import get_redis
 from agentq.schemas import (
     AgentOut,
@@ -26,6 +27,37 @@ from agentq.schemas import (
 
 #: how often `ask` looks at the database when no event woke it
 POLL_SECONDS = 0.25
+
+
+#: events after which a waiting `ask` looks at the database again
+WAKE_EVENTS = ("agent.responded", "job.failed")
+
+
+def _subscribe(conversation_id: uuid.UUID) -> PubSub | None:
+    try:
+        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(events.channel(conversation_id))
+        return pubsub
+    except Exception:  # noqa: BLE001 - without Redis we still poll the database
+        return None
+
+
+def _wait_for_event(pubsub: PubSub | None, until: float) -> PubSub | None:
+    """Sleep until a wake event arrives or `until` (monotonic); returns the pubsub, or
+    None once it failed."""
+    while (left := until - time.monotonic()) > 0:
+        if pubsub is None:
+            time.sleep(left)
+            break
+        try:
+            msg = pubsub.get_message(timeout=left)
+        except Exception:  # noqa: BLE001 - fall back to polling
+            pubsub.close()
+            pubsub = None
+            continue
+        if msg and json.loads(msg["data"]).get("type") in WAKE_EVENTS:
+            break
+    return pubsub
 
 
 class Client:
@@ -115,37 +147,29 @@ class Client:
         return self.wait_for_reply(posted.id, timeout=timeout)
 
     def wait_for_reply(self, message_id: uuid.UUID | str, timeout: float = 30) -> MessageOut:
-        """Block until the job covering `message_id` replied (or failed)."""
+        """Block until the job covering `message_id` replied (or failed).
+
+        Wakes on the conversation's `agent.responded` / `job.failed` events, and looks at
+        the database every POLL_SECONDS in any case (events are best effort).
+        """
         deadline = time.monotonic() + timeout
-        mid = uuid.UUID(str(message_id))
+        try:
+            mid = uuid.UUID(str(message_id))
+        except ValueError:
+            raise NotFound("message", message_id) from None
         with reader() as session:
             conv_id = session.scalar(select(Message.conversation_id).where(Message.id == mid))
-        pubsub = None
-        try:
-            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(events.channel(conv_id))
-        except Exception:  # noqa: BLE001 - without Redis we still poll the database
-            pubsub = None
+        if conv_id is None:
+            raise NotFound("message", message_id)
+        pubsub = _subscribe(conv_id)
         try:
             while True:
                 reply = self._reply_to(mid)
                 if reply is not None:
                     return reply
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if time.monotonic() >= deadline:
                     raise Timeout(f"no reply to message {mid} within {timeout}s")
-                wait = min(left, POLL_SECONDS)
-                if pubsub is not None:
-                    try:
-                        msg = pubsub.get_message(timeout=wait)
-                        if msg and json.loads(msg["data"]).get("type") not in (
-                            "agent.responded", "job.failed"
-                        ):
-                            continue
-                    except Exception:  # noqa: BLE001
-                        pubsub = None
-                else:
-                    time.sleep(wait)
+                pubsub = _wait_for_event(pubsub, min(deadline, time.monotonic() + POLL_SECONDS))
         finally:
             if pubsub is not None:
                 pubsub.close()

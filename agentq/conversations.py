@@ -25,6 +25,8 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "autonomous": bool,
     "responders": str,
 }
+#: the longest debounce window a conversation may ask for, in seconds
+MAX_WINDOW_SECONDS = 600.0
 #: what happens to a message that arrives while the conversation's job runs
 DOUBLE_TEXTING = ("enqueue", "reject", "interrupt", "rollback")
 #: without an @mention in a channel: the most relevant agent answers, or all of them
@@ -43,6 +45,11 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     for name in ("hop_limit", "turn_budget"):
         if settings.get(name, 0) < 0:
             raise InvalidInput(f"settings.{name}", "must be >= 0")
+    for name in ("debounce_seconds", "max_wait_seconds"):
+        if settings.get(name, 0) > MAX_WINDOW_SECONDS:
+            # A debounce timer is a Celery countdown: it must stay far inside the broker's
+            # visibility timeout.
+            raise InvalidInput(f"settings.{name}", f"must be <= {MAX_WINDOW_SECONDS:g}")
     debounce = settings.get("debounce_seconds")
     max_wait = settings.get("max_wait_seconds")
     if debounce is not None and debounce < 0:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -192,12 +194,50 @@ def publish(rows: Iterable[EventRow]) -> None:
         )
 
 
+#: ids of events this process handed to its handlers lately, so none is handed twice
+_seen: OrderedDict[int, None] = OrderedDict()
+_seen_lock = threading.Lock()
+SEEN_MAX = 10_000
+
+
 def _dispatch_local(rec: dict[str, Any]) -> None:
+    if rec.get("id") is not None:
+        with _seen_lock:
+            if rec["id"] in _seen:
+                return
+            _seen[rec["id"]] = None
+            if len(_seen) > SEEN_MAX:
+                _seen.popitem(last=False)
     for fn in (*_handlers.get(rec["type"], ()), *_handlers.get("*", ())):
         try:
             fn(rec)
         except Exception:  # noqa: BLE001 - one handler must not break the others
             log.exception("event handler %r failed for %s", fn, rec["type"])
+
+
+def listen(*, daemon: bool = True) -> threading.Thread:
+    """Hand events committed by ANY process (workers included) to this process's
+    handlers, by subscribing to agentq's Redis event channel in a background thread.
+
+    Without it, `@on` handlers see only events committed in their own process. Delivery
+    is at most once per process and best effort (pub/sub); `read_feed` replays the rest.
+    """
+    from agentq.redis_conn import get_redis, key
+
+    def run() -> None:
+        while True:
+            try:
+                pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(key("events"))
+                for msg in pubsub.listen():
+                    _dispatch_local(json.loads(msg["data"]))
+            except Exception as exc:  # noqa: BLE001 - Redis restarts: subscribe again
+                log.warning("event listener reconnecting: %s", type(exc).__name__)
+                time.sleep(1.0)
+
+    thread = threading.Thread(target=run, name="agentq-events", daemon=daemon)
+    thread.start()
+    return thread
 
 
 def publish_unpublished(older_than: datetime, limit: int = 1000) -> int:

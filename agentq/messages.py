@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +17,9 @@ from agentq.db.models import Conversation, Event, Message, Participant, utcnow
 from agentq.db.session import reader, transaction
 from agentq.errors import Conflict, ContentTooLong, EmptyContent, InvalidInput, NotAParticipant
 from agentq.schemas import MessageOut, PostedMessage
+
+#: seq is a 32-bit integer column
+MAX_SEQ = 2**31 - 1
 
 
 def check_content(content: object) -> str:
@@ -137,6 +139,10 @@ def list_messages(
     conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
 ) -> list[MessageOut]:
     """Messages of a conversation with seq > `after_seq`, oldest first (soft-deleted left out)."""
+    if not 0 <= after_seq <= MAX_SEQ:
+        raise InvalidInput("after_seq", f"must be between 0 and {MAX_SEQ}")
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit", "must be between 1 and 1000")
     with reader() as session:
         conv = load_conversation(session, conversation_id)
         rows = session.scalars(
@@ -150,7 +156,3 @@ def list_messages(
             .limit(limit)
         )
         return [MessageOut.model_validate(m) for m in rows]
-
-
-def pending_since(conv: Conversation) -> datetime | None:
-    return conv.pending_since

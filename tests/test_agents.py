@@ -165,10 +165,12 @@ def test_rate_limit_spreads_thirty_jobs_over_two_minutes(live: Live) -> None:
     with reader() as s:
         starts = sorted(s.scalars(select(Job.started_at).where(Job.agent_id == agent.id)))
     assert len(starts) == 30
-    # No rolling minute holds more than 10 starts, so the schedule spans two minutes.
+    # No rolling minute holds more than 10 starts, so the schedule spans two minutes. (The
+    # limiter takes a slot a few ms before the start is written: allow half a second.)
     for first, eleventh in zip(starts, starts[10:], strict=False):
-        assert (eleventh - first).total_seconds() >= 59.9
-    assert (starts[-1] - starts[0]).total_seconds() >= 119.8
+        assert (eleventh - first).total_seconds() >= 59.5
+    assert (starts[-1] - starts[0]).total_seconds() >= 119.0
+    assert (starts[9] - starts[0]).total_seconds() < 30  # the first ten did not wait
 
 
 @pytest.mark.integration

@@ -111,3 +111,22 @@ def test_dm_takes_one_agent(client: Client) -> None:
     other = client.create_agent(f"extra-{uuid.uuid4().hex[:6]}")
     with pytest.raises(errors.Conflict, match="DM"):
         client.add_participant(conv.id, agent=other.id)
+
+
+def test_paging_bounds_are_named(client: Client) -> None:
+    conv, user, _ = make_dm(client, settings={"debounce_seconds": 60, "max_wait_seconds": 60})
+    with pytest.raises(errors.InvalidInput, match="after_seq"):
+        client.list_messages(conv.id, after_seq=2**31)
+    with pytest.raises(errors.InvalidInput, match="limit"):
+        client.list_messages(conv.id, limit=0)
+
+
+def test_waiting_for_an_unknown_message_is_named(client: Client) -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(errors.NotFound, match=f"message {missing} not found"):
+        client.wait_for_reply(missing, timeout=1)
+
+
+def test_debounce_window_is_bounded(client: Client) -> None:
+    with pytest.raises(errors.InvalidInput, match="settings.max_wait_seconds: must be <= 600"):
+        client.create_conversation("dm", settings={"max_wait_seconds": 1e300})

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from agentq import broker, events, metrics
@@ -140,6 +140,9 @@ def _plan_jobs(
             job.failure_reason = f"interrupted by a newer message ({policy})"
             if policy == "rollback":
                 session.execute(delete(MessageJob).where(MessageJob.job_id == job.id))
+            # Its slot is freed after commit; the agent is no longer at its limit.
+            session.execute(update(Agent).where(Agent.id == job.agent_id, Agent.status == "busy")
+                            .values(status="active"))
             outcome.cancelled.append((job.id, job.agent_id))
         session.flush()
         live = sorted({**carried, **{m.id: m for m in live}}.values(), key=lambda m: m.seq)
@@ -265,7 +268,8 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
                 retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
                 claim = None
             else:
-                claim = _claim(session, job, agent, now, s.job_lease_seconds, verdict.running)
+                # The start is when the slot was taken, not when this transaction began.
+                claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
                 rows = [events.record(session, events.AgentResponding(
                     conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
                     attempt=job.attempts,
