@@ -154,24 +154,16 @@ def start_agent(agent: uuid.UUID | str) -> AgentOut:
 
 def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
     """Call the agent's provider with a tiny request; report health (never raises)."""
-    import os
     import time
 
-    from agentq.config import get_settings
+    from agentq.context import chat_request
     from agentq.errors import ProviderError
-    from agentq.providers import ChatMessage, ChatRequest, get_provider
+    from agentq.providers import ChatMessage, get_provider
 
-    s = get_settings()
     a = get_agent(agent)
-    cfg = a.model_config_
-    key_env = cfg.get("api_key_env")
-    request = ChatRequest(
-        messages=[ChatMessage(role="user", content="ping")],
-        model=cfg.get("model") or s.llm.model, max_tokens=5,
-        endpoint=cfg.get("endpoint") or s.llm.endpoint,
-        api_key=os.environ.get(key_env, "") if key_env else s.llm.api_key.get_secret_value(),
-        timeout=min(10.0, float(cfg.get("timeout") or s.llm.timeout)),
-    )
+    timeout = min(10.0, float(a.model_config_.get("timeout") or 10.0))
+    request = chat_request(a.model_config_, [ChatMessage(role="user", content="ping")],
+                           max_tokens=5, timeout=timeout)
     started = time.monotonic()
     try:
         result = get_provider(a.provider).complete(request)

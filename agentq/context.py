@@ -7,14 +7,16 @@ each call reads only the messages newer than the cache.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentq.config import get_settings
 from agentq.db.models import Agent, AgentConversationContext, Conversation, Message, Participant
-from agentq.providers.base import ChatMessage
+from agentq.providers.base import ChatMessage, ChatRequest
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -87,3 +89,25 @@ def build_messages(
     for h in history(session, agent, conv, limit):
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
+
+
+def chat_request(
+    model_config: dict[str, Any], messages: list[ChatMessage], *, max_tokens: int | None = None,
+    timeout: float | None = None,
+) -> ChatRequest:
+    """The provider request for an agent's `model_config`, over the LLM_* defaults.
+
+    The API key comes from the environment only: `api_key_env` names the variable,
+    else LLM_API_KEY.
+    """
+    llm = get_settings().llm
+    key_env = model_config.get("api_key_env")
+    return ChatRequest(
+        messages=messages,
+        model=model_config.get("model") or llm.model,
+        max_tokens=max_tokens or int(model_config.get("max_tokens") or llm.max_tokens),
+        temperature=model_config.get("temperature"),
+        endpoint=model_config.get("endpoint") or llm.endpoint,
+        api_key=os.environ.get(key_env, "") if key_env else llm.api_key.get_secret_value(),
+        timeout=timeout or float(model_config.get("timeout") or llm.timeout),
+    )

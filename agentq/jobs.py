@@ -11,15 +11,13 @@ duplicated task, or a worker that outlived its lease, changes nothing twice:
 from __future__ import annotations
 
 import logging
-import os
 import random
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -27,7 +25,7 @@ from sqlalchemy.orm import Session
 from agentq import broker, events
 from agentq import logging as agentq_logging
 from agentq.config import get_settings
-from agentq.context import build_messages
+from agentq.context import build_messages, chat_request
 from agentq.conversations import load_conversation
 from agentq.coordination import debounce, limits, ordering
 from agentq.db.models import (
@@ -73,16 +71,8 @@ def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
             return None
         agent = session.get_one(Agent, job.agent_id)
         conv = session.get_one(Conversation, job.conversation_id)
-        cfg: dict[str, Any] = agent.model_config_ or {}
-        key_env = cfg.get("api_key_env")
-        request = ChatRequest(
-            messages=build_messages(session, agent, conv, s.context_messages),
-            model=cfg.get("model") or s.llm.model,
-            max_tokens=int(cfg.get("max_tokens") or s.llm.max_tokens),
-            temperature=cfg.get("temperature"),
-            endpoint=cfg.get("endpoint") or s.llm.endpoint,
-            api_key=os.environ.get(key_env, "") if key_env else s.llm.api_key.get_secret_value(),
-            timeout=float(cfg.get("timeout") or s.llm.timeout),
+        request = chat_request(
+            agent.model_config_ or {}, build_messages(session, agent, conv, s.context_messages)
         )
         agentq_logging.bind(agent=agent.name, conversation_id=job.conversation_id)
         cancellable = (conv.settings or {}).get("double_texting") in ("interrupt", "rollback")
@@ -150,15 +140,31 @@ def short_reason(exc: BaseException) -> str:
     return text[:REASON_MAX]
 
 
+def clean_reply(content: str) -> tuple[str, bool]:
+    """The reply as it can be stored: at most AGENTQ_MAX_REPLY_LENGTH characters, without
+    NUL or lone surrogates (no database takes them). Returns (text, truncated)."""
+    limit = get_settings().max_reply_length
+    truncated = len(content) > limit
+    text = content[:limit].replace("\x00", "")
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
+    return text, truncated
+
+
 def store_result(job_id: uuid.UUID, token: int, result: ChatResult) -> bool:
-    """Keep the provider's answer on the job, if the claim is still current."""
+    """Keep the provider's answer on the job, if the claim is still current (cut to
+    AGENTQ_MAX_REPLY_LENGTH characters: a runaway provider must not fill the database)."""
+    content, truncated = clean_reply(result.content)
+    if truncated:
+        log.warning("job %s: reply of %d characters cut to %d", job_id, len(result.content),
+                    len(content))
     with transaction() as session:
         done = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "active", Job.lease_token == token)
             .values(
                 result={
-                    "content": result.content,
+                    "content": content,
+                    "truncated": truncated,
                     "model": result.model,
                     "prompt_tokens": result.prompt_tokens,
                     "completion_tokens": result.completion_tokens,
@@ -245,7 +251,7 @@ def _next(
     ordering.advance(conversation_id)
 
 
-def _finish(session: Session, job: Job, status: str, now: Any) -> None:
+def _finish(session: Session, job: Job, status: str, now: datetime) -> None:
     job.status = status
     job.finished_at = now
     job.lease_until = None
@@ -306,7 +312,7 @@ def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: boo
         _next(conv_id, False, agent_id, job_id)
 
 
-def fail(session: Session, job: Job, reason: str, now: Any) -> list[Any]:
+def fail(session: Session, job: Job, reason: str, now: datetime) -> list[events.EventRow]:
     """Fail `job` (locked by the caller): reason, a visible system message, events."""
     # Lock order everywhere: job, then conversation, then agent (no deadlocks).
     conv = load_conversation(session, job.conversation_id, lock=True)
