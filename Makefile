@@ -16,7 +16,7 @@ demo: install  ## a user and two agents, on SQLite and an embedded Redis
 
 test: install  ## the whole suite, against local PostgreSQL and real Redis/Celery processes
 	$(VENV)/bin/ruff check agentq workers tests
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check agentq workers tests

@@ -22,6 +22,9 @@ CONTROL_QUEUE = "agentq.control"
 LLM_QUEUE = "agentq.llm"
 QUEUES = (CONTROL_QUEUE, LLM_QUEUE)
 
+#: Redis connections one process may hold for the broker (acks, sends) at once
+BROKER_MAX_CONNECTIONS = 2000
+
 DISPATCH = "agentq.dispatch"
 ADVANCE = "agentq.advance"
 RUN_JOB = "agentq.run_job"
@@ -46,7 +49,10 @@ def make_celery(settings: Settings | None = None, main: str = "agentq") -> Celer
             # Celery redelivers an unacked message after this; agentq keeps every countdown
             # far shorter (config checks), and every task is idempotent anyway.
             "visibility_timeout": settings.visibility_timeout_seconds,
+            # A threads/gevent pool of thousands acks from many threads at once.
+            "max_connections": BROKER_MAX_CONNECTIONS,
         },
+        broker_pool_limit=BROKER_MAX_CONNECTIONS,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -12,7 +12,9 @@ import typer
 
 from agentq.agents_cli import agents_app
 from agentq.api.cli import api_app, keys_app
+from agentq.bench import bench as bench_command
 from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
+from agentq.chaos import chaos as chaos_command
 from agentq.ops_cli import flower as ops_flower
 from agentq.ops_cli import jobs_app
 from agentq.ops_cli import status as ops_status
@@ -26,6 +28,8 @@ app.add_typer(keys_app, name="keys")
 app.command("status")(ops_status)
 app.add_typer(jobs_app, name="jobs")
 app.command("flower", context_settings={"allow_extra_args": True})(ops_flower)
+app.command("chaos")(chaos_command)
+app.command("bench")(bench_command)
 
 QUEUE_ALIASES = {"control": CONTROL_QUEUE, "llm": LLM_QUEUE}
 

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     #: "package.module:function" choosing who answers; default agentq.responders
     responder_selector: str | None = None
     max_content_length: int = 32_000  # characters in one message
+    #: characters of an LLM reply kept; a runaway provider must not fill the database
+    max_reply_length: int = 32_000
     context_messages: int = 20  # history given to the LLM
 
     #: Celery broker visibility timeout; must exceed every countdown agentq schedules

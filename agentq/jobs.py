@@ -65,7 +65,8 @@ class Call:
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     """The request for the job's current claim, or None if the claim is stale."""
     s = get_settings()
-    with transaction() as session:
+    # It writes only the context cache, which the next call rebuilds if a crash loses it.
+    with transaction(durable=False) as session:
         job = session.get(Job, uuid.UUID(str(job_id)))
         if job is None or job.status != "active" or job.lease_token != token:
             return None

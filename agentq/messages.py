@@ -32,7 +32,18 @@ def check_content(content: object) -> str:
         raise ContentTooLong(len(content), limit)
     if "\x00" in content:
         raise InvalidInput("content", "must not contain NUL characters")
+    _check_encodable("content", content)
     return content
+
+
+def _check_encodable(name: str, value: str) -> None:
+    # A lone surrogate (e.g. half an emoji from a bad JSON escape) cannot be stored.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            name, f"must be valid Unicode: lone surrogate {value[exc.start]!r} at {exc.start}"
+        ) from None
 
 
 def _request_hash(author_id: uuid.UUID, content: str) -> str:
@@ -95,6 +106,8 @@ def post_message(
     content = check_content(content)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InvalidInput("idempotency_key", "must be 1 to 200 characters")
+    if idempotency_key is not None:
+        _check_encodable("idempotency_key", idempotency_key)
     with transaction() as session:
         conv = load_conversation(session, conversation_id, lock=True)
         author = _load_author(session, conv, author_id)

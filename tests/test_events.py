@@ -22,8 +22,8 @@ def test_handlers_see_replies_committed_by_workers_once_listening(live: Live) ->
         with lock:
             seen.append(event)
 
+    listener = events.listen()
     try:
-        events.listen()
         conv, user, _ = make_dm(live.client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
         reply = live.client.ask(conv.id, user.id, "hello", timeout=30)
         mine = wait_until(
@@ -33,6 +33,7 @@ def test_handlers_see_replies_committed_by_workers_once_listening(live: Live) ->
         assert mine[0]["payload"]["message_id"] == str(reply.id)
         assert "content" not in mine[0]["payload"]
     finally:
+        listener.stop()
         events._handlers["agent.responded"].remove(record)
 
 
