@@ -38,6 +38,8 @@ from typing import Annotated, Any
 
 import typer
 
+from agentq.db.scratch import create_database, drop_database
+
 #: where the benchmark may create (and afterwards drop) its own PostgreSQL database
 PG_ADMIN = os.environ.get(
     "AGENTQ_BENCH_PG_ADMIN",
@@ -138,43 +140,12 @@ class RSSSampler:
         return round(max(self.peak.values(), default=0) / 2**20, 1)
 
 
-def _create_database() -> str:
-    import psycopg
-
-    name = f"agentq_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
-
-
-def _drop_database(url: str) -> None:
-    import psycopg
-
-    from agentq.db.session import dispose_engines
-
-    dispose_engines()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
-def _point_at(env: dict[str, str]) -> None:
-    """Point this process's settings, engines, Redis and Celery clients at `env`."""
-    from agentq.broker import reset_app
-    from agentq.config import reset_settings
-    from agentq.db.session import dispose_engines
-    from agentq.redis_conn import close_redis
-
-    os.environ.update(env)
-    reset_settings()
-    reset_app()
-    dispose_engines()
-    close_redis()
-
-
 @contextmanager
 def _environment(env: dict[str, str]) -> Iterator[None]:
+    from agentq.stack import use_env
+
     saved = {k: os.environ.get(k) for k in env}
-    _point_at(env)
+    use_env(env)
     try:
         yield
     finally:
@@ -183,7 +154,7 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        _point_at({})
+        use_env({})
 
 
 def _wait(fn: Callable[[], bool], timeout: float, what: str) -> None:
@@ -496,7 +467,7 @@ def run_bench(cfg: BenchConfig, database_url: str | None = None, log_dir: str | 
     logs = Path(log_dir or tempfile.mkdtemp(prefix="agentq-bench-"))
     logs.mkdir(parents=True, exist_ok=True)
     own_db = database_url is None
-    url = database_url or _create_database()
+    url = database_url or create_database(PG_ADMIN, prefix="agentq_bench")
     try:
         upgrade(url)
         with EmbeddedRedis() as redis_server, FakeLLMServer(FakeLLMConfig(latency=cfg.latency)) as llm:
@@ -515,7 +486,7 @@ def run_bench(cfg: BenchConfig, database_url: str | None = None, log_dir: str | 
                     result["capacity"] = _capacity_phase(cfg, env, llm, logs)
     finally:
         if own_db:
-            _drop_database(url)
+            drop_database(url, PG_ADMIN)
     result["ratios"] = ratios(result)
     return result
 

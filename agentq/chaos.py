@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from sqlalchemy import func, select
 
+from agentq.db.scratch import create_database, drop_database
+
 if TYPE_CHECKING:
     from agentq.db.models import Job, Message
 
@@ -204,41 +206,6 @@ def _secs(value: float | None) -> str:
 
 
 # -- environment -----------------------------------------------------------------------------
-
-
-def apply_env(env: dict[str, str]) -> None:
-    """Point this process at `env` (settings, engines, Redis and Celery clients)."""
-    from agentq.broker import reset_app
-    from agentq.config import reset_settings
-    from agentq.db.session import dispose_engines
-    from agentq.redis_conn import close_redis
-
-    os.environ.update(env)
-    reset_settings()
-    reset_app()
-    dispose_engines()
-    close_redis()
-
-
-def create_database(admin_url: str) -> str:
-    import psycopg
-
-    name = f"agentq_chaos_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}"
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    import psycopg
-
-    from agentq.db.session import dispose_engines
-
-    dispose_engines()
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def restart_postgresql() -> None:
@@ -748,7 +715,7 @@ def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosRep
     rng = random.Random(cfg.seed)
     admin = os.environ.get("AGENTQ_CHAOS_PG_ADMIN", DEFAULT_PG_ADMIN)
     own_db = cfg.database_url is None
-    db_url = cfg.database_url or create_database(admin)
+    db_url = cfg.database_url or create_database(admin, prefix="agentq_chaos")
     log_dir = cfg.log_dir or tempfile.mkdtemp(prefix="agentq-chaos-")
     report = ChaosReport(config=asdict(cfg), anomalies=Anomalies(), log_dir=log_dir)
     saved_env = dict(os.environ)
@@ -760,7 +727,9 @@ def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosRep
             env = {**CHAOS_ENV, "AGENTQ_DATABASE_URL": db_url,
                    "AGENTQ_REDIS_URL": redis_server.url, "LLM_ENDPOINT": llm.url}
             os.environ.pop("AGENTQ_METRICS_PORT", None)
-            apply_env(env)
+            from agentq.stack import use_env
+
+            use_env(env)
             targets = make_targets(cfg, rng)
             echo(f"chaos: {cfg.messages} messages, {len(targets)} conversations, "
                  f"{cfg.workers} workers, database {db_url.rsplit('/', 1)[1]}, logs {log_dir}")
@@ -797,7 +766,7 @@ def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosRep
         os.environ.update(saved_env)
         if own_db and not cfg.keep_db:
             try:
-                drop_database(admin, db_url)
+                drop_database(db_url, admin)
             except Exception as exc:  # noqa: BLE001 - report, do not mask the result
                 echo(f"chaos: could not drop {db_url}: {exc}")
     for line in report.lines():

@@ -18,6 +18,20 @@ from pathlib import Path
 from agentq.broker import QUEUES
 
 
+def use_env(env: Mapping[str, str]) -> None:
+    """Point this process at `env`: settings, engines, Redis and Celery clients."""
+    from agentq.broker import reset_app
+    from agentq.config import reset_settings
+    from agentq.db.session import dispose_engines
+    from agentq.redis_conn import close_redis
+
+    os.environ.update(env)
+    reset_settings()
+    reset_app()
+    dispose_engines()
+    close_redis()
+
+
 class Stack:
     """Processes sharing one environment (database, Redis, provider settings)."""
 

@@ -4,26 +4,17 @@ worker processes. Nothing agentq owns or that runs here is mocked."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psycopg
 import pytest
 
-from agentq.broker import reset_app
 from agentq.client import Client
-from agentq.config import reset_settings
 from agentq.db.migrate import upgrade
-from agentq.db.session import dispose_engines
+from agentq.db.scratch import create_database, drop_database
 from agentq.embedded import EmbeddedRedis
 from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
-from agentq.redis_conn import close_redis
-from agentq.stack import Stack
-
-#: where the test run may create and drop its own databases
-PG_ADMIN = os.environ.get("AGENTQ_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+from agentq.stack import Stack, use_env
 
 #: settings that make failures and recovery quick enough to test
 FAST = {
@@ -42,27 +33,15 @@ FAST = {
 }
 
 
-def apply_env(env: dict[str, str]) -> None:
-    """Point this process at `env` (settings, engines, Redis and Celery clients)."""
-    os.environ.update(env)
-    reset_settings()
-    reset_app()
-    dispose_engines()
-    close_redis()
+apply_env = use_env
 
 
 def create_pg_database() -> str:
-    name = f"agentq_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    return create_database()
 
 
 def drop_pg_database(url: str) -> None:
-    dispose_engines()
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")
