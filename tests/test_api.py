@@ -180,6 +180,10 @@ def test_post_with_wait_returns_the_reply(server: Server, keys: Keys) -> None:
 
         assert http.post(f"/v1/agents/{dm.agent_id}/pause").json()["status"] == "paused"
         assert http.post(f"/v1/agents/{dm.agent_id}/resume").json()["status"] == "active"
+        assert http.post(f"/v1/agents/{dm.agent_id}/stop").json()["status"] == "inactive"
+        assert http.post(f"/v1/agents/{dm.agent_id}/start").json()["status"] == "active"
+        health = http.get(f"/v1/agents/{dm.agent_id}/health").json()
+        assert health["ok"] is True and health["latency_ms"] >= 0
 
 
 def test_wait_that_times_out_answers_202_and_the_reply_still_comes(

@@ -52,3 +52,24 @@ def pause_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
 def resume_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
     own_agent(who, agent_id)
     return agents.resume_agent(agent_id)
+
+
+@router.post("/{agent_id}/stop", response_model=AgentOut)
+def stop_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+    """Stop: no new jobs; its waiting jobs fail visibly with the reason."""
+    own_agent(who, agent_id)
+    return agents.stop_agent(agent_id)
+
+
+@router.post("/{agent_id}/start", response_model=AgentOut)
+def start_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+    """Start a stopped agent."""
+    own_agent(who, agent_id)
+    return agents.start_agent(agent_id)
+
+
+@router.get("/{agent_id}/health")
+def check_agent(agent_id: uuid.UUID, who: Caller) -> dict[str, object]:
+    """Call the agent's provider with a tiny request and report its health."""
+    own_agent(who, agent_id)
+    return agents.check_agent(agent_id)
