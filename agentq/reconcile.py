@@ -93,7 +93,9 @@ def reconcile_once() -> Report:
     for agent_id, job_id in running:
         by_agent.setdefault(agent_id, []).append(job_id)
     for agent_id, job_ids in by_agent.items():
-        limits.restore(agent_id, job_ids)
+        added = limits.restore(agent_id, job_ids)
+        if added:
+            _forget_finished(agent_id, added)
     # Answers already stored are written first, so that no LLM call is made again.
     for job_id in answered:
         if _safely(jobs.complete, job_id):
@@ -104,6 +106,20 @@ def reconcile_once() -> Report:
     if any(report.as_dict().values()):
         log.info("reconciled: %s", report.as_dict())
     return report
+
+
+def _forget_finished(agent_id: uuid.UUID, job_ids: list[uuid.UUID]) -> None:
+    """Give back the slots just restored for jobs that finished since we looked.
+
+    A job that finishes after this read releases its slot itself, after our restore, so
+    between the two no finished job keeps a slot.
+    """
+    with reader() as session:
+        still = set(session.scalars(
+            select(Job.id).where(Job.id.in_(job_ids), Job.status == "active")))
+    for job_id in job_ids:
+        if job_id not in still:
+            limits.release(agent_id, job_id)
 
 
 def _dispatch(conv_id: uuid.UUID) -> None:

@@ -56,12 +56,16 @@ def running(agent_id: uuid.UUID | str) -> int:
     return int(get_redis().zcard(_keys(agent_id)[0]))
 
 
-def restore(agent_id: uuid.UUID | str, job_ids: list[uuid.UUID]) -> None:
-    """Re-register running jobs whose slots a Redis loss forgot (reconciler)."""
+def restore(agent_id: uuid.UUID | str, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Re-register running jobs whose slots a Redis loss forgot (reconciler). Returns the
+    jobs it had to add; the caller gives back those that finished meanwhile."""
     if not job_ids:
-        return
+        return []
     s = get_settings()
     r = get_redis()
     now_s, now_us = r.time()
     expiry = now_s * 1000 + now_us // 1000 + int(s.job_lease_seconds * 1000)
-    r.zadd(_keys(agent_id)[0], {str(j): expiry for j in job_ids}, nx=True)
+    pipe = r.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.zadd(_keys(agent_id)[0], {str(job_id): expiry}, nx=True)
+    return [j for j, added in zip(job_ids, pipe.execute(), strict=True) if added]

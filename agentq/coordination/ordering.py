@@ -226,54 +226,61 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     now = utcnow()
     retry_in: float | None = None
     rows: list[events.EventRow] = []
-    with transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
-        job = session.scalar(
-            select(Job).where(Job.conversation_id == conv.id, Job.status.in_(OPEN_JOB_STATES))
-        )
-        if job is not None:
-            if job.status == "active" and job.lease_until and job.lease_until > now:
-                return None
-            if job.status == "delayed" and job.next_attempt_at and job.next_attempt_at > now:
-                return None
-            if job.status == "active":
-                log.warning("job %s lease expired; claiming it again", job.id)
-        else:
+    taken: tuple[uuid.UUID, uuid.UUID] | None = None
+    try:
+        with transaction() as session:
+            conv = load_conversation(session, conversation_id, lock=True)
             job = session.scalar(
-                select(Job)
-                .where(Job.conversation_id == conv.id, Job.status == "waiting")
-                .order_by(Job.created_at, Job.id)
-                .limit(1)
+                select(Job).where(Job.conversation_id == conv.id, Job.status.in_(OPEN_JOB_STATES))
             )
-            if job is None:
+            if job is not None:
+                if job.status == "active" and job.lease_until and job.lease_until > now:
+                    return None
+                if job.status == "delayed" and job.next_attempt_at and job.next_attempt_at > now:
+                    return None
+                if job.status == "active":
+                    log.warning("job %s lease expired; claiming it again", job.id)
+            else:
+                job = session.scalar(
+                    select(Job)
+                    .where(Job.conversation_id == conv.id, Job.status == "waiting")
+                    .order_by(Job.created_at, Job.id)
+                    .limit(1)
+                )
+                if job is None:
+                    return None
+            agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+            if agent.status == "paused":
                 return None
-        agent = session.get_one(Agent, job.agent_id, with_for_update=True)
-        if agent.status == "paused":
-            return None
-        if agent.status == "inactive" or (
-            job.status == "active" and job.attempts >= job.max_attempts
-        ):
-            from agentq.jobs import fail  # jobs builds on this module
+            if agent.status == "inactive" or (
+                job.status == "active" and job.attempts >= job.max_attempts
+            ):
+                from agentq.jobs import fail  # jobs builds on this module
 
-            reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
-                      else "its worker was lost during the last attempt")
-            rows = fail(session, job, reason, now)
-            claim = None
-        else:
-            verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
-                                     per_minute=agent.rate_limit_per_minute)
-            if not verdict.ok:
-                if verdict.retry_in is None and agent.status == "active":
-                    agent.status = "busy"  # at its concurrency limit
-                retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+                reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
+                          else "its worker was lost during the last attempt")
+                rows = fail(session, job, reason, now)
                 claim = None
             else:
-                # The start is when the slot was taken, not when this transaction began.
-                claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
-                rows = [events.record(session, events.AgentResponding(
-                    conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
-                    attempt=job.attempts,
-                ))]
+                verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
+                                         per_minute=agent.rate_limit_per_minute)
+                if not verdict.ok:
+                    if verdict.retry_in is None and agent.status == "active":
+                        agent.status = "busy"  # at its concurrency limit
+                    retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+                    claim = None
+                else:
+                    taken = (agent.id, job.id)
+                    # The start is when the slot was taken, not when this transaction began.
+                    claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
+                    rows = [events.record(session, events.AgentResponding(
+                        conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
+                        attempt=job.attempts,
+                    ))]
+    except BaseException:
+        if taken is not None:  # the slot was taken but the claim not committed
+            limits.release(*taken)
+        raise
     events.publish(rows)
     if claim is not None:
         broker.send(broker.RUN_JOB, claim.job_id, claim.token)
