@@ -395,22 +395,10 @@ class Faults:
     def _scan_broker(self) -> None:
         """Snapshot everything in Redis (queued and unacked task messages, timers) and look
         for the API key and message bodies, which must never be there."""
-        import redis
+        from agentq.embedded import stored_values
 
         try:
-            client = redis.Redis.from_url(self.redis.url)
-            blobs: list[Any] = []
-            for k in client.scan_iter(count=500):
-                kind = client.type(k)
-                if kind == b"list":
-                    blobs += client.lrange(k, 0, -1)
-                elif kind == b"hash":
-                    blobs += client.hvals(k)
-                elif kind == b"string":
-                    blobs.append(client.get(k) or b"")
-                elif kind == b"zset":
-                    blobs += client.zrange(k, 0, -1)
-            client.close()
+            blobs = stored_values(self.redis.url)
         except Exception:  # noqa: BLE001 - Redis may be down right now (a fault)
             return
         self.report.redis_scans += 1

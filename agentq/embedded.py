@@ -88,3 +88,25 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stored_values(url: str) -> list[bytes]:
+    """Every value held in the Redis at `url` (lists, hashes, strings, sorted sets): queued
+    and unacknowledged task messages, timers, slots. Tests and the chaos runner search them
+    for what must never be in the broker."""
+    client = redis.Redis.from_url(url)
+    out: list[bytes] = []
+    try:
+        for k in client.scan_iter(count=500):
+            kind = client.type(k)
+            if kind == b"list":
+                out += client.lrange(k, 0, -1)
+            elif kind == b"hash":
+                out += client.hvals(k)
+            elif kind == b"string":
+                out.append(client.get(k) or b"")
+            elif kind == b"zset":
+                out += client.zrange(k, 0, -1)
+    finally:
+        client.close()
+    return out

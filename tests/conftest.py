@@ -4,6 +4,7 @@ worker processes. Nothing agentq owns or that runs here is mocked."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,6 +43,16 @@ def create_pg_database() -> str:
 
 def drop_pg_database(url: str) -> None:
     drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def restored_env() -> Iterator[None]:
+    """Leave the environment as found: later tests (and the workers they start) must not
+    inherit a module's settings."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    apply_env(saved)
 
 
 @pytest.fixture(scope="session")

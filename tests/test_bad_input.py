@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from agentq.coordination import ordering
 from agentq.db.migrate import upgrade
 from agentq.db.models import Event, Job, Message
 from agentq.db.session import reader
-from agentq.embedded import EmbeddedRedis
+from agentq.embedded import EmbeddedRedis, stored_values
 from agentq.fake_llm import FakeLLMServer
 from agentq.stack import Stack
 from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database
@@ -37,14 +36,7 @@ NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
 MAX_REPLY = 1000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_env() -> Iterator[None]:
-    """Leave the environment as found: later tests (and the workers they start) must not
-    inherit this module's settings."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    apply_env(saved)
+pytestmark = pytest.mark.usefixtures("restored_env")
 
 
 @pytest.fixture(scope="module")
@@ -288,22 +280,6 @@ class _Tap(threading.Thread):
                 self.seen.append(msg["data"])
 
 
-def _snapshot(url: str) -> list[bytes]:
-    client = redis.Redis.from_url(url)
-    out: list[bytes] = []
-    for k in client.scan_iter():
-        kind = client.type(k)
-        if kind == b"list":
-            out += client.lrange(k, 0, -1)
-        elif kind == b"hash":
-            out += client.hvals(k)
-        elif kind == b"string":
-            out.append(client.get(k) or b"")
-        elif kind == b"zset":
-            out += client.zrange(k, 0, -1)
-    return out
-
-
 @pytest.mark.integration
 def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> None:
     url = create_pg_database()
@@ -328,7 +304,7 @@ def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> N
                 for conv, user, _ in [*convs, rejected]:
                     client.post_message(conv.id, user.id, f"{MARKER} my password is hunter2")
                 for _ in range(10):
-                    snapshots += _snapshot(server.url)
+                    snapshots += stored_values(server.url)
                     time.sleep(0.1)
                 for conv, _, _ in convs:
                     wait_until(lambda c=conv: [m for m in client.list_messages(c.id)

@@ -10,7 +10,6 @@ window said so, with one open job at a time.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -85,14 +84,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_env() -> Iterator[None]:
-    """Leave the environment as found: later tests (and the workers they start) must not
-    inherit this module's settings."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    apply_env(saved)
+pytestmark = pytest.mark.usefixtures("restored_env")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import json
 import uuid
 
 import pytest
-import redis
 
 from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
 from agentq.coordination import ordering
+from agentq.embedded import stored_values
 from tests.conftest import Live
 from tests.helpers import make_dm
 
@@ -18,22 +18,12 @@ SECRET_TEXT = "my card number is 4242-4242-4242-4242"
 
 
 def queued_messages(url: str) -> list[dict]:
-    r = redis.Redis.from_url(url)
     found = []
-    for key in r.keys("*"):
-        kind = r.type(key).decode()
-        raws = []
-        if kind == "list":
-            raws = r.lrange(key, 0, -1)
-        elif kind == "hash":
-            raws = list(r.hvals(key))
-        elif kind == "zset":
-            raws = r.zrange(key, 0, -1)
-        for raw in raws:
-            try:
-                found.append(json.loads(raw))
-            except (ValueError, UnicodeDecodeError):
-                continue
+    for raw in stored_values(url):
+        try:
+            found.append(json.loads(raw))
+        except (ValueError, UnicodeDecodeError):
+            continue
     return found
 
 
