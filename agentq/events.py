@@ -7,9 +7,12 @@ fetch what they are allowed to see.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
 import threading
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
@@ -160,11 +163,13 @@ def channel(conversation_id: uuid.UUID | str) -> str:
     return key("conv", conversation_id)
 
 
-def publish(rows: Iterable[EventRow]) -> None:
+def publish(rows: Iterable[EventRow], *, mark_now: bool = False) -> None:
     """Publish committed events to Redis and mark them published.
 
     Best effort: if Redis is down the rows stay unpublished and the reconciler publishes
-    them later; subscribers resume from the stored feed.
+    them later; subscribers resume from the stored feed. The `published_at` marks are
+    written by a background thread in batches, or before returning with `mark_now`
+    (the reconciler's sweeps).
     """
     from agentq.redis_conn import get_redis, key
 
@@ -185,7 +190,11 @@ def publish(rows: Iterable[EventRow]) -> None:
     except Exception as exc:  # noqa: BLE001 - the reconciler will publish them later
         log.warning("event publish deferred: %s", type(exc).__name__)
         return
-    mark_published([r["id"] for r in records])
+    ids = [r["id"] for r in records]
+    if mark_now:
+        mark_published(ids)
+    else:
+        _marks.add(ids)
 
 
 def mark_published(ids: list[int]) -> None:
@@ -212,6 +221,73 @@ def mark_published(ids: list[int]) -> None:
             f"UPDATE {EventRow.__tablename__} SET published_at = now() WHERE id IN ({id_list}); "
             "COMMIT"
         )
+
+
+class _Marks:
+    """Published event ids waiting for their `published_at` mark, written by one
+    background thread a process, many at a time: a turn publishes several times, and a
+    mark is one round trip it need not wait for. Marks still pending when the process
+    dies are harmless: the reconciler publishes those events again."""
+
+    #: how long a mark may wait for others to join it
+    DELAY = 0.05
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, ids: list[int]) -> None:
+        with self._cond:
+            self._ids.extend(ids)
+            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="agentq-marks",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _take(self) -> list[int]:
+        with self._cond:
+            while not self._ids:
+                self._cond.wait()
+        time.sleep(self.DELAY)
+        with self._cond:
+            ids, self._ids = self._ids, []
+        return ids
+
+    def _run(self) -> None:
+        while True:
+            ids = self._take()
+            try:
+                for i in range(0, len(ids), 1000):
+                    mark_published(ids[i:i + 1000])
+            except Exception as exc:  # noqa: BLE001 - unmarked events are published again
+                log.warning("%d events not marked published: %s", len(ids), type(exc).__name__)
+
+    def flush(self) -> None:
+        """Write the pending marks now (at exit, and for tests)."""
+        with self._cond:
+            ids, self._ids = self._ids, []
+        if ids:
+            mark_published(ids)
+
+
+_marks = _Marks()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    try:
+        _marks.flush()
+    except Exception:  # noqa: BLE001 - the reconciler publishes them again
+        log.debug("published marks lost at exit", exc_info=True)
+
+
+def flush_marks() -> None:
+    """Write this process's pending `published_at` marks now."""
+    _marks.flush()
 
 
 #: ids of events this process handed to its handlers lately, so none is handed twice
@@ -288,7 +364,7 @@ def publish_unpublished(older_than: datetime, limit: int = 1000) -> int:
                 .limit(limit)
             )
         )
-    publish(rows)
+    publish(rows, mark_now=True)
     return len(rows)
 
 

@@ -19,10 +19,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from agentq import broker, events
+from agentq import broker, events, metrics
 from agentq import logging as agentq_logging
 from agentq.config import get_settings
 from agentq.context import build_messages, chat_request
@@ -60,6 +60,8 @@ class Call:
     request: ChatRequest
     #: the conversation may cancel this call (double-texting interrupt or rollback)
     cancellable: bool = False
+    #: the answer is stored already (the last run died before writing it): just write it
+    answered: bool = False
 
 
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
@@ -67,11 +69,20 @@ def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     s = get_settings()
     # It writes only the context cache, which the next call rebuilds if a crash loses it.
     with transaction(durable=False) as session:
-        job = session.get(Job, uuid.UUID(str(job_id)))
-        if job is None or job.status != "active" or job.lease_token != token:
+        found = session.execute(
+            select(Job, Agent, Conversation)
+            .join(Agent, Agent.id == Job.agent_id)
+            .join(Conversation, Conversation.id == Job.conversation_id)
+            .where(Job.id == uuid.UUID(str(job_id)))
+        ).first()
+        if found is None:
             return None
-        agent = session.get_one(Agent, job.agent_id)
-        conv = session.get_one(Conversation, job.conversation_id)
+        job, agent, conv = found
+        if job.status != "active" or job.lease_token != token:
+            return None
+        if job.result is not None:
+            return Call(job.id, job.conversation_id, token, "", ChatRequest(messages=[]),
+                        answered=True)
         request = chat_request(
             agent.model_config_ or {}, build_messages(session, agent, conv, s.context_messages)
         )
@@ -89,6 +100,9 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
     call = prepare(job_id, token)
     if call is None:
         log.info("job %s claim %s is stale; nothing to do", job_id, token)
+        return
+    if call.answered:
+        complete(call.job_id)
         return
     s = get_settings().llm
 
@@ -110,8 +124,16 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         log.exception("job %s: unexpected error in the LLM call", call.job_id)
         attempt_failed(call.job_id, token, short_reason(exc), retryable=True)
         return
-    if store_result(call.job_id, token, result):
-        complete(call.job_id)
+    try:
+        complete(call.job_id, result, token)
+    except BaseException:
+        # Keep the answer if we can, so a retry (or the reconciler) writes it without
+        # calling the provider again.
+        try:
+            store_result(call.job_id, token, result)
+        except Exception:  # noqa: BLE001 - the retry calls the provider again
+            log.warning("job %s: answer not kept after a failed completion", call.job_id)
+        raise
 
 
 #: threads that carry LLM calls a newer message may cancel; the task thread watches
@@ -151,61 +173,87 @@ def clean_reply(content: str) -> tuple[str, bool]:
     return text, truncated
 
 
-def store_result(job_id: uuid.UUID, token: int, result: ChatResult) -> bool:
-    """Keep the provider's answer on the job, if the claim is still current (cut to
-    AGENTQ_MAX_REPLY_LENGTH characters: a runaway provider must not fill the database)."""
+def _answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, object]:
+    """The provider's answer as a job keeps it (cut to AGENTQ_MAX_REPLY_LENGTH characters:
+    a runaway provider must not fill the database)."""
     content, truncated = clean_reply(result.content)
     if truncated:
         log.warning("job %s: reply of %d characters cut to %d", job_id, len(result.content),
                     len(content))
+    return {
+        "content": content,
+        "truncated": truncated,
+        "model": result.model,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": int(result.latency * 1000),
+        "requests": result.requests,
+    }
+
+
+def store_result(job_id: uuid.UUID, token: int, result: ChatResult) -> bool:
+    """Keep the provider's answer on the job, if the claim is still current."""
+    answer = _answer(job_id, result)
     with transaction() as session:
         done = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "active", Job.lease_token == token)
-            .values(
-                result={
-                    "content": content,
-                    "truncated": truncated,
-                    "model": result.model,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "latency_ms": int(result.latency * 1000),
-                    "requests": result.requests,
-                }
-            )
+            .values(result=answer)
         )
         return done.rowcount == 1
 
 
-def complete(job_id: uuid.UUID | str) -> bool:
+def complete(
+    job_id: uuid.UUID | str, result: ChatResult | None = None, token: int | None = None
+) -> bool:
     """Write the job's reply and finish it. Idempotent: run twice, it writes once.
 
-    Returns whether this call did the writing.
+    With `result`, the provider's answer for the claim `token` is written, if that claim
+    is still current; without, the answer stored on the job earlier. Returns whether this
+    call did the writing.
     """
     now = utcnow()
     with transaction() as session:
         job = session.get(Job, uuid.UUID(str(job_id)), with_for_update=True)
-        if job is None or job.status != "active" or not job.result:
+        if job is None or job.status != "active":
+            return False
+        if result is not None:
+            if job.lease_token != token:
+                return False
+            answer = _answer(job.id, result)
+        elif job.result:
+            answer = job.result
+        else:
             return False
         conv = load_conversation(session, job.conversation_id, lock=True)
         agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+        # Reads first, then writes: each read would otherwise flush the writes before it.
         author = session.scalar(
             select(Participant.id).where(
                 Participant.conversation_id == conv.id, Participant.agent_id == agent.id
             )
         )
-        content = job.result["content"]
+        asked_at = session.scalar(
+            select(Message.created_at).where(Message.id == job.trigger_message_id))
+        waiting, others = _queued(session, conv.id, agent)
+        # At its limit, other conversations may wait for the slot this job frees.
+        wake = others if agent.status == "busy" else []
+        _release_agent(session, agent, job.id)
+        agent.total_responses += 1
+        agent.last_response_at = now
+        content = answer["content"]
         reply, created = append_message(
             session, conv, role="assistant", content=content, author_id=author,
             reply_to_job_id=job.id, needs_dispatch=could_answer_agent(conv),
         )
+        job.result = answer
         session.add(
             LLMMessage(
                 message_id=reply.id, role="assistant", content=content,
-                model=job.result.get("model"),
-                prompt_tokens=job.result.get("prompt_tokens", 0),
-                completion_tokens=job.result.get("completion_tokens", 0),
-                latency_ms=job.result.get("latency_ms", 0),
+                model=answer.get("model"),
+                prompt_tokens=answer.get("prompt_tokens", 0),
+                completion_tokens=answer.get("completion_tokens", 0),
+                latency_ms=answer.get("latency_ms", 0),
             )
         )
         session.add(
@@ -215,9 +263,6 @@ def complete(job_id: uuid.UUID | str) -> bool:
             )
         )
         _finish(session, job, "completed", now)
-        agent.total_responses += 1
-        agent.last_response_at = now
-        _release_agent(session, agent, job.id)
         duration = int(((job.finished_at or now) - (job.started_at or now)).total_seconds() * 1000)
         rows = [
             created,
@@ -230,26 +275,65 @@ def complete(job_id: uuid.UUID | str) -> bool:
                 attempts=job.attempts, duration_ms=duration,
             )),
         ]
-        due = conv.pending_since is not None
-        conv_id, agent_id = conv.id, agent.id
+        after = _After(conv.id, agent.id, job.id, pending=conv.pending_since is not None,
+                       waiting=waiting, wake=wake)
     events.publish(rows)
-    log.info("job %s completed", job_id, extra={"conversation_id": str(conv_id)})
-    _next(conv_id, due, agent_id, job.id)
+    if asked_at is not None:
+        metrics.responded((now - asked_at).total_seconds())
+    log.info("job %s completed", job_id, extra={"conversation_id": str(after.conversation_id)})
+    after.run()
     return True
 
 
-def _next(
-    conversation_id: uuid.UUID, pending: bool, agent_id: uuid.UUID, job_id: uuid.UUID
-) -> None:
-    """After a job stops running: free its agent slot (waking a conversation that waits
-    for one), dispatch what waited, start the conversation's next job."""
-    limits.release(agent_id, job_id)
-    ordering.wake_agent(agent_id, exclude=conversation_id)
-    if pending:
-        outcome = ordering.dispatch_due(conversation_id)
-        if outcome.due is not None:
-            debounce.arm(conversation_id, outcome.due)
-    ordering.advance(conversation_id)
+def _queued(session: Session, conversation_id: uuid.UUID, agent: Agent) -> tuple[bool, list[uuid.UUID]]:
+    """Whether a job of this conversation waits its turn, and the other conversations
+    whose next job waits for `agent` (oldest first, as many as it may run at once)."""
+    if agent.status in ("paused", "inactive"):
+        others_of = Job.conversation_id == conversation_id  # its waiting jobs stay put
+    else:
+        others_of = or_(Job.conversation_id == conversation_id, Job.agent_id == agent.id)
+    this = Job.conversation_id == conversation_id
+    found = list(session.scalars(
+        select(Job.conversation_id).where(Job.status == "waiting", others_of)
+        .group_by(Job.conversation_id)
+        .order_by(~this, func.min(Job.created_at))
+        .limit(agent.max_concurrent_jobs + 1)
+    ))
+    waiting = bool(found) and found[0] == conversation_id
+    return waiting, [c for c in found if c != conversation_id][: agent.max_concurrent_jobs]
+
+
+@dataclass
+class _After:
+    """What follows a job's end, once its transaction committed: free its agent slot,
+    wake conversations waiting for that slot, dispatch what waited, start the
+    conversation's next job. Steps the transaction saw no need for are skipped (a
+    missed wake-up is covered by the limit poll, a missed start by the reconciler)."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    job_id: uuid.UUID
+    #: messages wait for dispatch (a reply another agent may answer)
+    pending: bool = False
+    #: a job of the conversation waits its turn
+    waiting: bool = True
+    #: conversations to advance now that the slot is free; None: look them up
+    wake: list[uuid.UUID] | None = None
+
+    def run(self) -> None:
+        limits.release(self.agent_id, self.job_id)
+        if self.wake is None:
+            ordering.wake_agent(self.agent_id, exclude=self.conversation_id)
+        for conv_id in self.wake or ():
+            broker.send(broker.ADVANCE, conv_id)
+        if self.pending:
+            outcome = ordering.dispatch_due(self.conversation_id, start=True)
+            if outcome.due is not None:
+                debounce.arm(self.conversation_id, outcome.due)
+            if outcome.jobs:
+                return  # the next job started with them
+        if self.waiting or self.pending:
+            ordering.advance(self.conversation_id)
 
 
 def _finish(session: Session, job: Job, status: str, now: datetime) -> None:
@@ -310,7 +394,7 @@ def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: boo
         broker.send(broker.ADVANCE, conv_id, countdown=retry_in)
     else:
         log.warning("job %s failed: %s", job_id, reason)
-        _next(conv_id, False, agent_id, job_id)
+        _After(conv_id, agent_id, job_id).run()
 
 
 def fail(session: Session, job: Job, reason: str, now: datetime) -> list[events.EventRow]:

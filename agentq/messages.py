@@ -79,7 +79,7 @@ def append_message(
         conv.last_message_at = now
     elif conv.handled_seq == conv.last_seq - 1:
         conv.handled_seq = conv.last_seq
-    session.flush()
+    session.flush()  # rows that refer to the message (links, llm_messages) come after it
     row = events.record(
         session,
         events.MessageCreated(

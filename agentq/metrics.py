@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -152,6 +151,11 @@ def job_claimed(job: Any, now: datetime) -> None:
         log.debug("queue wait not observed", exc_info=True)
 
 
+def responded(seconds: float) -> None:
+    """A reply was written `seconds` after the message that asked for it."""
+    RESPONSE_TIME.observe(max(0.0, seconds))
+
+
 def debounced(messages: int) -> None:
     """A dispatch consumed `messages` live messages (a burst of n coalesces n - 1)."""
     if messages > 0:
@@ -178,30 +182,6 @@ def _count_event(rec: dict[str, Any]) -> None:
         JOB_RETRIES.inc()
     elif kind == "agent.responded":
         RESPONSES.inc()
-        _observe_response_time(payload)
-
-
-def _observe_response_time(payload: dict[str, Any]) -> None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import aliased
-
-    from agentq.db.models import Job, Message
-    from agentq.db.session import reader
-
-    try:
-        trigger, reply = aliased(Message), aliased(Message)
-        with reader() as session:
-            row = session.execute(
-                select(trigger.created_at, reply.created_at)
-                .select_from(Job)
-                .join(trigger, trigger.id == Job.trigger_message_id)
-                .join(reply, reply.id == uuid.UUID(str(payload["message_id"])))
-                .where(Job.id == uuid.UUID(str(payload["job_id"])))
-            ).first()
-        if row is not None:
-            RESPONSE_TIME.observe(max(0.0, (row[1] - row[0]).total_seconds()))
-    except Exception:  # noqa: BLE001
-        log.debug("response time not observed", exc_info=True)
 
 
 # -- state read at scrape time ------------------------------------------------------

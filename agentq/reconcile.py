@@ -86,7 +86,7 @@ def reconcile_once() -> Report:
         probe = Conversation(pending_since=since, last_message_at=last, settings=settings)
         due = debounce.due_at(probe)
         if due is not None and due + grace < now:
-            _safely(_dispatch, conv_id)
+            _safely(ordering.fire, conv_id)
             report.dispatched += 1
     # Slots of running jobs, in case Redis lost them (limits must keep holding).
     by_agent: dict[uuid.UUID, list[uuid.UUID]] = {}
@@ -120,10 +120,6 @@ def _forget_finished(agent_id: uuid.UUID, job_ids: list[uuid.UUID]) -> None:
     for job_id in job_ids:
         if job_id not in still:
             limits.release(agent_id, job_id)
-
-
-def _dispatch(conv_id: uuid.UUID) -> None:
-    ordering.after_dispatch(conv_id, ordering.dispatch_due(conv_id))
 
 
 def _safely(fn: Callable[[uuid.UUID], object], ident: uuid.UUID) -> object:

@@ -24,13 +24,19 @@ Selector = Callable[[Session, Conversation, Sequence[Message]], list[Agent]]
 
 
 def conversation_agents(session: Session, conv: Conversation) -> list[tuple[Participant, Agent]]:
-    rows = session.execute(
-        select(Participant, Agent)
-        .join(Agent, Participant.agent_id == Agent.id)
-        .where(Participant.conversation_id == conv.id, Participant.kind == "agent")
-        .order_by(Participant.joined_at)
-    )
-    return [(p, a) for p, a in rows]
+    """The conversation's agents with their participant rows, in joining order (read once
+    a transaction: dispatch and the selector both need them)."""
+    cache_key = ("conversation_agents", conv.id)
+    cached: list[tuple[Participant, Agent]] | None = session.info.get(cache_key)
+    if cached is None:
+        rows = session.execute(
+            select(Participant, Agent)
+            .join(Agent, Participant.agent_id == Agent.id)
+            .where(Participant.conversation_id == conv.id, Participant.kind == "agent")
+            .order_by(Participant.joined_at)
+        )
+        cached = session.info[cache_key] = [(p, a) for p, a in rows]
+    return cached
 
 
 def relevance(text: str, agent: Agent) -> int:

@@ -21,7 +21,7 @@ RETRY = {
 @app.task(name="agentq.dispatch", **RETRY)
 def dispatch(conversation_id: str) -> None:
     """Debounce timer: dispatch the conversation's pending messages if they are due."""
-    ordering.after_dispatch(conversation_id, ordering.dispatch_due(conversation_id))
+    ordering.fire(conversation_id)
 
 
 @app.task(name="agentq.advance", **RETRY)

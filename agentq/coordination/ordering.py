@@ -60,10 +60,11 @@ class DispatchOutcome:
     events: list[events.EventRow] = field(default_factory=list)
 
 
-def dispatch_due(conversation_id: uuid.UUID | str) -> DispatchOutcome:
+def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> DispatchOutcome:
     """If the conversation's pending messages are due, turn them into jobs (one a
     responder) with `message_jobs` links, and mark them handled. Idempotent: a second run
-    finds nothing pending.
+    finds nothing pending. With `start`, the conversation's next job is claimed in the
+    same transaction (as `advance` would) and sent to the LLM pool.
 
     While a job of the conversation is unfinished, the conversation's `double_texting`
     setting decides: `enqueue` (a new job waits its turn), `reject` (no job; an info
@@ -72,31 +73,41 @@ def dispatch_due(conversation_id: uuid.UUID | str) -> DispatchOutcome:
     no links).
     """
     s = get_settings()
-    with transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
-        if conv.last_seq <= conv.handled_seq:
-            conv.pending_since = None
-            return DispatchOutcome()
-        due = debounce.due_at(conv)
-        if due is not None and due > utcnow():
-            return DispatchOutcome(due=due)
-        batch = list(
-            session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conv.id, Message.seq > conv.handled_seq)
-                .order_by(Message.seq)
+    outcome = DispatchOutcome()
+    begun = _Start()
+    try:
+        with transaction() as session:
+            conv = load_conversation(session, conversation_id, lock=True)
+            if conv.last_seq <= conv.handled_seq:
+                conv.pending_since = None
+                return outcome
+            due = debounce.due_at(conv)
+            if due is not None and due > utcnow():
+                outcome.due = due
+                return outcome
+            batch = list(
+                session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conv.id, Message.seq > conv.handled_seq)
+                    .order_by(Message.seq)
+                )
             )
-        )
-        outcome = DispatchOutcome(handled=len(batch))
-        live = [m for m in batch if m.deleted_at is None and m.role != "system"]
-        conv.handled_seq = conv.last_seq
-        conv.pending_since = None
-        if live:
-            _plan_jobs(session, conv, live, outcome, s)
-        metrics.debounced(len(live))
+            outcome.handled = len(batch)
+            live = [m for m in batch if m.deleted_at is None and m.role != "system"]
+            conv.handled_seq = conv.last_seq
+            conv.pending_since = None
+            if live:
+                _plan_jobs(session, conv, live, outcome, s)
+            if start and outcome.jobs:
+                begun = _start_next(session, conv, s)
+            metrics.debounced(len(live))
+    except BaseException:
+        begun.undo()
+        raise
     events.publish(outcome.events)
     for job_id, agent_id in outcome.cancelled:
         cancel_running(job_id, agent_id)
+    _after_start(conversation_id, begun)
     return outcome
 
 
@@ -214,6 +225,24 @@ class Claim:
     attempt: int
 
 
+@dataclass
+class _Start:
+    """What starting a conversation's next job did inside a transaction, for after it."""
+
+    claim: Claim | None = None
+    events: list[events.EventRow] = field(default_factory=list)
+    #: over a limit: look again in this many seconds
+    retry_in: float | None = None
+    #: a job failed instead of starting: the next one may start now
+    failed: bool = False
+    #: the agent slot taken, given back if the transaction does not commit
+    taken: tuple[uuid.UUID, uuid.UUID] | None = None
+
+    def undo(self) -> None:
+        if self.taken is not None:
+            limits.release(*self.taken)
+
+
 def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     """Start the conversation's next job if none is running, and send it to the LLM pool.
 
@@ -223,73 +252,74 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     Returns the claim, or None when there is nothing to start now.
     """
     s = get_settings()
-    now = utcnow()
-    retry_in: float | None = None
-    rows: list[events.EventRow] = []
-    taken: tuple[uuid.UUID, uuid.UUID] | None = None
+    begun = _Start()
     try:
         with transaction() as session:
             conv = load_conversation(session, conversation_id, lock=True)
-            job = session.scalar(
-                select(Job).where(Job.conversation_id == conv.id, Job.status.in_(OPEN_JOB_STATES))
-            )
-            if job is not None:
-                if job.status == "active" and job.lease_until and job.lease_until > now:
-                    return None
-                if job.status == "delayed" and job.next_attempt_at and job.next_attempt_at > now:
-                    return None
-                if job.status == "active":
-                    log.warning("job %s lease expired; claiming it again", job.id)
-            else:
-                job = session.scalar(
-                    select(Job)
-                    .where(Job.conversation_id == conv.id, Job.status == "waiting")
-                    .order_by(Job.created_at, Job.id)
-                    .limit(1)
-                )
-                if job is None:
-                    return None
-            agent = session.get_one(Agent, job.agent_id, with_for_update=True)
-            if agent.status == "paused":
-                return None
-            if agent.status == "inactive" or (
-                job.status == "active" and job.attempts >= job.max_attempts
-            ):
-                from agentq.jobs import fail  # jobs builds on this module
-
-                reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
-                          else "its worker was lost during the last attempt")
-                rows = fail(session, job, reason, now)
-                claim = None
-            else:
-                verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
-                                         per_minute=agent.rate_limit_per_minute)
-                if not verdict.ok:
-                    if verdict.retry_in is None and agent.status == "active":
-                        agent.status = "busy"  # at its concurrency limit
-                    retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
-                    claim = None
-                else:
-                    taken = (agent.id, job.id)
-                    # The start is when the slot was taken, not when this transaction began.
-                    claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
-                    rows = [events.record(session, events.AgentResponding(
-                        conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id,
-                        attempt=job.attempts,
-                    ))]
+            begun = _start_next(session, conv, s)
     except BaseException:
-        if taken is not None:  # the slot was taken but the claim not committed
-            limits.release(*taken)
+        begun.undo()
         raise
-    events.publish(rows)
-    if claim is not None:
-        broker.send(broker.RUN_JOB, claim.job_id, claim.token)
-    elif retry_in is not None:
+    _after_start(conversation_id, begun)
+    return begun.claim
+
+
+def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
+    """`advance`'s work, in the caller's transaction (which holds `conv` locked)."""
+    now = utcnow()
+    out = _Start()
+    # The open job if there is one (at most one: a unique index), else the oldest waiting.
+    job = session.scalar(
+        select(Job)
+        .where(Job.conversation_id == conv.id, Job.status.in_(("waiting", *OPEN_JOB_STATES)))
+        .order_by(Job.status == "waiting", Job.created_at, Job.id)
+        .limit(1)
+    )
+    if job is None:
+        return out
+    if job.status == "active" and job.lease_until and job.lease_until > now:
+        return out
+    if job.status == "delayed" and job.next_attempt_at and job.next_attempt_at > now:
+        return out
+    if job.status == "active":
+        log.warning("job %s lease expired; claiming it again", job.id)
+    agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+    if agent.status == "paused":
+        return out
+    if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
+        from agentq.jobs import fail  # jobs builds on this module
+
+        reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
+                  else "its worker was lost during the last attempt")
+        out.events = fail(session, job, reason, now)
+        out.failed = True
+        return out
+    verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
+                             per_minute=agent.rate_limit_per_minute)
+    if not verdict.ok:
+        if verdict.retry_in is None and agent.status == "active":
+            agent.status = "busy"  # at its concurrency limit
+        out.retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+        return out
+    out.taken = (agent.id, job.id)
+    # The start is when the slot was taken, not when this transaction began.
+    out.claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
+    out.events = [events.record(session, events.AgentResponding(
+        conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id, attempt=job.attempts,
+    ))]
+    return out
+
+
+def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
+    """Once the transaction that started (or failed to start) a job committed."""
+    events.publish(begun.events)
+    if begun.claim is not None:
+        broker.send(broker.RUN_JOB, begun.claim.job_id, begun.claim.token)
+    elif begun.retry_in is not None:
         # Over a limit: look again when the rate allows (a freed slot wakes us sooner).
-        broker.send(broker.ADVANCE, conversation_id, countdown=retry_in)
-    elif rows:
+        broker.send(broker.ADVANCE, conversation_id, countdown=begun.retry_in)
+    elif begun.failed:
         advance(conversation_id)  # the failed job made way for the next one
-    return claim
 
 
 def _claim(
@@ -329,15 +359,18 @@ def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
     return len(conv_ids)
 
 
-def after_dispatch(conversation_id: uuid.UUID | str, outcome: DispatchOutcome) -> None:
-    """What the dispatch task does once the transaction committed."""
-    if outcome.due is not None:
-        debounce.arm(conversation_id, outcome.due, force=True)
-        return
-    # Forget the timer, then look again: a message committed meanwhile found the timer
-    # still armed and relied on us; one committed after this sees no timer and arms its own.
+def fire(conversation_id: uuid.UUID | str) -> DispatchOutcome:
+    """The debounce timer fired: dispatch what is due and start the next job, in one
+    transaction; re-arm if the window is not over yet.
+
+    The timer is forgotten BEFORE the database is read: a message committed before that
+    found the timer armed and relied on it, and this read sees the message; one committed
+    after it finds no timer and arms its own (so re-arming here never forces).
+    """
     debounce.disarm(conversation_id)
-    again = dispatch_due(conversation_id)
-    if again.due is not None:
-        debounce.arm(conversation_id, again.due)
-    advance(conversation_id)
+    outcome = dispatch_due(conversation_id, start=True)
+    if outcome.due is not None:
+        debounce.arm(conversation_id, outcome.due)
+    elif not outcome.jobs:
+        advance(conversation_id)  # nothing new: a job may still be waiting its turn
+    return outcome
