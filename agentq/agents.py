@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from agentq import events
 from agentq.db.models import Agent
-from agentq.db.session import reader, transaction
+from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import AgentNotFound, Conflict, InvalidInput
 from agentq.schemas import AgentOut
 
@@ -111,7 +111,7 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
     rows = []
     with transaction() as session:
         row = load_agent(session, agent)
-        session.refresh(row, with_for_update=True)
+        session.refresh(row, with_for_update=ROW_LOCK)
         if row.status == target:
             return AgentOut.model_validate(row)
         if row.status not in allowed:
@@ -122,7 +122,7 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
         if command == "stop":
             # No new jobs; the ones still waiting fail visibly now (a running one finishes).
             pending = session.scalars(select(Job).where(
-                Job.agent_id == row.id, Job.status.in_(("waiting", "delayed"))).with_for_update())
+                Job.agent_id == row.id, Job.status.in_(("waiting", "delayed"))).with_for_update(key_share=True))
             for job in pending:
                 rows += fail(session, job, f"agent {row.name} was stopped", utcnow())
         out = AgentOut.model_validate(row)

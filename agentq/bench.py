@@ -66,7 +66,7 @@ class BenchConfig:
     debounce: float = 0.1  # AGENTQ_DEBOUNCE_SECONDS
     pool: str = "threads"  # worker pool: threads | gevent
     concurrency: int = 200  # tasks in flight a worker process
-    workers: int = 1  # agentq worker processes (each serves both queues)
+    workers: int = 2  # agentq worker processes (each serves both queues): one a core here
     noop_tasks: int = 5000  # bare Celery no-op tasks
     capacity: int = 0  # LLM calls held at once in the capacity phase (0: skip)
     capacity_latency: float = 10.0  # fake LLM seconds an answer in the capacity phase
@@ -76,7 +76,7 @@ class BenchConfig:
 #: the CI configuration: every phase, small, well under a minute of load
 SHORT = BenchConfig(
     conversations=10, rate=20, duration=3, burst=60, concurrency=50, noop_tasks=500,
-    capacity=100, capacity_latency=2.0, producers=4,
+    capacity=100, capacity_latency=2.0, producers=4, workers=1,
 )
 #: the issue's targets: 100 messages/s, 2,000 calls in flight at 10 s latency
 FULL = BenchConfig(capacity=2000)
@@ -374,15 +374,17 @@ def _baseline_phases(cfg: BenchConfig, env: dict[str, str], log_dir: Path) -> di
     }
     app = bb.make_app(env["AGENTQ_REDIS_URL"])
     log = open(log_dir / "baseline.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
+    # As many worker processes as agentq had, with the same pool: a like-for-like baseline.
+    procs = [subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "agentq.bench_baseline", "worker", "-Q", bb.QUEUE,
-         "-P", cfg.pool, "-c", str(cfg.concurrency), "-n", "bench@%h", "--without-gossip",
+         "-P", cfg.pool, "-c", str(cfg.concurrency), "-n", f"bench{i}@%h", "--without-gossip",
          "--without-mingle", "--loglevel", "WARNING"],
         env=benv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    ) for i in range(cfg.workers)]
     out: dict[str, Any] = {}
     try:
-        _wait(lambda: bool(app.control.ping(timeout=0.5)), 60, "the baseline worker")
+        _wait(lambda: len(app.control.ping(timeout=0.5) or []) >= cfg.workers, 60,
+              "the baseline workers")
         import redis
 
         r = redis.Redis.from_url(env["AGENTQ_REDIS_URL"])
@@ -405,8 +407,10 @@ def _baseline_phases(cfg: BenchConfig, env: dict[str, str], log_dir: Path) -> di
         _wait(lambda: _pipeline_done(ids), 300, "the pipeline's replies")
         out["pipeline_messages_per_s"] = round(cfg.burst / (time.monotonic() - t0), 1)
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        for proc in procs:
+            os.killpg(proc.pid, 15)
+        for proc in procs:
+            proc.wait(30)
         log.close()
     return out
 

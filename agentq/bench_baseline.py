@@ -65,7 +65,8 @@ def _redis_client() -> Any:
     if _redis is None:
         import redis
 
-        _redis = redis.Redis.from_url(os.environ["AGENTQ_BENCH_REDIS_URL"])
+        _redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            os.environ["AGENTQ_BENCH_REDIS_URL"], max_connections=256))
     return _redis
 
 

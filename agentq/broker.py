@@ -64,8 +64,8 @@ def make_celery(settings: Settings | None = None, main: str = "agentq") -> Celer
         task_default_queue=CONTROL_QUEUE,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_routes={name: {"queue": q, "routing_key": q} for name, q in ROUTES.items()},
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         beat_schedule={
             "agentq-reconcile": {
                 "task": RECONCILE,

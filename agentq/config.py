@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     #: Celery broker visibility timeout; must exceed every countdown agentq schedules
     visibility_timeout_seconds: int = 3600
+    #: workers send Celery task events from the start; off by default, as each task then
+    #: costs several more Redis messages (Flower turns them on for as long as it runs)
+    task_events: bool = False
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @model_validator(mode="after")

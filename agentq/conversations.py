@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agentq.agents import load_agent
 from agentq.db.models import Conversation, Participant
-from agentq.db.session import reader, transaction
+from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import Conflict, ConversationNotFound, InvalidInput
 from agentq.schemas import ConversationOut, ParticipantOut
 
@@ -81,7 +81,7 @@ def load_conversation(session: Any, conversation_id: uuid.UUID | str, *, lock: b
         cid = uuid.UUID(str(conversation_id))
     except ValueError:
         raise ConversationNotFound(conversation_id) from None
-    conv = session.get(Conversation, cid, with_for_update=lock)
+    conv = session.get(Conversation, cid, with_for_update=ROW_LOCK if lock else None)
     if conv is None:
         raise ConversationNotFound(conversation_id)
     return conv

@@ -38,7 +38,7 @@ from agentq.db.models import (
     Participant,
     utcnow,
 )
-from agentq.db.session import reader, transaction
+from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import JobNotFound, JobNotRetryable, ProviderError
 from agentq.messages import append_message
 from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
@@ -214,7 +214,7 @@ def complete(
     """
     now = utcnow()
     with transaction() as session:
-        job = session.get(Job, uuid.UUID(str(job_id)), with_for_update=True)
+        job = session.get(Job, uuid.UUID(str(job_id)), with_for_update=ROW_LOCK)
         if job is None or job.status != "active":
             return False
         if result is not None:
@@ -226,7 +226,7 @@ def complete(
         else:
             return False
         conv = load_conversation(session, job.conversation_id, lock=True)
-        agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+        agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
         # Reads first, then writes: each read would otherwise flush the writes before it.
         author = session.scalar(
             select(Participant.id).where(
@@ -368,7 +368,7 @@ def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: boo
     job visibly when attempts are spent or the error cannot heal."""
     now = utcnow()
     with transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
+        job = session.get(Job, job_id, with_for_update=ROW_LOCK)
         if job is None or job.status != "active" or job.lease_token != token:
             return
         if retryable and job.attempts < job.max_attempts:
@@ -401,7 +401,7 @@ def fail(session: Session, job: Job, reason: str, now: datetime) -> list[events.
     """Fail `job` (locked by the caller): reason, a visible system message, events."""
     # Lock order everywhere: job, then conversation, then agent (no deadlocks).
     conv = load_conversation(session, job.conversation_id, lock=True)
-    agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+    agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
     _finish(session, job, "failed", now)
     job.failure_reason = reason
     _release_agent(session, agent, job.id)
@@ -439,7 +439,7 @@ def _load(session: Session, job_id: uuid.UUID | str, *, lock: bool = False) -> J
         jid = uuid.UUID(str(job_id))
     except ValueError:
         raise JobNotFound(job_id) from None
-    job = session.get(Job, jid, with_for_update=lock)
+    job = session.get(Job, jid, with_for_update=ROW_LOCK if lock else None)
     if job is None:
         raise JobNotFound(job_id)
     return job

@@ -243,8 +243,21 @@ def flower(
     if url_prefix:
         argv.append(f"--url-prefix={url_prefix.strip('/')}")
     argv += extra or []
+    _enable_task_events()
     sys.stdout.flush()
     os.execv(sys.executable, argv)
+
+
+def _enable_task_events() -> None:
+    """Have the running workers send task events now (Flower asks again every 5 s, which
+    new workers need; the first ask would come only after its first interval)."""
+    from agentq.broker import get_app
+
+    try:
+        get_app().control.enable_events()
+    except Exception as exc:  # noqa: BLE001 - Flower asks again itself
+        typer.echo(f"agentq flower: task events not enabled yet ({type(exc).__name__})",
+                   err=True)
 
 
 #: standalone: `python -m agentq.ops_cli status`

@@ -9,6 +9,11 @@ import redis
 
 from agentq.config import get_settings
 
+#: Redis connections one process opens at most (agentq's own; the broker has its pool)
+MAX_CONNECTIONS = 256
+#: how long a caller waits for a free connection before failing
+POOL_TIMEOUT_SECONDS = 20
+
 _lock = threading.Lock()
 _clients: dict[tuple[str, int], redis.Redis] = {}
 
@@ -22,9 +27,13 @@ def get_redis(url: str | None = None) -> redis.Redis:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                client = _clients[key] = redis.Redis.from_url(
-                    url, decode_responses=True, health_check_interval=30, socket_timeout=10
+                # Thousands of LLM calls share it: past the cap a caller waits for a free
+                # connection (up to the timeout) rather than failing at once.
+                pool = redis.BlockingConnectionPool.from_url(
+                    url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_SECONDS,
+                    decode_responses=True, health_check_interval=30, socket_timeout=10,
                 )
+                client = _clients[key] = redis.Redis(connection_pool=pool)
     return client
 
 

@@ -61,6 +61,35 @@ def test_completion_delivered_twice_writes_one_reply(isolated: Live) -> None:
         assert s.get(Agent, agent_id).status == "active"
 
 
+def test_an_answer_for_a_stale_claim_writes_nothing(db: str) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from agentq.client import Client
+    from agentq.db.models import utcnow
+    from agentq.db.session import transaction
+    from agentq.providers import ChatResult
+
+    client = Client()
+    conv, user, _ = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
+    client.post_message(conv.id, user.id, "hello")
+    job_id = ordering.dispatch_due(conv.id, start=True).jobs[0]
+    (job,) = jobs_of(conv.id)
+    stale = job.lease_token
+    # Its worker is presumed dead: the lease runs out and the job is claimed again.
+    with transaction() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(1)))
+    claim = ordering.advance(conv.id)
+    assert claim is not None and claim.token == stale + 1
+
+    assert not jobs.complete(job_id, ChatResult(content="late", model="m"), stale)
+    assert replies_of(conv.id) == []
+    assert jobs.complete(job_id, ChatResult(content="current", model="m"), claim.token)
+    assert [m.content for m in replies_of(conv.id)] == ["current"]
+    assert not jobs.complete(job_id, ChatResult(content="again", model="m"), claim.token)
+
+
 @pytest.mark.integration
 def test_worker_killed_mid_call_completes_after_restart(isolated: Live) -> None:
     with FakeLLMServer(latency=3.0) as slow:

@@ -46,3 +46,23 @@ def test_feed_is_replayable_from_any_point(db: str) -> None:
     assert [e["payload"]["seq"] for e in feed if e["type"] == "message.created"] == [1, 2, 3]
     later = client.events(since=feed[1]["id"], limit=10_000)
     assert [e["id"] for e in later if e["conversation_id"] == str(conv.id)] == [feed[2]["id"]]
+
+
+def test_published_events_are_marked_in_batches(db: str) -> None:
+    from sqlalchemy import select
+
+    from agentq.db.models import Event
+    from agentq.db.session import reader
+
+    client = agentq.Client()
+    conv, user, _ = make_dm(client, settings={"debounce_seconds": 60, "max_wait_seconds": 60})
+    for i in range(5):
+        client.post_message(conv.id, user.id, f"m{i}")
+    events.flush_marks()
+
+    def unmarked() -> list[int]:
+        with reader() as s:
+            return list(s.scalars(select(Event.id).where(
+                Event.conversation_id == conv.id, Event.published_at.is_(None))))
+
+    wait_until(lambda: not unmarked(), timeout=5, what="the published marks")

@@ -51,18 +51,18 @@ def _timer_key(conversation_id: uuid.UUID | str) -> str:
     return key("debounce", conversation_id)
 
 
-def arm(conversation_id: uuid.UUID | str, due: datetime, *, force: bool = False) -> bool:
+def arm(conversation_id: uuid.UUID | str, due: datetime) -> bool:
     """Make sure a dispatch timer will fire for `conversation_id` at or before `due`.
 
-    Without `force`, a timer already armed is left alone: due times only move later, and
-    a timer that fires early re-arms itself. Returns whether a task was sent. Best effort:
+    A timer already armed is left alone: due times only move later, and a timer that
+    fires early re-arms itself. Returns whether a task was sent. Best effort:
     if Redis is unreachable the reconciler re-drives the conversation.
     """
     delay = (due - utcnow()).total_seconds()
     ttl_ms = int((max(delay, 0) + TIMER_SLACK_SECONDS) * 1000)
     try:
         armed = get_redis().set(_timer_key(conversation_id), due.isoformat(), px=ttl_ms,
-                                nx=not force)
+                                nx=True)
         if not armed:
             return False
         broker.send(broker.DISPATCH, conversation_id, countdown=delay)

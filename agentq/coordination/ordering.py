@@ -35,7 +35,7 @@ from agentq.db.models import (
     MessageJob,
     utcnow,
 )
-from agentq.db.session import transaction
+from agentq.db.session import ROW_LOCK, transaction
 from agentq.redis_conn import get_redis, key
 from agentq.responders import conversation_agents, get_selector
 
@@ -98,7 +98,9 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
             conv.pending_since = None
             if live:
                 _plan_jobs(session, conv, live, outcome, s)
-            if start and outcome.jobs:
+            # After an interrupt the cancelled jobs hold their agents' slots until this
+            # commits; the next job starts after that (below).
+            if start and outcome.jobs and not outcome.cancelled:
                 begun = _start_next(session, conv, s)
             metrics.debounced(len(live))
     except BaseException:
@@ -108,6 +110,8 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     for job_id, agent_id in outcome.cancelled:
         cancel_running(job_id, agent_id)
     _after_start(conversation_id, begun)
+    if start and outcome.cancelled:
+        advance(conversation_id)
     return outcome
 
 
@@ -233,8 +237,8 @@ class _Start:
     events: list[events.EventRow] = field(default_factory=list)
     #: over a limit: look again in this many seconds
     retry_in: float | None = None
-    #: a job failed instead of starting: the next one may start now
-    failed: bool = False
+    #: a job failed instead of starting (agent, job): its slot is freed, the next may start
+    failed: tuple[uuid.UUID, uuid.UUID] | None = None
     #: the agent slot taken, given back if the transaction does not commit
     taken: tuple[uuid.UUID, uuid.UUID] | None = None
 
@@ -283,7 +287,7 @@ def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
         return out
     if job.status == "active":
         log.warning("job %s lease expired; claiming it again", job.id)
-    agent = session.get_one(Agent, job.agent_id, with_for_update=True)
+    agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
     if agent.status == "paused":
         return out
     if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
@@ -292,7 +296,7 @@ def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
         reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
                   else "its worker was lost during the last attempt")
         out.events = fail(session, job, reason, now)
-        out.failed = True
+        out.failed = (agent.id, job.id)
         return out
     verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
                              per_minute=agent.rate_limit_per_minute)
@@ -318,7 +322,8 @@ def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
     elif begun.retry_in is not None:
         # Over a limit: look again when the rate allows (a freed slot wakes us sooner).
         broker.send(broker.ADVANCE, conversation_id, countdown=begun.retry_in)
-    elif begun.failed:
+    elif begun.failed is not None:
+        limits.release(*begun.failed)  # a job whose worker was lost still held its slot
         advance(conversation_id)  # the failed job made way for the next one
 
 

@@ -13,6 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agentq.config import get_settings
 
+#: how agentq locks a row it will update: FOR NO KEY UPDATE on PostgreSQL, which does not
+#: conflict with the KEY SHARE locks that inserting rows referring to it take (a job's
+#: foreign key to its agent). With plain FOR UPDATE, two transactions that each insert a
+#: job and then lock the job's agent deadlock. SQLite locks the whole database instead.
+ROW_LOCK = {"key_share": True}
+
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}
 
