@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -572,6 +573,8 @@ def bench(
     cfg = replace(cfg, **given)
     env_url = os.environ.get("AGENTQ_DATABASE_URL", "")
     url = database_url or (env_url if env_url.startswith("postgresql") else None)
+    # Stopped (Ctrl-C or SIGTERM), still stop its processes and drop its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run_bench(cfg, url)
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
