@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from agentq.config import get_settings
 from agentq.db.models import Event as EventRow
 from agentq.db.models import utcnow
 from agentq.db.session import transaction
@@ -194,10 +195,10 @@ def publish(rows: Iterable[EventRow], *, mark_now: bool = False) -> None:
     if mark_now:
         mark_published(ids)
     else:
-        _marks.add(ids)
+        _marks.add(get_settings().database_url, ids)
 
 
-def mark_published(ids: list[int]) -> None:
+def mark_published(ids: list[int], url: str | None = None) -> None:
     """Set `published_at` on the events `ids`.
 
     Not durable: a mark lost in a database crash only means the reconciler publishes the
@@ -207,9 +208,9 @@ def mark_published(ids: list[int]) -> None:
     """
     from agentq.db.session import get_engine
 
-    engine = get_engine()
+    engine = get_engine(url)
     if engine.dialect.name != "postgresql":
-        with transaction() as session:
+        with transaction(url) as session:
             session.execute(
                 update(EventRow).where(EventRow.id.in_(ids)).values(published_at=utcnow())
             )
@@ -233,14 +234,15 @@ class _Marks:
     DELAY = 0.05
 
     def __init__(self) -> None:
-        self._ids: list[int] = []
+        #: by database: ids are only unique within one
+        self._ids: dict[str, list[int]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def add(self, ids: list[int]) -> None:
+    def add(self, url: str, ids: list[int]) -> None:
         with self._cond:
-            self._ids.extend(ids)
+            self._ids.setdefault(url, []).extend(ids)
             if self._thread is None or self._pid != os.getpid():  # none yet, or forked
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="agentq-marks",
@@ -248,30 +250,27 @@ class _Marks:
                 self._thread.start()
             self._cond.notify()
 
-    def _take(self) -> list[int]:
+    def _take(self) -> dict[str, list[int]]:
         with self._cond:
-            while not self._ids:
-                self._cond.wait()
-        time.sleep(self.DELAY)
-        with self._cond:
-            ids, self._ids = self._ids, []
-        return ids
+            taken, self._ids = self._ids, {}
+        return taken
 
     def _run(self) -> None:
         while True:
-            ids = self._take()
+            with self._cond:
+                while not self._ids:
+                    self._cond.wait()
+            time.sleep(self.DELAY)
             try:
-                for i in range(0, len(ids), 1000):
-                    mark_published(ids[i:i + 1000])
+                self.flush()
             except Exception as exc:  # noqa: BLE001 - unmarked events are published again
-                log.warning("%d events not marked published: %s", len(ids), type(exc).__name__)
+                log.warning("events not marked published: %s", type(exc).__name__)
 
     def flush(self) -> None:
         """Write the pending marks now (at exit, and for tests)."""
-        with self._cond:
-            ids, self._ids = self._ids, []
-        if ids:
-            mark_published(ids)
+        for url, ids in self._take().items():
+            for i in range(0, len(ids), 1000):
+                mark_published(ids[i:i + 1000], url)
 
 
 _marks = _Marks()
