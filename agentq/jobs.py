@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from agentq import broker, events, metrics
@@ -235,9 +235,12 @@ def complete(
         )
         asked_at = session.scalar(
             select(Message.created_at).where(Message.id == job.trigger_message_id))
-        waiting, others = _queued(session, conv.id, agent)
+        waiting = session.scalar(
+            select(Job.id).where(Job.conversation_id == conv.id, Job.status == "waiting")
+            .limit(1)) is not None
         # At its limit, other conversations may wait for the slot this job frees.
-        wake = others if agent.status == "busy" else []
+        wake = (ordering.waiting_for(session, agent, exclude=conv.id)
+                if agent.status == "busy" else [])
         _release_agent(session, agent, job.id)
         agent.total_responses += 1
         agent.last_response_at = now
@@ -283,24 +286,6 @@ def complete(
     log.info("job %s completed", job_id, extra={"conversation_id": str(after.conversation_id)})
     after.run()
     return True
-
-
-def _queued(session: Session, conversation_id: uuid.UUID, agent: Agent) -> tuple[bool, list[uuid.UUID]]:
-    """Whether a job of this conversation waits its turn, and the other conversations
-    whose next job waits for `agent` (oldest first, as many as it may run at once)."""
-    if agent.status in ("paused", "inactive"):
-        others_of = Job.conversation_id == conversation_id  # its waiting jobs stay put
-    else:
-        others_of = or_(Job.conversation_id == conversation_id, Job.agent_id == agent.id)
-    this = Job.conversation_id == conversation_id
-    found = list(session.scalars(
-        select(Job.conversation_id).where(Job.status == "waiting", others_of)
-        .group_by(Job.conversation_id)
-        .order_by(~this, func.min(Job.created_at))
-        .limit(agent.max_concurrent_jobs + 1)
-    ))
-    waiting = bool(found) and found[0] == conversation_id
-    return waiting, [c for c in found if c != conversation_id][: agent.max_concurrent_jobs]
 
 
 @dataclass

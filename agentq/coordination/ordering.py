@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -75,37 +77,33 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     s = get_settings()
     outcome = DispatchOutcome()
     begun = _Start()
-    try:
-        with transaction() as session:
-            conv = load_conversation(session, conversation_id, lock=True)
-            if conv.last_seq <= conv.handled_seq:
-                conv.pending_since = None
-                return outcome
-            due = debounce.due_at(conv)
-            if due is not None and due > utcnow():
-                outcome.due = due
-                return outcome
-            batch = list(
-                session.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conv.id, Message.seq > conv.handled_seq)
-                    .order_by(Message.seq)
-                )
-            )
-            outcome.handled = len(batch)
-            live = [m for m in batch if m.deleted_at is None and m.role != "system"]
-            conv.handled_seq = conv.last_seq
+    with begun.undone_on_error(), transaction() as session:
+        conv = load_conversation(session, conversation_id, lock=True)
+        if conv.last_seq <= conv.handled_seq:
             conv.pending_since = None
-            if live:
-                _plan_jobs(session, conv, live, outcome, s)
-            # After an interrupt the cancelled jobs hold their agents' slots until this
-            # commits; the next job starts after that (below).
-            if start and outcome.jobs and not outcome.cancelled:
-                begun = _start_next(session, conv, s)
-            metrics.debounced(len(live))
-    except BaseException:
-        begun.undo()
-        raise
+            return outcome
+        due = debounce.due_at(conv)
+        if due is not None and due > utcnow():
+            outcome.due = due
+            return outcome
+        batch = list(
+            session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conv.id, Message.seq > conv.handled_seq)
+                .order_by(Message.seq)
+            )
+        )
+        outcome.handled = len(batch)
+        live = [m for m in batch if m.deleted_at is None and m.role != "system"]
+        conv.handled_seq = conv.last_seq
+        conv.pending_since = None
+        if live:
+            _plan_jobs(session, conv, live, outcome, s)
+        # After an interrupt the cancelled jobs hold their agents' slots until this
+        # commits; the next job starts after that (below).
+        if start and outcome.jobs and not outcome.cancelled:
+            _start_next(session, conv, s, begun)
+        metrics.debounced(len(live))
     events.publish(outcome.events)
     for job_id, agent_id in outcome.cancelled:
         cancel_running(job_id, agent_id)
@@ -242,9 +240,16 @@ class _Start:
     #: the agent slot taken, given back if the transaction does not commit
     taken: tuple[uuid.UUID, uuid.UUID] | None = None
 
-    def undo(self) -> None:
-        if self.taken is not None:
-            limits.release(*self.taken)
+    @contextmanager
+    def undone_on_error(self) -> Iterator[None]:
+        """Around the transaction (commit included): a slot taken in a transaction that
+        does not commit is given back."""
+        try:
+            yield
+        except BaseException:
+            if self.taken is not None:
+                limits.release(*self.taken)
+            raise
 
 
 def advance(conversation_id: uuid.UUID | str) -> Claim | None:
@@ -255,23 +260,18 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     with it): resuming, a freed slot or the rate limit's countdown advances it again.
     Returns the claim, or None when there is nothing to start now.
     """
-    s = get_settings()
     begun = _Start()
-    try:
-        with transaction() as session:
-            conv = load_conversation(session, conversation_id, lock=True)
-            begun = _start_next(session, conv, s)
-    except BaseException:
-        begun.undo()
-        raise
+    with begun.undone_on_error(), transaction() as session:
+        conv = load_conversation(session, conversation_id, lock=True)
+        _start_next(session, conv, get_settings(), begun)
     _after_start(conversation_id, begun)
     return begun.claim
 
 
-def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
-    """`advance`'s work, in the caller's transaction (which holds `conv` locked)."""
+def _start_next(session: Session, conv: Conversation, s: Settings, out: _Start) -> None:
+    """`advance`'s work, in the caller's transaction (which holds `conv` locked); what it
+    did goes into `out`."""
     now = utcnow()
-    out = _Start()
     # The open job if there is one (at most one: a unique index), else the oldest waiting.
     job = session.scalar(
         select(Job)
@@ -280,16 +280,16 @@ def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
         .limit(1)
     )
     if job is None:
-        return out
+        return
     if job.status == "active" and job.lease_until and job.lease_until > now:
-        return out
+        return
     if job.status == "delayed" and job.next_attempt_at and job.next_attempt_at > now:
-        return out
+        return
     if job.status == "active":
         log.warning("job %s lease expired; claiming it again", job.id)
     agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
     if agent.status == "paused":
-        return out
+        return
     if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
         from agentq.jobs import fail  # jobs builds on this module
 
@@ -297,21 +297,20 @@ def _start_next(session: Session, conv: Conversation, s: Settings) -> _Start:
                   else "its worker was lost during the last attempt")
         out.events = fail(session, job, reason, now)
         out.failed = (agent.id, job.id)
-        return out
+        return
     verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
                              per_minute=agent.rate_limit_per_minute)
     if not verdict.ok:
         if verdict.retry_in is None and agent.status == "active":
             agent.status = "busy"  # at its concurrency limit
         out.retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
-        return out
+        return
     out.taken = (agent.id, job.id)
     # The start is when the slot was taken, not when this transaction began.
     out.claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
     out.events = [events.record(session, events.AgentResponding(
         conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id, attempt=job.attempts,
     ))]
-    return out
 
 
 def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
@@ -348,20 +347,25 @@ def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
     was resumed). Returns how many were woken."""
     with transaction() as session:
         agent = session.get(Agent, agent_id)
-        if agent is None or agent.status in ("paused", "inactive"):
-            return 0
-        waiting = select(Job.conversation_id).where(
-            Job.agent_id == agent_id, Job.status == "waiting"
-        )
-        if exclude is not None:
-            waiting = waiting.where(Job.conversation_id != exclude)
-        conv_ids = list(
-            session.scalars(waiting.group_by(Job.conversation_id)
-                            .order_by(func.min(Job.created_at)).limit(agent.max_concurrent_jobs))
-        )
+        conv_ids = waiting_for(session, agent, exclude=exclude) if agent else []
     for conv_id in conv_ids:
         broker.send(broker.ADVANCE, conv_id)
     return len(conv_ids)
+
+
+def waiting_for(session: Session, agent: Agent, *, exclude: uuid.UUID | None = None
+                ) -> list[uuid.UUID]:
+    """Conversations whose next job waits for `agent`, oldest first, as many as it may run
+    at once; none while it is paused or stopped."""
+    if agent.status in ("paused", "inactive"):
+        return []
+    waiting = select(Job.conversation_id).where(Job.agent_id == agent.id, Job.status == "waiting")
+    if exclude is not None:
+        waiting = waiting.where(Job.conversation_id != exclude)
+    return list(session.scalars(
+        waiting.group_by(Job.conversation_id)
+        .order_by(func.min(Job.created_at)).limit(agent.max_concurrent_jobs)
+    ))
 
 
 def fire(conversation_id: uuid.UUID | str) -> DispatchOutcome:
