@@ -94,6 +94,27 @@ def quiet_redis() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis of the test module's own: no worker listens unless a test starts one."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[str]:
+    """A fresh, migrated database of the test module's own, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module-db') / 'agentq.db'}"
+    else:
+        url = create_pg_database()
+    upgrade(url)
+    yield url
+    if request.param == "postgresql":
+        drop_pg_database(url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(
     request: pytest.FixtureRequest, base_env: dict[str, str], quiet_redis: EmbeddedRedis

@@ -40,27 +40,12 @@ pytestmark = pytest.mark.usefixtures("restored_env")
 
 
 @pytest.fixture(scope="module")
-def own_redis() -> Iterator[EmbeddedRedis]:
-    # No worker listens here unless a test starts one: the tests play the tasks' part.
-    with EmbeddedRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def store(
-    request: pytest.FixtureRequest, own_redis: EmbeddedRedis,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('bad') / 'agentq.db'}"
-    else:
-        url = create_pg_database()
-    upgrade(url)
-    yield {**FAST, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": own_redis.url,
-           "LLM_API_KEY": SECRET, "AGENTQ_MAX_REPLY_LENGTH": str(MAX_REPLY),
-           "LLM_MAX_RETRIES": "1", "AGENTQ_MAX_ATTEMPTS": "2"}
-    if request.param == "postgresql":
-        drop_pg_database(url)
+def store(module_db: str, module_redis: EmbeddedRedis) -> dict[str, str]:
+    # No worker listens on the module's Redis unless a test starts one: the tests play
+    # the tasks' part.
+    return {**FAST, "AGENTQ_DATABASE_URL": module_db, "AGENTQ_REDIS_URL": module_redis.url,
+            "LLM_API_KEY": SECRET, "AGENTQ_MAX_REPLY_LENGTH": str(MAX_REPLY),
+            "LLM_MAX_RETRIES": "1", "AGENTQ_MAX_ATTEMPTS": "2"}
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,12 +24,11 @@ import agentq.messages  # noqa: F401 - imported so that the clock below reaches 
 from agentq.client import Client
 from agentq.coordination import debounce, limits, ordering  # noqa: F401
 from agentq.db import models
-from agentq.db.migrate import upgrade
 from agentq.db.models import OPEN_JOB_STATES, Conversation, Job, Message, MessageJob
 from agentq.db.session import reader
 from agentq.embedded import EmbeddedRedis
 from agentq.providers import ChatResult
-from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database
+from tests.conftest import FAST, apply_env
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -87,33 +85,12 @@ class Clock:
 pytestmark = pytest.mark.usefixtures("restored_env")
 
 
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[EmbeddedRedis]:
-    # No worker listens here: the test itself plays the tasks' part.
-    with EmbeddedRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def rules_db(
-    request: pytest.FixtureRequest, own_redis: EmbeddedRedis,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('props') / 'agentq.db'}"
-    else:
-        url = create_pg_database()
-    upgrade(url)
-    yield url
-    if request.param == "postgresql":
-        drop_pg_database(url)
-
-
 @pytest.fixture
 def clock(
-    rules_db: str, own_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+    module_db: str, module_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> Clock:
-    apply_env({**FAST, "AGENTQ_DATABASE_URL": rules_db, "AGENTQ_REDIS_URL": own_redis.url})
+    # No worker listens on the module's Redis: the test itself plays the tasks' part.
+    apply_env({**FAST, "AGENTQ_DATABASE_URL": module_db, "AGENTQ_REDIS_URL": module_redis.url})
     fake = Clock()
     real = models.utcnow
     for name, module in list(sys.modules.items()):
