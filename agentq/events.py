@@ -15,15 +15,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
+from sqlalchemy import insert as insert_into
 from sqlalchemy.orm import Session
 
 from agentq.config import get_settings
+from agentq.db import tables
 from agentq.db.models import Event as EventRow
 from agentq.db.models import utcnow
 from agentq.db.session import transaction
@@ -148,7 +151,45 @@ def record(session: Session, event: Event) -> EventRow:
     return row
 
 
-def feed_record(row: EventRow) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Recorded:
+    """An event stored by `insert` (Core, the hot path): what publishing it needs."""
+
+    id: int
+    type: str
+    conversation_id: uuid.UUID | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+_INSERT = insert_into(tables.events).returning(tables.events.c.id, sort_by_parameter_order=True)
+
+
+def insert(conn: Connection, batch: Sequence[Event]) -> list[Recorded]:
+    """`record` for the hot path: store `batch` in one statement on `conn`, in the
+    caller's transaction, and return the rows to publish after commit."""
+    now = utcnow()
+    values: list[dict[str, Any]] = [
+        {
+            "type": event_type(e),
+            "conversation_id": e.conversation_id,
+            "payload": e.model_dump(mode="json", exclude={"conversation_id", "event_type"}),
+            "created_at": now,
+        }
+        for e in batch
+    ]
+    if not values:
+        return []
+    ids = conn.execute(_INSERT, values).scalars().all()
+    return [Recorded(i, v["type"], v["conversation_id"], v["payload"], now)
+            for i, v in zip(ids, values, strict=True)]
+
+
+#: what `publish` takes: rows of `record` or of `insert`
+Published = EventRow | Recorded
+
+
+def feed_record(row: Published) -> dict[str, Any]:
     return {
         "id": row.id,
         "type": row.type,
@@ -164,7 +205,7 @@ def channel(conversation_id: uuid.UUID | str) -> str:
     return key("conv", conversation_id)
 
 
-def publish(rows: Iterable[EventRow], *, mark_now: bool = False) -> None:
+def publish(rows: Iterable[Published], *, mark_now: bool = False) -> None:
     """Publish committed events to Redis and mark them published.
 
     Best effort: if Redis is down the rows stay unpublished and the reconciler publishes

@@ -18,34 +18,36 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from agentq import broker, events, metrics
+from agentq import broker, events, messages, metrics
 from agentq import logging as agentq_logging
 from agentq.config import get_settings
 from agentq.context import build_messages, chat_request
 from agentq.conversations import load_conversation
 from agentq.coordination import debounce, limits, ordering
+from agentq.db import tables
 from agentq.db.models import (
     Agent,
     Conversation,
     Job,
-    LLMMessage,
     Message,
     MessageJob,
-    Participant,
     utcnow,
 )
 from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import JobNotFound, JobNotRetryable, ProviderError
 from agentq.messages import append_message
 from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
-from agentq.responders import could_answer_agent
+from agentq.responders import autonomous
 from agentq.schemas import JobOut, MessageOut
 
 log = logging.getLogger(__name__)
+
+A, J = tables.agents, tables.jobs
 
 #: how much of a failure reason is kept and shown in the conversation
 REASON_MAX = 300
@@ -173,7 +175,7 @@ def clean_reply(content: str) -> tuple[str, bool]:
     return text, truncated
 
 
-def _answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, object]:
+def _answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, Any]:
     """The provider's answer as a job keeps it (cut to AGENTQ_MAX_REPLY_LENGTH characters:
     a runaway provider must not fill the database)."""
     content, truncated = clean_reply(result.content)
@@ -203,6 +205,62 @@ def store_result(job_id: uuid.UUID, token: int, result: ChatResult) -> bool:
         return done.rowcount == 1
 
 
+def _finish_statement(*, fenced: bool) -> Update:
+    finish = update(J).where(J.c.id == bindparam("job_id"), J.c.status == "active")
+    if fenced:  # only the current claim may finish the job
+        finish = finish.where(J.c.lease_token == bindparam("token"))
+    return (
+        finish
+        .values(status="completed", result=bindparam("answer", type_=J.c.result.type),
+                finished_at=bindparam("now"), lease_until=None, next_attempt_at=None)
+        .returning(J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id, J.c.attempts,
+                   J.c.started_at)
+    )
+
+
+# The statements of `complete`, built once: building a Core statement costs about as
+# much CPU as executing it.
+_FINISH = _finish_statement(fenced=True)
+_FINISH_STORED = _finish_statement(fenced=False)
+_STORED_ANSWER = (select(J.c.result).where(J.c.id == bindparam("job_id"), J.c.status == "active")
+                  .with_for_update(key_share=True))
+_C, _P, _M = tables.conversations, tables.participants, tables.messages
+#: lock the reply's conversation, and read in the same round trip what completing needs:
+#: the agent's participant (the reply's author), when the trigger was asked, whether a job
+#: of the conversation waits, and whether others wait for the agent at its limit
+_LOCK_FOR_REPLY = (
+    select(
+        _C.c.id, _C.c.kind, _C.c.settings, _C.c.last_seq, _C.c.handled_seq, _C.c.pending_since,
+        select(_P.c.id).where(_P.c.conversation_id == bindparam("conv_id"),
+                              _P.c.agent_id == bindparam("agent_id"))
+        .scalar_subquery().label("author_id"),
+        select(_M.c.created_at).where(_M.c.id == bindparam("trigger_id"))
+        .scalar_subquery().label("asked_at"),
+        exists().where(J.c.conversation_id == bindparam("conv_id"), J.c.status == "waiting")
+        .label("waiting"),
+        exists().where(J.c.agent_id == bindparam("agent_id"), J.c.status == "waiting",
+                       J.c.conversation_id != bindparam("conv_id")).label("others_wait"),
+        (select(A.c.status).where(A.c.id == bindparam("agent_id")).scalar_subquery() == "busy")
+        .label("agent_was_busy"),
+    )
+    .where(_C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True, of=_C)
+)
+_FREE_SLOT = (
+    update(A).where(A.c.id == bindparam("agent_id"))
+    .values(
+        total_responses=A.c.total_responses + 1, last_response_at=bindparam("now"),
+        # At its limit (busy), it is free again unless its other jobs still fill it.
+        status=case((and_(A.c.status == "busy", select(func.count()).where(
+            J.c.agent_id == bindparam("agent_id"), J.c.status == "active"
+        ).scalar_subquery() < A.c.max_concurrent_jobs), "active"), else_=A.c.status),
+    )
+    .returning(A.c.status, A.c.max_concurrent_jobs)
+)
+_INSERT_LLM_MESSAGE = insert(tables.llm_messages)
+_INSERT_LINK = insert(tables.message_jobs)
+
+
 def complete(
     job_id: uuid.UUID | str, result: ChatResult | None = None, token: int | None = None
 ) -> bool:
@@ -211,79 +269,64 @@ def complete(
     With `result`, the provider's answer for the claim `token` is written, if that claim
     is still current; without, the answer stored on the job earlier. Returns whether this
     call did the writing.
+
+    Every turn ends here, so it is Core and eight statements: finish the job, lock the
+    conversation (reading what the rest needs), free the agent's slot, then the reply, its
+    `llm_messages` and `message_jobs` rows and its events.
     """
     now = utcnow()
+    jid = uuid.UUID(str(job_id))
     with transaction() as session:
-        job = session.get(Job, uuid.UUID(str(job_id)), with_for_update=ROW_LOCK)
-        if job is None or job.status != "active":
-            return False
+        conn = session.connection()
+        # The job first: the lock order everywhere is job, conversation, agent.
+        answer: dict[str, Any] | None
         if result is not None:
-            if job.lease_token != token:
-                return False
-            answer = _answer(job.id, result)
-        elif job.result:
-            answer = job.result
-        else:
+            answer = _answer(jid, result)
+            job = conn.execute(_FINISH, {"job_id": jid, "token": token, "answer": answer,
+                                         "now": now}).first()
+        else:  # the answer stored by an earlier run, under the job's row lock
+            answer = conn.execute(_STORED_ANSWER, {"job_id": jid}).scalar()
+            job = conn.execute(_FINISH_STORED, {"job_id": jid, "answer": answer,
+                                                "now": now}).first() if answer else None
+        if job is None or answer is None:
             return False
-        conv = load_conversation(session, job.conversation_id, lock=True)
-        agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
-        # Reads first, then writes: each read would otherwise flush the writes before it.
-        author = session.scalar(
-            select(Participant.id).where(
-                Participant.conversation_id == conv.id, Participant.agent_id == agent.id
-            )
-        )
-        asked_at = session.scalar(
-            select(Message.created_at).where(Message.id == job.trigger_message_id))
-        waiting = session.scalar(
-            select(Job.id).where(Job.conversation_id == conv.id, Job.status == "waiting")
-            .limit(1)) is not None
-        # At its limit, other conversations may wait for the slot this job frees.
-        wake = (ordering.waiting_for(session, agent, exclude=conv.id)
-                if agent.status == "busy" else [])
-        _release_agent(session, agent, job.id)
-        agent.total_responses += 1
-        agent.last_response_at = now
+        cid, aid = job.conversation_id, job.agent_id
+        conv = conn.execute(_LOCK_FOR_REPLY, {"conv_id": cid, "agent_id": aid,
+                                              "trigger_id": job.trigger_message_id}).one()
+        agent = conn.execute(_FREE_SLOT, {"agent_id": aid, "now": now}).one()
+        # Other conversations may wait for the slot this job frees.
+        wake = (ordering.waiting_for_agent(conn, aid, agent.max_concurrent_jobs, exclude=cid)
+                if conv.agent_was_busy and conv.others_wait and agent.status == "active" else [])
         content = answer["content"]
-        reply, created = append_message(
-            session, conv, role="assistant", content=content, author_id=author,
-            reply_to_job_id=job.id, needs_dispatch=could_answer_agent(conv),
+        reply_id, seq = messages.insert_message(
+            conn, conv, role="assistant", content=content, author_id=conv.author_id,
+            reply_to_job_id=jid, needs_dispatch=autonomous(conv.kind, conv.settings), now=now,
         )
-        job.result = answer
-        session.add(
-            LLMMessage(
-                message_id=reply.id, role="assistant", content=content,
-                model=answer.get("model"),
-                prompt_tokens=answer.get("prompt_tokens", 0),
-                completion_tokens=answer.get("completion_tokens", 0),
-                latency_ms=answer.get("latency_ms", 0),
-            )
-        )
-        session.add(
-            MessageJob(
-                message_id=reply.id, job_id=job.id, agent_id=agent.id, conversation_id=conv.id,
-                status="reply",
-            )
-        )
-        _finish(session, job, "completed", now)
-        duration = int(((job.finished_at or now) - (job.started_at or now)).total_seconds() * 1000)
-        rows = [
-            created,
-            events.record(session, events.AgentResponded(
-                conversation_id=conv.id, agent_id=agent.id, job_id=job.id,
-                message_id=reply.id, seq=reply.seq,
-            )),
-            events.record(session, events.JobCompleted(
-                conversation_id=conv.id, agent_id=agent.id, job_id=job.id,
-                attempts=job.attempts, duration_ms=duration,
-            )),
-        ]
-        after = _After(conv.id, agent.id, job.id, pending=conv.pending_since is not None,
-                       waiting=waiting, wake=wake)
+        conn.execute(_INSERT_LLM_MESSAGE, {
+            "id": uuid.uuid4(), "message_id": reply_id, "role": "assistant", "content": content,
+            "model": answer.get("model"), "prompt_tokens": answer.get("prompt_tokens", 0),
+            "completion_tokens": answer.get("completion_tokens", 0),
+            "latency_ms": answer.get("latency_ms", 0), "created_at": now,
+        })
+        conn.execute(_INSERT_LINK, {
+            "id": uuid.uuid4(), "message_id": reply_id, "job_id": jid, "agent_id": aid,
+            "conversation_id": cid, "status": "reply", "created_at": now,
+        })
+        duration = int((now - (job.started_at or now)).total_seconds() * 1000)
+        rows = events.insert(conn, [
+            events.MessageCreated(conversation_id=cid, message_id=reply_id, seq=seq,
+                                  role="assistant", author_id=conv.author_id),
+            events.AgentResponded(conversation_id=cid, agent_id=aid, job_id=jid,
+                                  message_id=reply_id, seq=seq),
+            events.JobCompleted(conversation_id=cid, agent_id=aid, job_id=jid,
+                                attempts=job.attempts, duration_ms=duration),
+        ])
+        after = _After(cid, aid, jid, pending=conv.pending_since is not None,
+                       waiting=bool(conv.waiting), wake=wake)
     events.publish(rows)
-    if asked_at is not None:
-        metrics.responded((now - asked_at).total_seconds())
-    log.info("job %s completed", job_id, extra={"conversation_id": str(after.conversation_id)})
+    if conv.asked_at is not None:
+        metrics.responded((now - conv.asked_at).total_seconds())
+    log.info("job %s completed", job_id, extra={"conversation_id": str(cid)})
     after.run()
     return True
 

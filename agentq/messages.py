@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from agentq import events
 from agentq.config import get_settings
 from agentq.conversations import load_conversation
 from agentq.coordination import debounce
+from agentq.db import tables
 from agentq.db.models import Conversation, Event, Message, Participant, utcnow
 from agentq.db.session import reader, transaction
 from agentq.errors import Conflict, ContentTooLong, EmptyContent, InvalidInput, NotAParticipant
@@ -88,6 +91,45 @@ def append_message(
         ),
     )
     return msg, row
+
+
+#: the SET clause is the parameters' keys
+_UPDATE_CONVERSATION = update(tables.conversations).where(
+    tables.conversations.c.id == bindparam("conv_id"))
+_INSERT_MESSAGE = insert(tables.messages)
+
+
+def insert_message(
+    conn: Connection,
+    conv: Row[Any],
+    *,
+    role: str,
+    content: str,
+    author_id: uuid.UUID | None,
+    reply_to_job_id: uuid.UUID | None,
+    needs_dispatch: bool,
+    now: datetime,
+) -> tuple[uuid.UUID, int]:
+    """`append_message` for the hot path, in Core: `conv` is the conversation's row
+    (id, last_seq, handled_seq, pending_since), locked by the caller. The caller records
+    the `message.created` event. Returns the message's id and seq."""
+    seq = conv.last_seq + 1
+    window: dict[str, Any]
+    if needs_dispatch:
+        window = {"pending_since": conv.pending_since or now, "last_message_at": now}
+    elif conv.handled_seq == conv.last_seq:
+        window = {"handled_seq": seq}
+    else:
+        window = {}
+    conn.execute(_UPDATE_CONVERSATION, {"conv_id": conv.id, "last_seq": seq, "updated_at": now,
+                                        **window})
+    msg_id = uuid.uuid4()
+    conn.execute(_INSERT_MESSAGE, {
+        "id": msg_id, "conversation_id": conv.id, "seq": seq, "author_id": author_id,
+        "role": role, "content": content, "reply_to_job_id": reply_to_job_id,
+        "created_at": now, "updated_at": now,
+    })
+    return msg_id, seq
 
 
 def post_message(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -81,7 +82,12 @@ def select_responders(
 def could_answer_agent(conv: Conversation) -> bool:
     """Whether an agent's message may be answered by another agent: in channels whose
     settings say `autonomous`, within the hop limit and turn budget."""
-    return conv.kind == "channel" and bool((conv.settings or {}).get("autonomous"))
+    return autonomous(conv.kind, conv.settings)
+
+
+def autonomous(kind: str, settings: dict[str, Any] | None) -> bool:
+    """`could_answer_agent` for a conversation's kind and settings."""
+    return kind == "channel" and bool((settings or {}).get("autonomous"))
 
 
 def get_selector(path: str | None) -> Selector:

@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from agentq import broker, events, metrics
 from agentq.config import Settings, get_settings
 from agentq.conversations import load_conversation
 from agentq.coordination import debounce, limits
+from agentq.db import tables
 from agentq.db.models import (
     OPEN_JOB_STATES,
     Agent,
@@ -359,13 +360,20 @@ def waiting_for(session: Session, agent: Agent, *, exclude: uuid.UUID | None = N
     at once; none while it is paused or stopped."""
     if agent.status in ("paused", "inactive"):
         return []
-    waiting = select(Job.conversation_id).where(Job.agent_id == agent.id, Job.status == "waiting")
+    return waiting_for_agent(session.connection(), agent.id, agent.max_concurrent_jobs,
+                             exclude=exclude)
+
+
+def waiting_for_agent(conn: Connection, agent_id: uuid.UUID, limit: int, *,
+                      exclude: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """`waiting_for` an agent known to take jobs, by id, at most `limit`."""
+    J = tables.jobs
+    waiting = select(J.c.conversation_id).where(J.c.agent_id == agent_id, J.c.status == "waiting")
     if exclude is not None:
-        waiting = waiting.where(Job.conversation_id != exclude)
-    return list(session.scalars(
-        waiting.group_by(Job.conversation_id)
-        .order_by(func.min(Job.created_at)).limit(agent.max_concurrent_jobs)
-    ))
+        waiting = waiting.where(J.c.conversation_id != exclude)
+    return list(conn.execute(
+        waiting.group_by(J.c.conversation_id).order_by(func.min(J.c.created_at)).limit(limit)
+    ).scalars())
 
 
 def fire(conversation_id: uuid.UUID | str) -> DispatchOutcome:

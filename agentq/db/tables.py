@@ -1,0 +1,34 @@
+"""The mapped classes' Core tables, for the per-turn hot path.
+
+A Core statement on the session's connection costs a fraction of the CPU of the same
+work through the ORM (no unit of work, no identity map, no attribute events): on the
+2-core benchmark box the ORM was most of a worker's time per turn.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table
+
+from agentq.db.models import (
+    Agent,
+    AgentConversationContext,
+    Conversation,
+    Event,
+    Job,
+    LLMMessage,
+    Message,
+    MessageJob,
+    Participant,
+)
+
+agents = cast(Table, Agent.__table__)
+contexts = cast(Table, AgentConversationContext.__table__)
+conversations = cast(Table, Conversation.__table__)
+events = cast(Table, Event.__table__)
+jobs = cast(Table, Job.__table__)
+llm_messages = cast(Table, LLMMessage.__table__)
+messages = cast(Table, Message.__table__)
+message_jobs = cast(Table, MessageJob.__table__)
+participants = cast(Table, Participant.__table__)
