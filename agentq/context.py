@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+import uuid
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from agentq.config import get_settings
-from agentq.db.models import Agent, AgentConversationContext, Conversation, Message, Participant
+from agentq.db import tables
+from agentq.db.models import utcnow
 from agentq.providers.base import ChatMessage, ChatRequest
+
+
+class AgentProfile(Protocol):
+    """What a prompt needs of an agent: an Agent, or a row with its columns."""
+
+    id: uuid.UUID
+    name: str
+    role: str
+    backstory: str
+    goal: str
+    system_prompt: str | None
+
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def system_prompt(agent: Agent) -> str:
+def system_prompt(agent: AgentProfile) -> str:
     if agent.system_prompt:
         return agent.system_prompt
     parts = [f"You are {agent.name}."]
@@ -40,53 +54,58 @@ def _speaker(name: str) -> str:
     return _NAME_RE.sub("_", name)[:64] or "user"
 
 
+_CTX, _M, _P = tables.contexts, tables.messages, tables.participants
+# Built once: every LLM call reads the cache and the messages after it.
+_CACHED = select(_CTX.c.id, _CTX.c.last_seq, _CTX.c.messages).where(
+    _CTX.c.agent_id == bindparam("agent_id"), _CTX.c.conversation_id == bindparam("conv_id"))
+_FRESH = (
+    select(_M.c.seq, _M.c.content, _P.c.agent_id, _P.c.display_name)
+    .outerjoin(_P, _M.c.author_id == _P.c.id)
+    .where(_M.c.conversation_id == bindparam("conv_id"), _M.c.seq > bindparam("after"),
+           _M.c.deleted_at.is_(None), _M.c.role != "system")
+    .order_by(_M.c.seq.desc())
+    .limit(bindparam("limit"))
+)
+_INSERT_CACHE = insert(_CTX)
+_UPDATE_CACHE = update(_CTX).where(_CTX.c.id == bindparam("cache_id"))
+
+
 def history(
-    session: Session, agent: Agent, conv: Conversation, limit: int
+    session: Session, agent_id: uuid.UUID, conversation_id: uuid.UUID, limit: int
 ) -> list[dict[str, Any]]:
-    """The last `limit` messages, mapped for `agent`, updating the cache in `session`."""
-    cache = session.scalar(
-        select(AgentConversationContext).where(
-            AgentConversationContext.agent_id == agent.id,
-            AgentConversationContext.conversation_id == conv.id,
-        )
-    )
-    after = cache.last_seq if cache else 0
-    rows = session.execute(
-        select(Message, Participant)
-        .outerjoin(Participant, Message.author_id == Participant.id)
-        .where(
-            Message.conversation_id == conv.id,
-            Message.seq > after,
-            Message.deleted_at.is_(None),
-            Message.role != "system",
-        )
-        .order_by(Message.seq.desc())
-        .limit(limit)
-    ).all()
+    """The last `limit` messages, mapped for the agent, updating the cache in `session`."""
+    conn = session.connection()
+    ids = {"agent_id": agent_id, "conv_id": conversation_id}
+    cache = conn.execute(_CACHED, ids).first()
+    rows = conn.execute(_FRESH, {**ids, "after": cache.last_seq if cache else 0,
+                                 "limit": limit}).all()
     fresh = [
         {
-            "seq": m.seq,
-            "role": "assistant" if p is not None and p.agent_id == agent.id else "user",
-            "name": _speaker(p.display_name) if p is not None else None,
-            "content": m.content,
+            "seq": r.seq,
+            "role": "assistant" if r.agent_id == agent_id else "user",
+            "name": _speaker(r.display_name) if r.display_name is not None else None,
+            "content": r.content,
         }
-        for m, p in reversed(rows)
+        for r in reversed(rows)
     ]
     merged = ((cache.messages if cache else []) + fresh)[-limit:]
     if fresh:
+        values = {"last_seq": fresh[-1]["seq"], "messages": merged, "updated_at": utcnow()}
         if cache is None:
-            cache = AgentConversationContext(agent_id=agent.id, conversation_id=conv.id)
-            session.add(cache)
-        cache.messages = merged
-        cache.last_seq = fresh[-1]["seq"]
+            conn.execute(_INSERT_CACHE, {"id": uuid.uuid4(), "agent_id": agent_id,
+                                         "conversation_id": conversation_id, **values})
+        else:
+            conn.execute(_UPDATE_CACHE, {"cache_id": cache.id, **values})
     return merged
 
 
 def build_messages(
-    session: Session, agent: Agent, conv: Conversation, limit: int
+    session: Session, agent: AgentProfile, conversation_id: uuid.UUID, limit: int
 ) -> list[ChatMessage]:
+    """The request's messages: the agent's system prompt, then its view of the history.
+    `agent` is an Agent or a row with its columns."""
     msgs = [ChatMessage(role="system", content=system_prompt(agent))]
-    for h in history(session, agent, conv, limit):
+    for h in history(session, agent.id, conversation_id, limit):
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
 

@@ -32,7 +32,6 @@ from agentq.coordination import debounce, limits, ordering
 from agentq.db import tables
 from agentq.db.models import (
     Agent,
-    Conversation,
     Job,
     Message,
     MessageJob,
@@ -66,31 +65,34 @@ class Call:
     answered: bool = False
 
 
+_C = tables.conversations
+_PREPARE = (
+    select(J.c.status, J.c.lease_token, J.c.conversation_id, J.c.result, A.c.id, A.c.name, A.c.role, A.c.backstory, A.c.goal, A.c.system_prompt, A.c.provider,
+           A.c.model_config, _C.c.settings)
+    .join_from(J, A, A.c.id == J.c.agent_id)
+    .join(_C, _C.c.id == J.c.conversation_id)
+    .where(J.c.id == bindparam("job_id"))
+)
+
+
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     """The request for the job's current claim, or None if the claim is stale."""
     s = get_settings()
+    jid = uuid.UUID(str(job_id))
     # It writes only the context cache, which the next call rebuilds if a crash loses it.
     with transaction(durable=False) as session:
-        found = session.execute(
-            select(Job, Agent, Conversation)
-            .join(Agent, Agent.id == Job.agent_id)
-            .join(Conversation, Conversation.id == Job.conversation_id)
-            .where(Job.id == uuid.UUID(str(job_id)))
-        ).first()
-        if found is None:
+        found = session.connection().execute(_PREPARE, {"job_id": jid}).first()
+        if found is None or found.status != "active" or found.lease_token != token:
             return None
-        job, agent, conv = found
-        if job.status != "active" or job.lease_token != token:
-            return None
-        if job.result is not None:
-            return Call(job.id, job.conversation_id, token, "", ChatRequest(messages=[]),
-                        answered=True)
+        cid = found.conversation_id
+        if found.result is not None:  # (a JSON null reads as None too)
+            return Call(jid, cid, token, "", ChatRequest(messages=[]), answered=True)
         request = chat_request(
-            agent.model_config_ or {}, build_messages(session, agent, conv, s.context_messages)
+            found.model_config or {}, build_messages(session, found, cid, s.context_messages)
         )
-        agentq_logging.bind(agent=agent.name, conversation_id=job.conversation_id)
-        cancellable = (conv.settings or {}).get("double_texting") in ("interrupt", "rollback")
-        return Call(job.id, job.conversation_id, token, agent.provider, request, cancellable)
+        agentq_logging.bind(agent=found.name, conversation_id=cid)
+        cancellable = (found.settings or {}).get("double_texting") in ("interrupt", "rollback")
+        return Call(jid, cid, token, found.provider, request, cancellable)
 
 
 def run_job(job_id: uuid.UUID | str, token: int) -> None:
@@ -224,7 +226,7 @@ _FINISH = _finish_statement(fenced=True)
 _FINISH_STORED = _finish_statement(fenced=False)
 _STORED_ANSWER = (select(J.c.result).where(J.c.id == bindparam("job_id"), J.c.status == "active")
                   .with_for_update(key_share=True))
-_C, _P, _M = tables.conversations, tables.participants, tables.messages
+_P, _M = tables.participants, tables.messages
 #: lock the reply's conversation, and read in the same round trip what completing needs:
 #: the agent's participant (the reply's author), when the trigger was asked, whether a job
 #: of the conversation waits, and whether others wait for the agent at its limit
@@ -298,9 +300,11 @@ def complete(
         wake = (ordering.waiting_for_agent(conn, aid, agent.max_concurrent_jobs, exclude=cid)
                 if conv.agent_was_busy and conv.others_wait and agent.status == "active" else [])
         content = answer["content"]
+        # Another agent may answer the reply (an autonomous channel): it opens a window.
+        dispatch = autonomous(conv.kind, conv.settings)
         reply_id, seq = messages.insert_message(
             conn, conv, role="assistant", content=content, author_id=conv.author_id,
-            reply_to_job_id=jid, needs_dispatch=autonomous(conv.kind, conv.settings), now=now,
+            reply_to_job_id=jid, needs_dispatch=dispatch, now=now,
         )
         conn.execute(_INSERT_LLM_MESSAGE, {
             "id": uuid.uuid4(), "message_id": reply_id, "role": "assistant", "content": content,
@@ -321,7 +325,7 @@ def complete(
             events.JobCompleted(conversation_id=cid, agent_id=aid, job_id=jid,
                                 attempts=job.attempts, duration_ms=duration),
         ])
-        after = _After(cid, aid, jid, pending=conv.pending_since is not None,
+        after = _After(cid, aid, jid, pending=dispatch or conv.pending_since is not None,
                        waiting=bool(conv.waiting), wake=wake)
     events.publish(rows)
     if conv.asked_at is not None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from agentq import events
@@ -16,9 +16,16 @@ from agentq.config import get_settings
 from agentq.conversations import load_conversation
 from agentq.coordination import debounce
 from agentq.db import tables
-from agentq.db.models import Conversation, Event, Message, Participant, utcnow
+from agentq.db.models import Conversation, Event, Message, utcnow
 from agentq.db.session import reader, transaction
-from agentq.errors import Conflict, ContentTooLong, EmptyContent, InvalidInput, NotAParticipant
+from agentq.errors import (
+    Conflict,
+    ContentTooLong,
+    ConversationNotFound,
+    EmptyContent,
+    InvalidInput,
+    NotAParticipant,
+)
 from agentq.schemas import MessageOut, PostedMessage
 
 #: seq is a 32-bit integer column
@@ -99,14 +106,25 @@ _UPDATE_CONVERSATION = update(tables.conversations).where(
 _INSERT_MESSAGE = insert(tables.messages)
 
 
+class SeqState(Protocol):
+    """A conversation's numbering and debounce window, as `insert_message` reads them."""
+
+    id: uuid.UUID
+    last_seq: int
+    handled_seq: int
+    pending_since: datetime | None
+
+
 def insert_message(
     conn: Connection,
-    conv: Row[Any],
+    conv: SeqState,
     *,
     role: str,
     content: str,
     author_id: uuid.UUID | None,
-    reply_to_job_id: uuid.UUID | None,
+    reply_to_job_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
     needs_dispatch: bool,
     now: datetime,
 ) -> tuple[uuid.UUID, int]:
@@ -127,6 +145,7 @@ def insert_message(
     conn.execute(_INSERT_MESSAGE, {
         "id": msg_id, "conversation_id": conv.id, "seq": seq, "author_id": author_id,
         "role": role, "content": content, "reply_to_job_id": reply_to_job_id,
+        "idempotency_key": idempotency_key, "request_hash": request_hash,
         "created_at": now, "updated_at": now,
     })
     return msg_id, seq
@@ -150,44 +169,62 @@ def post_message(
         raise InvalidInput("idempotency_key", "must be 1 to 200 characters")
     if idempotency_key is not None:
         _check_encodable("idempotency_key", idempotency_key)
+    cid = _conversation_uuid(conversation_id)
+    try:
+        pid: uuid.UUID | None = uuid.UUID(str(author_id))
+    except ValueError:
+        pid = None  # not a participant, once the conversation is known to exist
+    now = utcnow()
     with transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
-        author = _load_author(session, conv, author_id)
-        digest = _request_hash(author.id, content) if idempotency_key else None
+        conn = session.connection()
+        conv = conn.execute(_LOCK_FOR_POST, {"conv_id": cid, "author_id": pid}).first()
+        if conv is None:
+            raise ConversationNotFound(conversation_id)
+        if pid is None or conv.author_kind is None:
+            raise NotAParticipant(author_id, cid)
+        digest = _request_hash(pid, content) if idempotency_key else None
         if idempotency_key:
-            earlier = session.scalar(
-                select(Message).where(
-                    Message.conversation_id == conv.id, Message.idempotency_key == idempotency_key
-                )
-            )
+            earlier = conn.execute(_BY_IDEMPOTENCY_KEY, {"conv_id": cid,
+                                                         "key": idempotency_key}).first()
             if earlier is not None:
                 if earlier.request_hash != digest:
                     raise Conflict(
                         f"idempotency key {idempotency_key!r} was used with a different body"
                     )
                 return PostedMessage.model_validate(earlier).model_copy(update={"duplicate": True})
-        role = "assistant" if author.kind == "agent" else "user"
-        msg, row = append_message(
-            session, conv, role=role, content=content, author_id=author.id,
-            idempotency_key=idempotency_key, request_hash=digest,
+        role = "assistant" if conv.author_kind == "agent" else "user"
+        msg_id, seq = insert_message(
+            conn, conv, role=role, content=content, author_id=pid,
+            idempotency_key=idempotency_key, request_hash=digest, needs_dispatch=True, now=now,
         )
-        due = debounce.due_at(conv)
-        out = PostedMessage.model_validate(msg)
-    events.publish([row])
-    if due is not None:
-        debounce.arm(conv.id, due)
-    return out
+        rows = events.insert(conn, [events.MessageCreated(
+            conversation_id=cid, message_id=msg_id, seq=seq, role=role, author_id=pid)])
+    events.publish(rows)
+    debounce.arm(cid, debounce.due(conv.settings, conv.pending_since or now, now))
+    return PostedMessage(id=msg_id, conversation_id=cid, seq=seq, author_id=pid, role=role,
+                         content=content, reply_to_job_id=None, created_at=now)
 
 
-def _load_author(session: Session, conv: Conversation, author_id: uuid.UUID | str) -> Participant:
+def _conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
     try:
-        pid = uuid.UUID(str(author_id))
+        return uuid.UUID(str(conversation_id))
     except ValueError:
-        raise NotAParticipant(author_id, conv.id) from None
-    author = session.get(Participant, pid)
-    if author is None or author.conversation_id != conv.id:
-        raise NotAParticipant(author_id, conv.id)
-    return author
+        raise ConversationNotFound(conversation_id) from None
+
+
+_C, _P, _M = tables.conversations, tables.participants, tables.messages
+# `post_message`'s statements, built once.
+#: lock the conversation, with the author's kind (None: not a participant of it)
+_LOCK_FOR_POST = (
+    select(_C.c.id, _C.c.settings, _C.c.last_seq, _C.c.handled_seq, _C.c.pending_since,
+           select(_P.c.kind).where(_P.c.id == bindparam("author_id"),
+                                   _P.c.conversation_id == bindparam("conv_id"))
+           .scalar_subquery().label("author_kind"))
+    .where(_C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True, of=_C)
+)
+_BY_IDEMPOTENCY_KEY = select(_M).where(_M.c.conversation_id == bindparam("conv_id"),
+                                       _M.c.idempotency_key == bindparam("key"))
 
 
 def list_messages(

@@ -142,13 +142,10 @@ def llm_retry(provider: str) -> None:
     LLM_RETRIES.labels(provider).inc()
 
 
-def job_claimed(job: Any, now: datetime) -> None:
-    """Queue wait of a job's first claim (later attempts waited on backoff, not a queue)."""
-    try:
-        if job.attempts == 1 and job.created_at is not None:
-            QUEUE_WAIT.observe(max(0.0, (now - job.created_at).total_seconds()))
-    except Exception:  # noqa: BLE001 - metrics never break the work
-        log.debug("queue wait not observed", exc_info=True)
+def queue_waited(waited: timedelta) -> None:
+    """How long a job waited for its first claim (later attempts waited on backoff, not
+    a queue)."""
+    QUEUE_WAIT.observe(max(0.0, waited.total_seconds()))
 
 
 def responded(seconds: float) -> None:

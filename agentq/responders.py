@@ -10,21 +10,42 @@ from __future__ import annotations
 
 import importlib
 import re
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentq.db.models import Agent, Conversation, Message, Participant
+from agentq.db.models import Agent, Participant
 
 MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
 WORD_RE = re.compile(r"[a-z0-9]{3,}")
 
-Selector = Callable[[Session, Conversation, Sequence[Message]], list[Agent]]
+class ConversationView(Protocol):
+    """What a selector sees of the conversation: a Conversation, or a row of its columns."""
+
+    id: uuid.UUID
+    kind: str
+    settings: dict[str, Any] | None
 
 
-def conversation_agents(session: Session, conv: Conversation) -> list[tuple[Participant, Agent]]:
+class MessageView(Protocol):
+    """What a selector sees of a pending message: a Message, or a row of its columns."""
+
+    id: uuid.UUID
+    seq: int
+    author_id: uuid.UUID | None
+    role: str
+    content: str
+
+
+#: (session, conversation, pending messages oldest first) -> the agents that answer
+Selector = Callable[[Session, ConversationView, Sequence[MessageView]], list[Agent]]
+
+
+def conversation_agents(session: Session, conv: ConversationView
+                        ) -> list[tuple[Participant, Agent]]:
     """The conversation's agents with their participant rows, in joining order (read once
     a transaction: dispatch and the selector both need them)."""
     cache_key = ("conversation_agents", conv.id)
@@ -47,7 +68,7 @@ def relevance(text: str, agent: Agent) -> int:
 
 
 def select_responders(
-    session: Session, conv: Conversation, messages: Sequence[Message]
+    session: Session, conv: ConversationView, messages: Sequence[MessageView]
 ) -> list[Agent]:
     """The default selector. `messages` is the pending batch, oldest first."""
     agents = [(p, a) for p, a in conversation_agents(session, conv) if a.status != "inactive"]
@@ -79,7 +100,7 @@ def select_responders(
     return [max(candidates, key=lambda a: relevance(text, a))]
 
 
-def could_answer_agent(conv: Conversation) -> bool:
+def could_answer_agent(conv: ConversationView) -> bool:
     """Whether an agent's message may be answered by another agent: in channels whose
     settings say `autonomous`, within the hop limit and turn budget."""
     return autonomous(conv.kind, conv.settings)

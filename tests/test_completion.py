@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 from sqlalchemy import select
@@ -114,3 +115,31 @@ def test_worker_killed_mid_call_completes_after_restart(isolated: Live) -> None:
         assert job.status == "completed" and job.attempts == 2
         with reader() as s:
             assert s.scalar(select(Message.content).where(Message.reply_to_job_id == job.id))
+
+
+def test_a_reply_in_an_autonomous_channel_is_dispatched_to_the_next_agent(db: str) -> None:
+    from agentq.client import Client
+    from agentq.providers import ChatResult
+
+    client = Client()
+    conv = client.create_conversation(
+        "channel", settings={"autonomous": True, "debounce_seconds": 0, "max_wait_seconds": 0})
+    first = client.create_agent(f"First{uuid.uuid4().hex[:6]}")
+    second = client.create_agent(f"Second{uuid.uuid4().hex[:6]}")
+    client.add_participant(conv.id, agent=first.id)
+    client.add_participant(conv.id, agent=second.id)
+    user = client.add_participant(conv.id, user_id="u1")
+    client.post_message(conv.id, user.id, f"@{first.name} start us off")
+    job_id = ordering.dispatch_due(conv.id, start=True).jobs[0]
+    (job,) = jobs_of(conv.id)
+    assert job.agent_id == first.id and job.status == "active"
+
+    assert jobs.complete(job_id, ChatResult(content="over to you", model="m"), job.lease_token)
+
+    # The reply opened a window that was due at once: the completion dispatched it
+    # (no worker and no reconciler run here), and the other agent answers it.
+    answering = [j for j in jobs_of(conv.id) if j.id != job_id]
+    assert [(j.agent_id, j.status) for j in answering] == [(second.id, "active")]
+    with reader() as s:
+        trigger = s.get(Message, answering[0].trigger_message_id)
+        assert trigger.role == "assistant" and trigger.reply_to_job_id == job_id

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from agentq import broker
 from agentq.config import get_settings
-from agentq.db.models import Conversation, utcnow
+from agentq.db.models import utcnow
 from agentq.redis_conn import get_redis, key
 
 log = logging.getLogger(__name__)
@@ -26,25 +26,42 @@ log = logging.getLogger(__name__)
 TIMER_SLACK_SECONDS = 30.0
 
 
-def window(conv: Conversation) -> tuple[float, float]:
+class Window(Protocol):
+    """A conversation's debounce window: a Conversation, or a row with these columns."""
+
+    settings: dict[str, Any] | None
+    pending_since: datetime | None
+    last_message_at: datetime | None
+
+
+def window(conv: Window) -> tuple[float, float]:
     """(debounce, max_wait) in seconds for `conv`: its own settings, else the defaults."""
+    return settings_window(conv.settings)
+
+
+def settings_window(settings: dict[str, Any] | None) -> tuple[float, float]:
+    """`window` for a conversation's settings."""
     s = get_settings()
-    settings: dict[str, Any] = conv.settings or {}
+    settings = settings or {}
     debounce = float(settings.get("debounce_seconds", s.debounce_seconds))
     max_wait = float(settings.get("max_wait_seconds", s.max_wait_seconds))
     return debounce, max(max_wait, debounce)
 
 
-def due_at(conv: Conversation) -> datetime | None:
+def due_at(conv: Window) -> datetime | None:
     """`debounce` after the last pending message, never later than `max_wait` after the
     first; None when nothing is pending."""
     if conv.pending_since is None or conv.last_message_at is None:
         return None
-    debounce, max_wait = window(conv)
-    return min(
-        conv.last_message_at + timedelta(seconds=debounce),
-        conv.pending_since + timedelta(seconds=max_wait),
-    )
+    return due(conv.settings, conv.pending_since, conv.last_message_at)
+
+
+def due(settings: dict[str, Any] | None, pending_since: datetime, last_message_at: datetime
+        ) -> datetime:
+    """`due_at` for a conversation's settings and window."""
+    debounce, max_wait = settings_window(settings)
+    return min(last_message_at + timedelta(seconds=debounce),
+               pending_since + timedelta(seconds=max_wait))
 
 
 def _timer_key(conversation_id: uuid.UUID | str) -> str:

@@ -16,31 +16,35 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from agentq import broker, events, metrics
 from agentq.config import Settings, get_settings
-from agentq.conversations import load_conversation
 from agentq.coordination import debounce, limits
 from agentq.db import tables
 from agentq.db.models import (
     OPEN_JOB_STATES,
     Agent,
-    Conversation,
     Job,
     Message,
     MessageJob,
     utcnow,
 )
 from agentq.db.session import ROW_LOCK, transaction
+from agentq.errors import ConversationNotFound
 from agentq.redis_conn import get_redis, key
-from agentq.responders import conversation_agents, get_selector
+from agentq.responders import (
+    ConversationView,
+    MessageView,
+    conversation_agents,
+    get_selector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,32 +82,30 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     s = get_settings()
     outcome = DispatchOutcome()
     begun = _Start()
+    cid = _conversation_uuid(conversation_id)
     with begun.undone_on_error(), transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
+        conn = session.connection()
+        conv = conn.execute(_LOCK_FOR_DISPATCH, {"conv_id": cid}).first()
+        if conv is None:
+            raise ConversationNotFound(conversation_id)
         if conv.last_seq <= conv.handled_seq:
-            conv.pending_since = None
+            if conv.pending_since is not None:
+                conn.execute(_MARK_HANDLED, {"conv_id": cid, "handled": conv.handled_seq})
             return outcome
         due = debounce.due_at(conv)
         if due is not None and due > utcnow():
             outcome.due = due
             return outcome
-        batch = list(
-            session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conv.id, Message.seq > conv.handled_seq)
-                .order_by(Message.seq)
-            )
-        )
+        batch = conn.execute(_PENDING, {"conv_id": cid, "after": conv.handled_seq}).all()
         outcome.handled = len(batch)
         live = [m for m in batch if m.deleted_at is None and m.role != "system"]
-        conv.handled_seq = conv.last_seq
-        conv.pending_since = None
+        conn.execute(_MARK_HANDLED, {"conv_id": cid, "handled": conv.last_seq})
         if live:
             _plan_jobs(session, conv, live, outcome, s)
         # After an interrupt the cancelled jobs hold their agents' slots until this
         # commits; the next job starts after that (below).
         if start and outcome.jobs and not outcome.cancelled:
-            _start_next(session, conv, s, begun)
+            _start_next(session, cid, s, begun)
         metrics.debounced(len(live))
     events.publish(outcome.events)
     for job_id, agent_id in outcome.cancelled:
@@ -114,9 +116,39 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     return outcome
 
 
+def _conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise ConversationNotFound(conversation_id) from None
+
+
+# Dispatch's statements, built once (it runs for every turn).
+_C, _M = tables.conversations, tables.messages
+_LOCK_FOR_DISPATCH = (
+    select(_C.c.id, _C.c.kind, _C.c.settings, _C.c.last_seq, _C.c.handled_seq,
+           _C.c.pending_since, _C.c.last_message_at)
+    .where(_C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True)
+)
+_MESSAGE_COLUMNS = (_M.c.id, _M.c.seq, _M.c.author_id, _M.c.role, _M.c.content, _M.c.deleted_at)
+_PENDING = (select(*_MESSAGE_COLUMNS)
+            .where(_M.c.conversation_id == bindparam("conv_id"), _M.c.seq > bindparam("after"))
+            .order_by(_M.c.seq))
+_MARK_HANDLED = (update(_C).where(_C.c.id == bindparam("conv_id"))
+                 .values(handled_seq=bindparam("handled"), pending_since=None))
+#: the messages an unfinished job answers (carried over by an interrupt)
+_TRIGGERS = (select(*_MESSAGE_COLUMNS)
+             .join(tables.message_jobs, tables.message_jobs.c.message_id == _M.c.id)
+             .where(tables.message_jobs.c.job_id == bindparam("job_id"),
+                    tables.message_jobs.c.status == "trigger"))
+_INSERT_JOB = insert(tables.jobs)
+_INSERT_LINK = insert(tables.message_jobs)
+
+
 def _plan_jobs(
-    session: Session, conv: Conversation, live: list[Message], outcome: DispatchOutcome,
-    s: Settings,
+    session: Session, conv: ConversationView, live: Sequence[MessageView],
+    outcome: DispatchOutcome, s: Settings,
 ) -> None:
     settings = conv.settings or {}
     human = any(m.role == "user" for m in live)
@@ -141,12 +173,9 @@ def _plan_jobs(
             data={"reason": "double_texting_reject", "seqs": [m.seq for m in live]})))
         return
     if unfinished:  # interrupt or rollback
-        carried: dict[uuid.UUID, Message] = {}
+        carried: dict[uuid.UUID, MessageView] = {}
         for job in unfinished:
-            for m in session.scalars(
-                select(Message).join(MessageJob, MessageJob.message_id == Message.id)
-                .where(MessageJob.job_id == job.id, MessageJob.status == "trigger")
-            ):
+            for m in session.connection().execute(_TRIGGERS, {"job_id": job.id}):
                 carried[m.id] = m
             job.status = "cancelled"
             job.finished_at = utcnow()
@@ -165,23 +194,22 @@ def _plan_jobs(
         triggers = [m for m in live if m.author_id != own.get(agent.id)]
         if not triggers:
             continue
-        job = Job(
-            conversation_id=conv.id, agent_id=agent.id, trigger_message_id=triggers[0].id,
-            status="waiting", max_attempts=s.max_attempts,
-        )
-        session.add(job)
-        session.flush()
-        session.add_all(
-            MessageJob(
-                message_id=m.id, job_id=job.id, agent_id=agent.id, conversation_id=conv.id,
-                status="trigger",
-            )
+        job_id, now = uuid.uuid4(), utcnow()
+        conn = session.connection()
+        conn.execute(_INSERT_JOB, {
+            "id": job_id, "conversation_id": conv.id, "agent_id": agent.id,
+            "trigger_message_id": triggers[0].id, "status": "waiting",
+            "max_attempts": s.max_attempts, "created_at": now, "updated_at": now,
+        })
+        conn.execute(_INSERT_LINK, [
+            {"id": uuid.uuid4(), "message_id": m.id, "job_id": job_id, "agent_id": agent.id,
+             "conversation_id": conv.id, "status": "trigger", "created_at": now}
             for m in triggers
-        )
-        outcome.jobs.append(job.id)
+        ])
+        outcome.jobs.append(job_id)
 
 
-def _loop_bound(session: Session, conv: Conversation, s: Settings) -> str | None:
+def _loop_bound(session: Session, conv: ConversationView, s: Settings) -> str | None:
     """Why agents must stop answering each other here, or None while within bounds."""
     settings = conv.settings or {}
     hop_limit = int(settings.get("hop_limit", s.hop_limit))
@@ -233,7 +261,7 @@ class _Start:
     """What starting a conversation's next job did inside a transaction, for after it."""
 
     claim: Claim | None = None
-    events: list[events.EventRow] = field(default_factory=list)
+    events: Sequence[events.Published] = ()
     #: over a limit: look again in this many seconds
     retry_in: float | None = None
     #: a job failed instead of starting (agent, job): its slot is freed, the next may start
@@ -261,25 +289,54 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     with it): resuming, a freed slot or the rate limit's countdown advances it again.
     Returns the claim, or None when there is nothing to start now.
     """
+    try:
+        cid = uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise ConversationNotFound(conversation_id) from None
     begun = _Start()
     with begun.undone_on_error(), transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
-        _start_next(session, conv, get_settings(), begun)
-    _after_start(conversation_id, begun)
+        if session.connection().execute(_LOCK_CONVERSATION, {"conv_id": cid}).first() is None:
+            raise ConversationNotFound(conversation_id)
+        _start_next(session, cid, get_settings(), begun)
+    _after_start(cid, begun)
     return begun.claim
 
 
-def _start_next(session: Session, conv: Conversation, s: Settings, out: _Start) -> None:
-    """`advance`'s work, in the caller's transaction (which holds `conv` locked); what it
-    did goes into `out`."""
+# `_start_next`'s statements, built once (it runs for every turn).
+_J, _A = tables.jobs, tables.agents
+_LOCK_CONVERSATION = (select(tables.conversations.c.id)
+                      .where(tables.conversations.c.id == bindparam("conv_id"))
+                      .with_for_update(key_share=True))
+#: the open job if there is one (at most one: a unique index), else the oldest waiting
+_NEXT_JOB = (
+    select(_J.c.id, _J.c.status, _J.c.agent_id, _J.c.attempts, _J.c.max_attempts,
+           _J.c.lease_until, _J.c.next_attempt_at, _J.c.created_at)
+    .where(_J.c.conversation_id == bindparam("conv_id"),
+           _J.c.status.in_(("waiting", *OPEN_JOB_STATES)))
+    .order_by(_J.c.status == "waiting", _J.c.created_at, _J.c.id)
+    .limit(1)
+)
+_LOCK_AGENT = (select(_A.c.status, _A.c.name, _A.c.max_concurrent_jobs,
+                      _A.c.rate_limit_per_minute)
+               .where(_A.c.id == bindparam("agent_id")).with_for_update(key_share=True))
+_CLAIM = (
+    update(_J).where(_J.c.id == bindparam("job_id"))
+    .values(status="active", attempts=_J.c.attempts + 1, lease_token=_J.c.lease_token + 1,
+            lease_until=bindparam("lease_until"), next_attempt_at=None,
+            started_at=func.coalesce(_J.c.started_at,
+                                     bindparam("now", type_=_J.c.started_at.type)))
+    .returning(_J.c.lease_token, _J.c.attempts)
+)
+_AGENT_BUSY = (update(_A).where(_A.c.id == bindparam("agent_id"), _A.c.status == "active")
+               .values(status="busy"))
+
+
+def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) -> None:
+    """`advance`'s work, in the caller's transaction (which holds the conversation
+    locked); what it did goes into `out`."""
+    conn = session.connection()
     now = utcnow()
-    # The open job if there is one (at most one: a unique index), else the oldest waiting.
-    job = session.scalar(
-        select(Job)
-        .where(Job.conversation_id == conv.id, Job.status.in_(("waiting", *OPEN_JOB_STATES)))
-        .order_by(Job.status == "waiting", Job.created_at, Job.id)
-        .limit(1)
-    )
+    job = conn.execute(_NEXT_JOB, {"conv_id": conv_id}).first()
     if job is None:
         return
     if job.status == "active" and job.lease_until and job.lease_until > now:
@@ -288,7 +345,7 @@ def _start_next(session: Session, conv: Conversation, s: Settings, out: _Start) 
         return
     if job.status == "active":
         log.warning("job %s lease expired; claiming it again", job.id)
-    agent = session.get_one(Agent, job.agent_id, with_for_update=ROW_LOCK)
+    agent = conn.execute(_LOCK_AGENT, {"agent_id": job.agent_id}).one()
     if agent.status == "paused":
         return
     if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
@@ -296,22 +353,31 @@ def _start_next(session: Session, conv: Conversation, s: Settings, out: _Start) 
 
         reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
                   else "its worker was lost during the last attempt")
-        out.events = fail(session, job, reason, now)
-        out.failed = (agent.id, job.id)
+        out.events = fail(session, session.get_one(Job, job.id, with_for_update=ROW_LOCK),
+                          reason, now)
+        out.failed = (job.agent_id, job.id)
         return
-    verdict = limits.acquire(agent.id, job.id, max_running=agent.max_concurrent_jobs,
+    verdict = limits.acquire(job.agent_id, job.id, max_running=agent.max_concurrent_jobs,
                              per_minute=agent.rate_limit_per_minute)
     if not verdict.ok:
-        if verdict.retry_in is None and agent.status == "active":
-            agent.status = "busy"  # at its concurrency limit
+        if verdict.retry_in is None:
+            conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})  # at its concurrency limit
         out.retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
         return
-    out.taken = (agent.id, job.id)
+    out.taken = (job.agent_id, job.id)
     # The start is when the slot was taken, not when this transaction began.
-    out.claim = _claim(session, job, agent, utcnow(), s.job_lease_seconds, verdict.running)
-    out.events = [events.record(session, events.AgentResponding(
-        conversation_id=conv.id, agent_id=job.agent_id, job_id=job.id, attempt=job.attempts,
-    ))]
+    now = utcnow()
+    claimed = conn.execute(_CLAIM, {"job_id": job.id, "now": now,
+                                    "lease_until": now + timedelta(seconds=s.job_lease_seconds)}
+                           ).one()
+    if verdict.running >= agent.max_concurrent_jobs:
+        conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})
+    if claimed.attempts == 1:
+        metrics.queue_waited(now - job.created_at)
+    out.claim = Claim(job.id, conv_id, claimed.lease_token, claimed.attempts)
+    out.events = events.insert(conn, [events.AgentResponding(
+        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=claimed.attempts,
+    )])
 
 
 def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
@@ -325,22 +391,6 @@ def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
     elif begun.failed is not None:
         limits.release(*begun.failed)  # a job whose worker was lost still held its slot
         advance(conversation_id)  # the failed job made way for the next one
-
-
-def _claim(
-    session: Session, job: Job, agent: Agent, now: datetime, lease_seconds: float, running: int
-) -> Claim:
-    job.status = "active"
-    job.attempts += 1
-    job.lease_token += 1
-    job.lease_until = now + timedelta(seconds=lease_seconds)
-    job.next_attempt_at = None
-    job.started_at = job.started_at or now
-    if agent.status == "active" and running >= agent.max_concurrent_jobs:
-        agent.status = "busy"
-    session.flush()
-    metrics.job_claimed(job, now)
-    return Claim(job.id, job.conversation_id, job.lease_token, job.attempts)
 
 
 def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
