@@ -76,11 +76,16 @@ def create_conversation(
         return ConversationOut.model_validate(conv)
 
 
-def load_conversation(session: Any, conversation_id: uuid.UUID | str, *, lock: bool = False) -> Conversation:
+def conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
+    """`conversation_id` as a UUID; one that cannot be is a conversation not found."""
     try:
-        cid = uuid.UUID(str(conversation_id))
+        return uuid.UUID(str(conversation_id))
     except ValueError:
         raise ConversationNotFound(conversation_id) from None
+
+
+def load_conversation(session: Any, conversation_id: uuid.UUID | str, *, lock: bool = False) -> Conversation:
+    cid = conversation_uuid(conversation_id)
     conv = session.get(Conversation, cid, with_for_update=ROW_LOCK if lock else None)
     if conv is None:
         raise ConversationNotFound(conversation_id)

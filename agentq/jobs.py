@@ -67,8 +67,9 @@ class Call:
 
 _C = tables.conversations
 _PREPARE = (
-    select(J.c.status, J.c.lease_token, J.c.conversation_id, J.c.result, A.c.id, A.c.name, A.c.role, A.c.backstory, A.c.goal, A.c.system_prompt, A.c.provider,
-           A.c.model_config, _C.c.settings)
+    select(J.c.status, J.c.lease_token, J.c.conversation_id, J.c.result,
+           A.c.id, A.c.name, A.c.role, A.c.backstory, A.c.goal, A.c.system_prompt,
+           A.c.provider, A.c.model_config, _C.c.settings)
     .join_from(J, A, A.c.id == J.c.agent_id)
     .join(_C, _C.c.id == J.c.conversation_id)
     .where(J.c.id == bindparam("job_id"))

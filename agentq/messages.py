@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from agentq import events
 from agentq.config import get_settings
-from agentq.conversations import load_conversation
+from agentq.conversations import conversation_uuid, load_conversation
 from agentq.coordination import debounce
 from agentq.db import tables
 from agentq.db.models import Conversation, Event, Message, utcnow
@@ -169,7 +169,7 @@ def post_message(
         raise InvalidInput("idempotency_key", "must be 1 to 200 characters")
     if idempotency_key is not None:
         _check_encodable("idempotency_key", idempotency_key)
-    cid = _conversation_uuid(conversation_id)
+    cid = conversation_uuid(conversation_id)
     try:
         pid: uuid.UUID | None = uuid.UUID(str(author_id))
     except ValueError:
@@ -203,13 +203,6 @@ def post_message(
     debounce.arm(cid, debounce.due(conv.settings, conv.pending_since or now, now))
     return PostedMessage(id=msg_id, conversation_id=cid, seq=seq, author_id=pid, role=role,
                          content=content, reply_to_job_id=None, created_at=now)
-
-
-def _conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(conversation_id))
-    except ValueError:
-        raise ConversationNotFound(conversation_id) from None
 
 
 _C, _P, _M = tables.conversations, tables.participants, tables.messages

@@ -34,13 +34,8 @@ class Window(Protocol):
     last_message_at: datetime | None
 
 
-def window(conv: Window) -> tuple[float, float]:
-    """(debounce, max_wait) in seconds for `conv`: its own settings, else the defaults."""
-    return settings_window(conv.settings)
-
-
-def settings_window(settings: dict[str, Any] | None) -> tuple[float, float]:
-    """`window` for a conversation's settings."""
+def window(settings: dict[str, Any] | None) -> tuple[float, float]:
+    """(debounce, max_wait) in seconds for a conversation's settings, else the defaults."""
     s = get_settings()
     settings = settings or {}
     debounce = float(settings.get("debounce_seconds", s.debounce_seconds))
@@ -59,7 +54,7 @@ def due_at(conv: Window) -> datetime | None:
 def due(settings: dict[str, Any] | None, pending_since: datetime, last_message_at: datetime
         ) -> datetime:
     """`due_at` for a conversation's settings and window."""
-    debounce, max_wait = settings_window(settings)
+    debounce, max_wait = window(settings)
     return min(last_message_at + timedelta(seconds=debounce),
                pending_since + timedelta(seconds=max_wait))
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from agentq import broker, events, metrics
 from agentq.config import Settings, get_settings
+from agentq.conversations import conversation_uuid
 from agentq.coordination import debounce, limits
 from agentq.db import tables
 from agentq.db.models import (
@@ -82,7 +83,7 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     s = get_settings()
     outcome = DispatchOutcome()
     begun = _Start()
-    cid = _conversation_uuid(conversation_id)
+    cid = conversation_uuid(conversation_id)
     with begun.undone_on_error(), transaction() as session:
         conn = session.connection()
         conv = conn.execute(_LOCK_FOR_DISPATCH, {"conv_id": cid}).first()
@@ -114,13 +115,6 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
     if start and outcome.cancelled:
         advance(conversation_id)
     return outcome
-
-
-def _conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(conversation_id))
-    except ValueError:
-        raise ConversationNotFound(conversation_id) from None
 
 
 # Dispatch's statements, built once (it runs for every turn).
@@ -289,10 +283,7 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     with it): resuming, a freed slot or the rate limit's countdown advances it again.
     Returns the claim, or None when there is nothing to start now.
     """
-    try:
-        cid = uuid.UUID(str(conversation_id))
-    except ValueError:
-        raise ConversationNotFound(conversation_id) from None
+    cid = conversation_uuid(conversation_id)
     begun = _Start()
     with begun.undone_on_error(), transaction() as session:
         if session.connection().execute(_LOCK_CONVERSATION, {"conv_id": cid}).first() is None:
@@ -360,7 +351,7 @@ def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) 
     verdict = limits.acquire(job.agent_id, job.id, max_running=agent.max_concurrent_jobs,
                              per_minute=agent.rate_limit_per_minute)
     if not verdict.ok:
-        if verdict.retry_in is None:
+        if verdict.retry_in is None and agent.status == "active":
             conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})  # at its concurrency limit
         out.retry_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
         return
@@ -370,7 +361,7 @@ def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) 
     claimed = conn.execute(_CLAIM, {"job_id": job.id, "now": now,
                                     "lease_until": now + timedelta(seconds=s.job_lease_seconds)}
                            ).one()
-    if verdict.running >= agent.max_concurrent_jobs:
+    if agent.status == "active" and verdict.running >= agent.max_concurrent_jobs:
         conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})
     if claimed.attempts == 1:
         metrics.queue_waited(now - job.created_at)
