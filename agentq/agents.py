@@ -45,7 +45,9 @@ def create_agent(
     model_config = dict(model_config or {})
     for k in model_config:
         if k.lower() in SECRET_KEYS:
-            raise InvalidInput(f"model_config.{k}", "secrets go in the environment; use api_key_env")
+            raise InvalidInput(
+                f"model_config.{k}", "secrets go in the environment; use api_key_env"
+            )
     if max_concurrent_jobs < 1:
         raise InvalidInput("max_concurrent_jobs", "must be >= 1")
     if rate_limit_per_minute < 1:
@@ -54,9 +56,15 @@ def create_agent(
         if session.scalar(select(Agent.id).where(Agent.name == name)):
             raise Conflict(f"an agent named {name!r} already exists")
         agent = Agent(
-            name=name, role=role, backstory=backstory, goal=goal, system_prompt=system_prompt,
-            provider=provider, model_config_=model_config,
-            max_concurrent_jobs=max_concurrent_jobs, rate_limit_per_minute=rate_limit_per_minute,
+            name=name,
+            role=role,
+            backstory=backstory,
+            goal=goal,
+            system_prompt=system_prompt,
+            provider=provider,
+            model_config_=model_config,
+            max_concurrent_jobs=max_concurrent_jobs,
+            rate_limit_per_minute=rate_limit_per_minute,
             tenant_id=tenant_id,
         )
         session.add(agent)
@@ -91,7 +99,9 @@ def get_agent(agent: uuid.UUID | str) -> AgentOut:
 
 def list_agents() -> list[AgentOut]:
     with reader() as session:
-        return [AgentOut.model_validate(a) for a in session.scalars(select(Agent).order_by(Agent.name))]
+        return [
+            AgentOut.model_validate(a) for a in session.scalars(select(Agent).order_by(Agent.name))
+        ]
 
 
 #: what each lifecycle command does: the statuses it applies to, the status it sets, its event
@@ -117,12 +127,21 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
         if row.status not in allowed:
             raise Conflict(f"agent {row.name} is {row.status}; cannot {command} it")
         row.status = target
-        rows.append(events.record(session, events.AgentLifecycle(
-            agent_id=row.id, status=target, name=row.name, event_type=event_name)))
+        rows.append(
+            events.record(
+                session,
+                events.AgentLifecycle(
+                    agent_id=row.id, status=target, name=row.name, event_type=event_name
+                ),
+            )
+        )
         if command == "stop":
             # No new jobs; the ones still waiting fail visibly now (a running one finishes).
-            pending = session.scalars(select(Job).where(
-                Job.agent_id == row.id, Job.status.in_(("waiting", "delayed"))).with_for_update(key_share=True))
+            pending = session.scalars(
+                select(Job)
+                .where(Job.agent_id == row.id, Job.status.in_(("waiting", "delayed")))
+                .with_for_update(key_share=True)
+            )
             for job in pending:
                 rows += fail(session, job, f"agent {row.name} was stopped", utcnow())
         out = AgentOut.model_validate(row)
@@ -162,13 +181,20 @@ def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
 
     a = get_agent(agent)
     timeout = min(10.0, float(a.model_config_.get("timeout") or 10.0))
-    request = chat_request(a.model_config_, [ChatMessage(role="user", content="ping")],
-                           max_tokens=5, timeout=timeout)
+    request = chat_request(
+        a.model_config_, [ChatMessage(role="user", content="ping")], max_tokens=5, timeout=timeout
+    )
     started = time.monotonic()
     try:
         result = get_provider(a.provider).complete(request)
         ok, detail = True, f"model {result.model}"
     except ProviderError as exc:
         ok, detail = False, str(exc)
-    return {"agent": a.name, "provider": a.provider, "endpoint": request.endpoint, "ok": ok,
-            "latency_ms": int((time.monotonic() - started) * 1000), "detail": detail}
+    return {
+        "agent": a.name,
+        "provider": a.provider,
+        "endpoint": request.endpoint,
+        "ok": ok,
+        "latency_ms": int((time.monotonic() - started) * 1000),
+        "detail": detail,
+    }

@@ -22,7 +22,9 @@ def _print(agents: list, as_json: bool) -> None:
     typer.echo(f"{'NAME':<20} {'STATUS':<9} {'PROVIDER':<10} {'LIMITS':<12} {'RESPONSES':>9}")
     for a in agents:
         limits = f"{a.max_concurrent_jobs}x {a.rate_limit_per_minute}/min"
-        typer.echo(f"{a.name:<20} {a.status:<9} {a.provider:<10} {limits:<12} {a.total_responses:>9}")
+        typer.echo(
+            f"{a.name:<20} {a.status:<9} {a.provider:<10} {limits:<12} {a.total_responses:>9}"
+        )
 
 
 def _run(fn, *args, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
@@ -40,19 +42,33 @@ def create(
     role: Annotated[str, typer.Option(help="What the agent does.")] = "",
     backstory: Annotated[str, typer.Option(help="Background for the system prompt.")] = "",
     goal: Annotated[str, typer.Option(help="What it tries to achieve.")] = "",
-    provider: Annotated[str, typer.Option(help="openai, anthropic, echo or module:Class.")] = "openai",
+    provider: Annotated[
+        str, typer.Option(help="openai, anthropic, echo or module:Class.")
+    ] = "openai",
     model: Annotated[str | None, typer.Option(help="Model (default: LLM_MODEL).")] = None,
     max_concurrent_jobs: Annotated[int, typer.Option(help="Jobs at once, across all workers.")] = 1,
-    rate_limit: Annotated[int, typer.Option(help="Job starts per minute, across all workers.")] = 10,
+    rate_limit: Annotated[
+        int, typer.Option(help="Job starts per minute, across all workers.")
+    ] = 10,
     as_json: AsJson = False,
 ) -> None:
     """Create an agent."""
     from agentq.agents import create_agent
 
     cfg = {"model": model} if model else {}
-    _run(lambda: create_agent(name, role=role, backstory=backstory, goal=goal, provider=provider,
-                              model_config=cfg, max_concurrent_jobs=max_concurrent_jobs,
-                              rate_limit_per_minute=rate_limit), as_json=as_json)
+    _run(
+        lambda: create_agent(
+            name,
+            role=role,
+            backstory=backstory,
+            goal=goal,
+            provider=provider,
+            model_config=cfg,
+            max_concurrent_jobs=max_concurrent_jobs,
+            rate_limit_per_minute=rate_limit,
+        ),
+        as_json=as_json,
+    )
 
 
 @agents_app.command("list")
@@ -101,7 +117,9 @@ def check(name: Name, as_json: AsJson = False) -> None:
         typer.echo(json.dumps(report))
     else:
         state = "ok" if report["ok"] else "FAILING"
-        typer.echo(f"{report['agent']}: {state} ({report['provider']} at {report['endpoint']}, "
-                   f"{report['latency_ms']} ms) {report['detail']}")
+        typer.echo(
+            f"{report['agent']}: {state} ({report['provider']} at {report['endpoint']}, "
+            f"{report['latency_ms']} ms) {report['detail']}"
+        )
     if not report["ok"]:
         raise typer.Exit(1)

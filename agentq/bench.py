@@ -76,8 +76,16 @@ class BenchConfig:
 
 #: the CI configuration: every phase, small, well under a minute of load
 SHORT = BenchConfig(
-    conversations=10, rate=20, duration=3, burst=60, concurrency=50, noop_tasks=500,
-    capacity=100, capacity_latency=2.0, producers=4, workers=1,
+    conversations=10,
+    rate=20,
+    duration=3,
+    burst=60,
+    concurrency=50,
+    noop_tasks=500,
+    capacity=100,
+    capacity_latency=2.0,
+    producers=4,
+    workers=1,
 )
 #: the issue's targets: 100 messages/s, 2,000 calls in flight at 10 s latency
 FULL = BenchConfig(capacity=2000)
@@ -174,7 +182,9 @@ def _make_dms(n: int, producers: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
 
     def one(i: int) -> tuple[uuid.UUID, uuid.UUID]:
         agent = client.create_agent(
-            f"bench-{uuid.uuid4().hex[:8]}", role="benchmark", rate_limit_per_minute=100_000,
+            f"bench-{uuid.uuid4().hex[:8]}",
+            role="benchmark",
+            rate_limit_per_minute=100_000,
         )
         conv = client.create_conversation("dm")
         client.add_participant(conv.id, agent=agent.id)
@@ -194,12 +204,14 @@ def _settled(conv_ids: list[uuid.UUID]) -> bool:
 
     with reader() as s:
         behind = s.scalar(
-            select(func.count()).select_from(Conversation).where(
-                Conversation.id.in_(conv_ids), Conversation.handled_seq < Conversation.last_seq
-            )
+            select(func.count())
+            .select_from(Conversation)
+            .where(Conversation.id.in_(conv_ids), Conversation.handled_seq < Conversation.last_seq)
         )
         unfinished = s.scalar(
-            select(func.count()).select_from(Job).where(
+            select(func.count())
+            .select_from(Job)
+            .where(
                 Job.conversation_id.in_(conv_ids),
                 Job.status.in_(("waiting", "active", "delayed")),
             )
@@ -216,14 +228,17 @@ def _backlog(conv_ids: list[uuid.UUID]) -> str:
 
     with reader() as s:
         behind = s.scalar(
-            select(func.count()).select_from(Conversation).where(
-                Conversation.id.in_(conv_ids), Conversation.handled_seq < Conversation.last_seq
-            )
+            select(func.count())
+            .select_from(Conversation)
+            .where(Conversation.id.in_(conv_ids), Conversation.handled_seq < Conversation.last_seq)
         )
-        jobs = dict(s.execute(
-            select(Job.status, func.count()).where(Job.conversation_id.in_(conv_ids))
-            .group_by(Job.status)
-        ).all())
+        jobs = dict(
+            s.execute(
+                select(Job.status, func.count())
+                .where(Job.conversation_id.in_(conv_ids))
+                .group_by(Job.status)
+            ).all()
+        )
     return f"{behind} conversations with unhandled messages, jobs by status {jobs}"
 
 
@@ -270,8 +285,12 @@ def _turns(conv_ids: list[uuid.UUID], debounce: float, max_wait: float) -> list[
     reply = aliased(Message)
     q = (
         select(
-            Job.created_at, Job.started_at, Job.result, reply.created_at,
-            func.min(Message.created_at), func.max(Message.created_at),
+            Job.created_at,
+            Job.started_at,
+            Job.result,
+            reply.created_at,
+            func.min(Message.created_at),
+            func.max(Message.created_at),
         )
         .join(MessageJob, (MessageJob.job_id == Job.id) & (MessageJob.status == "trigger"))
         .join(Message, Message.id == MessageJob.message_id)
@@ -286,17 +305,19 @@ def _turns(conv_ids: list[uuid.UUID], debounce: float, max_wait: float) -> list[
             window = (due - first).total_seconds() * 1000
             llm = float((result or {}).get("latency_ms", 0))
             e2e = (replied - first).total_seconds() * 1000
-            out.append({
-                "e2e": e2e,
-                "debounce": (created - first).total_seconds() * 1000,
-                "queue": (started - created).total_seconds() * 1000,
-                "llm": llm,
-                "completion": (replied - started).total_seconds() * 1000 - llm,
-                "overhead": e2e - window - llm,
-                "fire_error": (created - due).total_seconds() * 1000,
-                "first": first.timestamp(),
-                "replied": replied.timestamp(),
-            })
+            out.append(
+                {
+                    "e2e": e2e,
+                    "debounce": (created - first).total_seconds() * 1000,
+                    "queue": (started - created).total_seconds() * 1000,
+                    "llm": llm,
+                    "completion": (replied - started).total_seconds() * 1000 - llm,
+                    "overhead": e2e - window - llm,
+                    "fire_error": (created - due).total_seconds() * 1000,
+                    "first": first.timestamp(),
+                    "replied": replied.timestamp(),
+                }
+            )
     return out
 
 
@@ -314,7 +335,9 @@ def _worker_pids(stack: Any) -> list[int]:
     return [p.pid for n, p in stack.procs.items() if n.startswith("worker") and p.poll() is None]
 
 
-def _agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path) -> dict[str, Any]:
+def _agentq_phases(
+    cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
+) -> dict[str, Any]:
     from agentq.stack import Stack
 
     out: dict[str, Any] = {}
@@ -343,8 +366,10 @@ def _agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Pat
             "turns": len(turns),
             "turns_per_s": _span_rate(turns),
             "api_post_ms": percentiles(api_ms),
-            **{k: percentiles([t[k] for t in turns]) for k in
-               ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_error")},
+            **{
+                k: percentiles([t[k] for t in turns])
+                for k in ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_error")
+            },
             "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
         }
 
@@ -370,23 +395,50 @@ def _baseline_phases(cfg: BenchConfig, env: dict[str, str], log_dir: Path) -> di
     from agentq import bench_baseline as bb
 
     benv = {
-        **os.environ, **env,
+        **os.environ,
+        **env,
         "AGENTQ_BENCH_REDIS_URL": env["AGENTQ_REDIS_URL"],
         "AGENTQ_BENCH_DATABASE_URL": env["AGENTQ_DATABASE_URL"],
     }
     app = bb.make_app(env["AGENTQ_REDIS_URL"])
     log = open(log_dir / "baseline.log", "ab")  # noqa: SIM115 - closed below
     # As many worker processes as agentq had, with the same pool: a like-for-like baseline.
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "agentq.bench_baseline", "worker", "-Q", bb.QUEUE,
-         "-P", cfg.pool, "-c", str(cfg.concurrency), "-n", f"bench{i}@%h", "--without-gossip",
-         "--without-mingle", "--loglevel", "WARNING"],
-        env=benv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    ) for i in range(cfg.workers)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "agentq.bench_baseline",
+                "worker",
+                "-Q",
+                bb.QUEUE,
+                "-P",
+                cfg.pool,
+                "-c",
+                str(cfg.concurrency),
+                "-n",
+                f"bench{i}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "WARNING",
+            ],
+            env=benv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(cfg.workers)
+    ]
     out: dict[str, Any] = {}
     try:
-        _wait(lambda: len(app.control.ping(timeout=0.5) or []) >= cfg.workers, 60,
-              "the baseline workers")
+        _wait(
+            lambda: len(app.control.ping(timeout=0.5) or []) >= cfg.workers,
+            60,
+            "the baseline workers",
+        )
         import redis
 
         r = redis.Redis.from_url(env["AGENTQ_REDIS_URL"])
@@ -400,7 +452,9 @@ def _baseline_phases(cfg: BenchConfig, env: dict[str, str], log_dir: Path) -> di
         r.close()
 
         # the hand-written pipeline: its own conversations, one message each, all at once
-        os.environ.update({k: benv[k] for k in ("AGENTQ_BENCH_REDIS_URL", "AGENTQ_BENCH_DATABASE_URL")})
+        os.environ.update(
+            {k: benv[k] for k in ("AGENTQ_BENCH_REDIS_URL", "AGENTQ_BENCH_DATABASE_URL")}
+        )
         dms = _make_dms(cfg.burst, cfg.producers)
         t0 = time.monotonic()
         with ThreadPoolExecutor(cfg.producers) as pool:
@@ -425,14 +479,16 @@ def _pipeline_done(conv_ids: list[uuid.UUID]) -> bool:
 
     with reader() as s:
         done = s.scalar(
-            select(func.count()).select_from(Job).where(
-                Job.conversation_id.in_(conv_ids), Job.status == "completed"
-            )
+            select(func.count())
+            .select_from(Job)
+            .where(Job.conversation_id.in_(conv_ids), Job.status == "completed")
         )
     return done == len(conv_ids)
 
 
-def _capacity_phase(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path) -> dict[str, Any]:
+def _capacity_phase(
+    cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
+) -> dict[str, Any]:
     """`capacity` calls held at once by ONE LLM worker process (control work elsewhere)."""
     from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
     from agentq.stack import Stack
@@ -464,7 +520,9 @@ def _capacity_phase(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Pa
     }
 
 
-def run_bench(cfg: BenchConfig, database_url: str | None = None, log_dir: str | None = None) -> dict[str, Any]:
+def run_bench(
+    cfg: BenchConfig, database_url: str | None = None, log_dir: str | None = None
+) -> dict[str, Any]:
     """Run every phase of `cfg` and return the figures (see the module docstring)."""
     from agentq.db.migrate import upgrade
     from agentq.embedded import EmbeddedRedis
@@ -476,7 +534,10 @@ def run_bench(cfg: BenchConfig, database_url: str | None = None, log_dir: str | 
     url = database_url or create_database(PG_ADMIN, prefix="agentq_bench")
     try:
         upgrade(url)
-        with EmbeddedRedis() as redis_server, FakeLLMServer(FakeLLMConfig(latency=cfg.latency)) as llm:
+        with (
+            EmbeddedRedis() as redis_server,
+            FakeLLMServer(FakeLLMConfig(latency=cfg.latency)) as llm,
+        ):
             env = {
                 **BENCH_ENV,
                 "AGENTQ_DATABASE_URL": url,
@@ -521,10 +582,16 @@ def format_report(r: dict[str, Any]) -> str:
         f"{c['conversations']} conversations -> {lat['turns']} turns, {lat['turns_per_s']} turns/s",
         f"{'ms':<22}{'p50':>9}{'p95':>9}{'p99':>9}",
     ]
-    for k, label in (("e2e", "end-to-end"), ("debounce", "debounce wait"), ("queue", "queue wait"),
-                     ("llm", "LLM"), ("completion", "completion"),
-                     ("overhead", "orchestration overhead"), ("fire_error", "debounce fire error"),
-                     ("api_post_ms", "post_message (API)")):
+    for k, label in (
+        ("e2e", "end-to-end"),
+        ("debounce", "debounce wait"),
+        ("queue", "queue wait"),
+        ("llm", "LLM"),
+        ("completion", "completion"),
+        ("overhead", "orchestration overhead"),
+        ("fire_error", "debounce fire error"),
+        ("api_post_ms", "post_message (API)"),
+    ):
         p = lat[k]
         lines.append(f"{label:<22}{p['p50']:>9.1f}{p['p95']:>9.1f}{p['p99']:>9.1f}")
     lines += [
@@ -548,8 +615,12 @@ def format_report(r: dict[str, Any]) -> str:
 
 def bench(
     short: Annotated[bool, typer.Option("--short", help="The small CI configuration.")] = False,
-    conversations: Annotated[int | None, typer.Option(help="Conversations of the latency phase.")] = None,
-    rate: Annotated[float | None, typer.Option(help="Messages a second in the latency phase.")] = None,
+    conversations: Annotated[
+        int | None, typer.Option(help="Conversations of the latency phase.")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Messages a second in the latency phase.")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of the latency phase.")] = None,
     burst: Annotated[int | None, typer.Option(help="Messages of the throughput phase.")] = None,
     latency: Annotated[float | None, typer.Option(help="Fake LLM latency, seconds.")] = None,
@@ -558,18 +629,38 @@ def bench(
     concurrency: Annotated[int | None, typer.Option(help="Tasks in flight a worker.")] = None,
     workers: Annotated[int | None, typer.Option(help="agentq worker processes.")] = None,
     noop_tasks: Annotated[int | None, typer.Option(help="Bare Celery no-op tasks.")] = None,
-    capacity: Annotated[int | None, typer.Option(help="LLM calls in flight to test (0: skip).")] = None,
+    capacity: Annotated[
+        int | None, typer.Option(help="LLM calls in flight to test (0: skip).")
+    ] = None,
     capacity_latency: Annotated[float | None, typer.Option(help="Fake LLM latency there.")] = None,
-    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default: AGENTQ_DATABASE_URL if PostgreSQL, else a new database).")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL (default: AGENTQ_DATABASE_URL if PostgreSQL, else a new database)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Benchmark agentq against bare Celery on the same Redis (see ops/bench/README.md)."""
     cfg = SHORT if short else FULL
-    given: dict[str, Any] = {k: v for k, v in dict(
-        conversations=conversations, rate=rate, duration=duration, burst=burst, latency=latency,
-        debounce=debounce, pool=pool, concurrency=concurrency, workers=workers,
-        noop_tasks=noop_tasks, capacity=capacity, capacity_latency=capacity_latency,
-    ).items() if v is not None}
+    given: dict[str, Any] = {
+        k: v
+        for k, v in dict(
+            conversations=conversations,
+            rate=rate,
+            duration=duration,
+            burst=burst,
+            latency=latency,
+            debounce=debounce,
+            pool=pool,
+            concurrency=concurrency,
+            workers=workers,
+            noop_tasks=noop_tasks,
+            capacity=capacity,
+            capacity_latency=capacity_latency,
+        ).items()
+        if v is not None
+    }
     cfg = replace(cfg, **given)
     env_url = os.environ.get("AGENTQ_DATABASE_URL", "")
     url = database_url or (env_url if env_url.startswith("postgresql") else None)

@@ -65,8 +65,11 @@ def _redis_client() -> Any:
     if _redis is None:
         import redis
 
-        _redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            os.environ["AGENTQ_BENCH_REDIS_URL"], max_connections=256))
+        _redis = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                os.environ["AGENTQ_BENCH_REDIS_URL"], max_connections=256
+            )
+        )
     return _redis
 
 
@@ -98,16 +101,25 @@ def post(conversation_id: uuid.UUID, author_id: uuid.UUID, content: str) -> uuid
 
     with _engine().begin() as conn:
         seq = conn.execute(
-            update(Conversation).where(Conversation.id == conversation_id)
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
             .values(last_seq=Conversation.last_seq + 1, handled_seq=Conversation.last_seq + 1)
             .returning(Conversation.last_seq)
         ).scalar_one()
         now = _now()
         mid = uuid.uuid4()
-        conn.execute(insert(Message).values(
-            id=mid, conversation_id=conversation_id, seq=seq, author_id=author_id, role="user",
-            content=content, created_at=now, updated_at=now,
-        ))
+        conn.execute(
+            insert(Message).values(
+                id=mid,
+                conversation_id=conversation_id,
+                seq=seq,
+                author_id=author_id,
+                role="user",
+                content=content,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     sender().send_task(PIPELINE, args=[str(mid)], queue=QUEUE)
     return mid
 
@@ -130,15 +142,28 @@ def pipeline(message_id: str) -> None:
         ).one()
         jid = uuid.uuid4()
         now = _now()
-        conn.execute(insert(Job).values(
-            id=jid, conversation_id=msg.conversation_id, agent_id=agent_id,
-            trigger_message_id=mid, status="active", attempts=1, max_attempts=1,
-            created_at=now, started_at=now,
-        ))
-        conn.execute(insert(MessageJob).values(
-            message_id=mid, job_id=jid, agent_id=agent_id,
-            conversation_id=msg.conversation_id, status="trigger",
-        ))
+        conn.execute(
+            insert(Job).values(
+                id=jid,
+                conversation_id=msg.conversation_id,
+                agent_id=agent_id,
+                trigger_message_id=mid,
+                status="active",
+                attempts=1,
+                max_attempts=1,
+                created_at=now,
+                started_at=now,
+            )
+        )
+        conn.execute(
+            insert(MessageJob).values(
+                message_id=mid,
+                job_id=jid,
+                agent_id=agent_id,
+                conversation_id=msg.conversation_id,
+                status="trigger",
+            )
+        )
     response = _http().post(
         os.environ["LLM_ENDPOINT"].rstrip("/") + "/chat/completions",
         json={"model": "fake-model", "messages": [{"role": "user", "content": msg.content}]},
@@ -148,20 +173,34 @@ def pipeline(message_id: str) -> None:
     content = response.json()["choices"][0]["message"]["content"]
     with engine.begin() as conn:
         seq = conn.execute(
-            update(Conversation).where(Conversation.id == msg.conversation_id)
+            update(Conversation)
+            .where(Conversation.id == msg.conversation_id)
             .values(last_seq=Conversation.last_seq + 1, handled_seq=Conversation.last_seq + 1)
             .returning(Conversation.last_seq)
         ).scalar_one()
         rid = uuid.uuid4()
         now = _now()
-        conn.execute(insert(Message).values(
-            id=rid, conversation_id=msg.conversation_id, seq=seq, author_id=author,
-            role="assistant", content=content, reply_to_job_id=jid, created_at=now,
-            updated_at=now,
-        ))
+        conn.execute(
+            insert(Message).values(
+                id=rid,
+                conversation_id=msg.conversation_id,
+                seq=seq,
+                author_id=author,
+                role="assistant",
+                content=content,
+                reply_to_job_id=jid,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         conn.execute(insert(LLMMessage).values(message_id=rid, role="assistant", content=content))
-        conn.execute(insert(MessageJob).values(
-            message_id=rid, job_id=jid, agent_id=agent_id,
-            conversation_id=msg.conversation_id, status="reply",
-        ))
+        conn.execute(
+            insert(MessageJob).values(
+                message_id=rid,
+                job_id=jid,
+                agent_id=agent_id,
+                conversation_id=msg.conversation_id,
+                status="reply",
+            )
+        )
         conn.execute(update(Job).where(Job.id == jid).values(status="completed", finished_at=now))

@@ -102,6 +102,8 @@ def send(name: str, *args: Any, countdown: float | None = None) -> None:
     """Send task `name` with id-only arguments (UUIDs become strings)."""
     args = tuple(str(a) if isinstance(a, uuid.UUID) else a for a in args)
     get_app().send_task(
-        name, args=args, countdown=countdown if countdown and countdown > 0 else None,
+        name,
+        args=args,
+        countdown=countdown if countdown and countdown > 0 else None,
         queue=ROUTES.get(name, CONTROL_QUEUE),
     )

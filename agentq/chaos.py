@@ -130,8 +130,9 @@ class Anomalies:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.reordered or self.overlapping
-                    or self.inconsistent)
+        return not (
+            self.lost or self.duplicated or self.reordered or self.overlapping or self.inconsistent
+        )
 
 
 @dataclass
@@ -213,7 +214,8 @@ def restart_postgresql() -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True, timeout=120,
+        check=True,
+        timeout=120,
     )
 
 
@@ -291,8 +293,7 @@ class Producers:
         content = f"{mention}message {key}: {BODY_MARKER} and what should I eat? #{n}"
         for attempt in range(30):
             try:
-                post_message(target.conversation_id, target.author_id, content,
-                             idempotency_key=key)
+                post_message(target.conversation_id, target.author_id, content, idempotency_key=key)
                 return
             except Exception as exc:  # noqa: BLE001 - the database may be restarting
                 with self._lock:
@@ -315,8 +316,10 @@ class Producers:
 
     def run(self) -> None:
         start = time.monotonic()
-        threads = [threading.Thread(target=self._run, args=(start,), daemon=True)
-                   for _ in range(self.cfg.producers)]
+        threads = [
+            threading.Thread(target=self._run, args=(start,), daemon=True)
+            for _ in range(self.cfg.producers)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -329,8 +332,15 @@ class Producers:
 class Faults:
     """Kills workers every few seconds and plays the one-off faults at set points of the load."""
 
-    def __init__(self, cfg: ChaosConfig, stack: Any, redis_server: Any, llm: Any,
-                 report: ChaosReport, rng: random.Random) -> None:
+    def __init__(
+        self,
+        cfg: ChaosConfig,
+        stack: Any,
+        redis_server: Any,
+        llm: Any,
+        report: ChaosReport,
+        rng: random.Random,
+    ) -> None:
         self.cfg, self.stack, self.redis, self.llm = cfg, stack, redis_server, llm
         self.report = report
         self.rng = random.Random(rng.random())
@@ -350,24 +360,40 @@ class Faults:
         if self.cfg.flushall:
             plan.append((0.3 * d, "redis FLUSHALL", self._flushall))
         if self.cfg.storms:
-            plan.append((0.4 * d, "error storm (500 30%, 429 30% Retry-After 1s)",
-                         lambda: self.llm.control(error_rate=0.3, rate_429=0.3, retry_after=1)))
+            plan.append(
+                (
+                    0.4 * d,
+                    "error storm (500 30%, 429 30% Retry-After 1s)",
+                    lambda: self.llm.control(error_rate=0.3, rate_429=0.3, retry_after=1),
+                )
+            )
             plan.append((0.4 * d + spell, "storm over", self._calm))
-            plan.append((0.5 * d, "529 overloaded x25", lambda: self.llm.control(
-                script=[529] * 25)))
+            plan.append(
+                (0.5 * d, "529 overloaded x25", lambda: self.llm.control(script=[529] * 25))
+            )
         if self.cfg.kill_every:
             plan.append((0.55 * d, "reconciler SIGKILL (restarted)", self._kill_reconciler))
         if self.cfg.redis_restart:
             plan.append((0.6 * d, "redis restart (down 2s)", self._restart_redis))
         if self.cfg.slow:
-            plan.append((0.75 * d, f"slow spell (40% hang {LLM_TIMEOUT + 2:.0f}s, past the "
-                         f"{LLM_TIMEOUT:.0f}s timeout)",
-                         lambda: self.llm.control(timeout_rate=0.4, hang_seconds=LLM_TIMEOUT + 2)))
+            plan.append(
+                (
+                    0.75 * d,
+                    f"slow spell (40% hang {LLM_TIMEOUT + 2:.0f}s, past the "
+                    f"{LLM_TIMEOUT:.0f}s timeout)",
+                    lambda: self.llm.control(timeout_rate=0.4, hang_seconds=LLM_TIMEOUT + 2),
+                )
+            )
             plan.append((0.75 * d + spell, "slow spell over", self._calm))
         if self.cfg.storms:
             # Long enough that some jobs spend all their attempts: they must fail visibly.
-            plan.append((0.85 * d, f"provider outage (100% 500 for {2 * spell:.0f}s)",
-                         lambda: self.llm.control(error_rate=1.0)))
+            plan.append(
+                (
+                    0.85 * d,
+                    f"provider outage (100% 500 for {2 * spell:.0f}s)",
+                    lambda: self.llm.control(error_rate=1.0),
+                )
+            )
             plan.append((0.85 * d + 2 * spell, "outage over", self._calm))
         if self.cfg.pg_restart:
             plan.append((0.92 * d, "postgresql restart", restart_postgresql))
@@ -468,19 +494,33 @@ def unfinished_before(when: datetime) -> int:
     from agentq.db.session import reader
 
     with reader() as s:
-        undispatched = s.scalar(
-            select(func.count()).select_from(Message)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.role == "user", Message.created_at <= when,
-                   Message.seq > Conversation.handled_seq)
-        ) or 0
-        running = s.scalar(
-            select(func.count(func.distinct(Message.id))).select_from(Message)
-            .join(MessageJob, MessageJob.message_id == Message.id)
-            .join(Job, Job.id == MessageJob.job_id)
-            .where(Message.role == "user", Message.created_at <= when,
-                   Job.status.not_in(FINISHED_JOB_STATES))
-        ) or 0
+        undispatched = (
+            s.scalar(
+                select(func.count())
+                .select_from(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(
+                    Message.role == "user",
+                    Message.created_at <= when,
+                    Message.seq > Conversation.handled_seq,
+                )
+            )
+            or 0
+        )
+        running = (
+            s.scalar(
+                select(func.count(func.distinct(Message.id)))
+                .select_from(Message)
+                .join(MessageJob, MessageJob.message_id == Message.id)
+                .join(Job, Job.id == MessageJob.job_id)
+                .where(
+                    Message.role == "user",
+                    Message.created_at <= when,
+                    Job.status.not_in(FINISHED_JOB_STATES),
+                )
+            )
+            or 0
+        )
         return int(undispatched) + int(running)
 
 
@@ -498,10 +538,20 @@ def busy() -> int:
     from agentq.db.session import reader
 
     with reader() as s:
-        jobs = s.scalar(select(func.count()).select_from(Job)
-                        .where(Job.status.not_in(FINISHED_JOB_STATES))) or 0
-        convs = s.scalar(select(func.count()).select_from(Conversation)
-                         .where(Conversation.handled_seq < Conversation.last_seq)) or 0
+        jobs = (
+            s.scalar(
+                select(func.count()).select_from(Job).where(Job.status.not_in(FINISHED_JOB_STATES))
+            )
+            or 0
+        )
+        convs = (
+            s.scalar(
+                select(func.count())
+                .select_from(Conversation)
+                .where(Conversation.handled_seq < Conversation.last_seq)
+            )
+            or 0
+        )
         return int(jobs) + int(convs)
 
 
@@ -542,10 +592,16 @@ class RecoveryWatch(threading.Thread):
                     first = _safe(first_finish_after, None, flushed)
                     if first is not None:
                         r.flushall_first_completion_seconds = (first - flushed).total_seconds()
-                if r.flushall_recovery_seconds is None and _safe(unfinished_before, 1, flushed) == 0:
+                if (
+                    r.flushall_recovery_seconds is None
+                    and _safe(unfinished_before, 1, flushed) == 0
+                ):
                     r.flushall_recovery_seconds = (utcnow() - flushed).total_seconds()
-            if (restarted is not None and r.redis_restart_recovery_seconds is None
-                    and _safe(unfinished_before, 1, restarted) == 0):
+            if (
+                restarted is not None
+                and r.redis_restart_recovery_seconds is None
+                and _safe(unfinished_before, 1, restarted) == 0
+            ):
                 r.redis_restart_recovery_seconds = (utcnow() - restarted).total_seconds()
 
 
@@ -586,8 +642,10 @@ def check_database() -> Anomalies:
         if msg is None or job is None:
             a.note("inconsistent", f"link {link.id} points at a missing message or job")
             continue
-        if not (link.conversation_id == msg.conversation_id == job.conversation_id
-                and link.agent_id == job.agent_id):
+        if not (
+            link.conversation_id == msg.conversation_id == job.conversation_id
+            and link.agent_id == job.agent_id
+        ):
             a.note("inconsistent", f"link {link.id} disagrees with job {job.id}")
         if link.status == "trigger":
             triggers[job.id].append(msg)
@@ -615,8 +673,11 @@ def check_database() -> Anomalies:
             continue
         for agent_id, js in per_agent:
             if len(js) > 1:
-                a.note("duplicated", f"message seq {m.seq} of {m.conversation_id} is a trigger "
-                       f"of {len(js)} jobs of agent {agent_id}")
+                a.note(
+                    "duplicated",
+                    f"message seq {m.seq} of {m.conversation_id} is a trigger "
+                    f"of {len(js)} jobs of agent {agent_id}",
+                )
             for job in js:
                 if job.status not in ("completed", "failed"):
                     a.note("lost", f"job {job.id} ended {job.status}")
@@ -637,8 +698,10 @@ def check_database() -> Anomalies:
             elif n > 1:
                 a.note("duplicated", f"job {job.id} has {n} replies")
             if len(reply_links.get(job.id, [])) != min(n, 1) or n == 0:
-                a.note("inconsistent", f"job {job.id} has {len(reply_links.get(job.id, []))} "
-                       "reply links")
+                a.note(
+                    "inconsistent",
+                    f"job {job.id} has {len(reply_links.get(job.id, []))} reply links",
+                )
         else:
             if n:
                 a.note("duplicated", f"job {job.id} is {job.status} yet has a reply")
@@ -659,28 +722,35 @@ def check_database() -> Anomalies:
     return a
 
 
-def _check_order(a: Anomalies, conv_id: uuid.UUID, js: list[Job],
-                 triggers: dict[uuid.UUID, list[Message]],
-                 replies: dict[uuid.UUID, list[Message]],
-                 messages: dict[uuid.UUID, Message]) -> None:
+def _check_order(
+    a: Anomalies,
+    conv_id: uuid.UUID,
+    js: list[Job],
+    triggers: dict[uuid.UUID, list[Message]],
+    replies: dict[uuid.UUID, list[Message]],
+    messages: dict[uuid.UUID, Message],
+) -> None:
     # Overlap: a conversation's jobs ran one after another.
     never = datetime.max.replace(tzinfo=UTC)
-    ran = sorted((j for j in js if j.started_at is not None),
-                 key=lambda j: j.started_at or never)
+    ran = sorted((j for j in js if j.started_at is not None), key=lambda j: j.started_at or never)
     for prev, nxt in zip(ran, ran[1:], strict=False):
         if prev.finished_at is None or (nxt.started_at or never) < prev.finished_at:
             a.note("overlapping", f"jobs {prev.id} and {nxt.id} of {conv_id} overlap")
+
     # Order: jobs started in the order of their triggers (a batch per dispatch), and each
     # reply comes after its triggers and after the replies of earlier jobs.
     def first_seq(j: Job) -> int:
         return min((m.seq for m in triggers.get(j.id, [])), default=0)
 
-    if [j.id for j in ran] != [j.id for j in sorted(ran, key=lambda j: (first_seq(j), j.created_at, j.id))]:
+    if [j.id for j in ran] != [
+        j.id for j in sorted(ran, key=lambda j: (first_seq(j), j.created_at, j.id))
+    ]:
         a.note("reordered", f"jobs of {conv_id} started out of trigger order")
     # Jobs of one dispatch (a channel: one per agent) share their triggers; they run, and
     # so answer, in the order advance claims them.
-    answered = sorted((j for j in js if replies.get(j.id)),
-                      key=lambda j: (first_seq(j), j.created_at, j.id))
+    answered = sorted(
+        (j for j in js if replies.get(j.id)), key=lambda j: (first_seq(j), j.created_at, j.id)
+    )
     last_reply = 0
     for j in answered:
         reply = replies[j.id][0]
@@ -709,18 +779,27 @@ def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosRep
     saved_env = dict(os.environ)
     try:
         upgrade(db_url)
-        with EmbeddedRedis() as redis_server, FakeLLMServer(
-            FakeLLMConfig(latency=cfg.llm_latency, jitter=cfg.llm_jitter, seed=cfg.seed)
-        ) as llm:
-            env = {**CHAOS_ENV, "AGENTQ_DATABASE_URL": db_url,
-                   "AGENTQ_REDIS_URL": redis_server.url, "LLM_ENDPOINT": llm.url}
+        with (
+            EmbeddedRedis() as redis_server,
+            FakeLLMServer(
+                FakeLLMConfig(latency=cfg.llm_latency, jitter=cfg.llm_jitter, seed=cfg.seed)
+            ) as llm,
+        ):
+            env = {
+                **CHAOS_ENV,
+                "AGENTQ_DATABASE_URL": db_url,
+                "AGENTQ_REDIS_URL": redis_server.url,
+                "LLM_ENDPOINT": llm.url,
+            }
             os.environ.pop("AGENTQ_METRICS_PORT", None)
             from agentq.stack import use_env
 
             use_env(env)
             targets = make_targets(cfg, rng)
-            echo(f"chaos: {cfg.messages} messages, {len(targets)} conversations, "
-                 f"{cfg.workers} workers, database {db_url.rsplit('/', 1)[1]}, logs {log_dir}")
+            echo(
+                f"chaos: {cfg.messages} messages, {len(targets)} conversations, "
+                f"{cfg.workers} workers, database {db_url.rsplit('/', 1)[1]}, logs {log_dir}"
+            )
             with Stack(env, log_dir=log_dir) as stack:
                 faults = Faults(cfg, stack, redis_server, llm, report, rng)
                 for _ in range(cfg.workers):
@@ -778,18 +857,26 @@ def chaos(
     conversations: Annotated[int, typer.Option(help="Conversations to spread them over.")] = 30,
     workers: Annotated[int, typer.Option(help="Celery worker processes.")] = 3,
     duration: Annotated[float, typer.Option(help="Seconds over which to post.")] = 30.0,
-    kill_every: Annotated[float, typer.Option(help="Seconds between worker SIGKILLs (0: none).")] = 5.0,
+    kill_every: Annotated[
+        float, typer.Option(help="Seconds between worker SIGKILLs (0: none).")
+    ] = 5.0,
     flushall: Annotated[bool, typer.Option(help="One Redis FLUSHALL during the load.")] = True,
     redis_restart: Annotated[bool, typer.Option(help="One Redis restart during the load.")] = True,
     storms: Annotated[bool, typer.Option(help="Provider error storms (500, 429, 529).")] = True,
     slow: Annotated[bool, typer.Option(help="Provider hangs past the HTTP timeout.")] = True,
-    pg_restart: Annotated[bool, typer.Option(help="Restart the machine's PostgreSQL (shared!).")] = False,
+    pg_restart: Annotated[
+        bool, typer.Option(help="Restart the machine's PostgreSQL (shared!).")
+    ] = False,
     settle_timeout: Annotated[float, typer.Option(help="Seconds to wait for quiescence.")] = 300.0,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    database_url: Annotated[str | None, typer.Option(help="Use this database (default: a fresh one).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Use this database (default: a fresh one).")
+    ] = None,
     keep_db: Annotated[bool, typer.Option(help="Keep the database it created.")] = False,
     log_dir: Annotated[str | None, typer.Option(help="Where worker logs go.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report here.")
+    ] = None,
 ) -> None:
     """Drive load, inject faults, and count lost/duplicated/reordered/overlapping replies.
 
@@ -797,11 +884,21 @@ def chaos(
     the broker or the logs, or the system never settled."""
     logging.basicConfig(level=logging.ERROR)
     cfg = ChaosConfig(
-        messages=messages, conversations=conversations, workers=workers, duration=duration,
-        kill_every=kill_every, flushall=flushall, redis_restart=redis_restart, storms=storms,
-        slow=slow, pg_restart=pg_restart, settle_timeout=settle_timeout, seed=seed,
+        messages=messages,
+        conversations=conversations,
+        workers=workers,
+        duration=duration,
+        kill_every=kill_every,
+        flushall=flushall,
+        redis_restart=redis_restart,
+        storms=storms,
+        slow=slow,
+        pg_restart=pg_restart,
+        settle_timeout=settle_timeout,
+        seed=seed,
         database_url=database_url or _env_database(),
-        keep_db=keep_db, log_dir=log_dir,
+        keep_db=keep_db,
+        log_dir=log_dir,
     )
     report = run_chaos(cfg, echo=typer.echo)
     if json_out:

@@ -19,7 +19,9 @@ from agentq.ops_cli import flower as ops_flower
 from agentq.ops_cli import jobs_app
 from agentq.ops_cli import status as ops_status
 
-app = typer.Typer(help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True)
+app = typer.Typer(
+    help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
@@ -43,7 +45,9 @@ def _setup_logging(level: str = "INFO") -> None:
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-    url: Annotated[str | None, typer.Option(help="Database URL (default: AGENTQ_DATABASE_URL).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Database URL (default: AGENTQ_DATABASE_URL).")
+    ] = None,
 ) -> None:
     """Create or migrate the database schema (safe to run again)."""
     from agentq.db.migrate import upgrade
@@ -54,9 +58,16 @@ def db_upgrade(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated: control, llm (or full queue names).")] = "control,llm",
-    pool: Annotated[str, typer.Option("--pool", "-P", help="threads (default), gevent, prefork or solo.")] = "threads",
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Tasks in flight in this process.")] = 50,
+    queues: Annotated[
+        str,
+        typer.Option("--queues", "-Q", help="Comma-separated: control, llm (or full queue names)."),
+    ] = "control,llm",
+    pool: Annotated[
+        str, typer.Option("--pool", "-P", help="threads (default), gevent, prefork or solo.")
+    ] = "threads",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Tasks in flight in this process.")
+    ] = 50,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     hostname: Annotated[str | None, typer.Option("--name", "-n", help="Worker node name.")] = None,
 ) -> None:
@@ -64,7 +75,17 @@ def worker(
     from workers.app import app as celery_app
 
     names = [QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
-    argv = ["worker", "-Q", ",".join(names), "-P", pool, "-c", str(concurrency), "--loglevel", loglevel]
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(names),
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+    ]
     if hostname:
         argv += ["-n", hostname]
     celery_app.worker_main(argv)
@@ -72,7 +93,10 @@ def worker(
 
 @app.command()
 def beat(
-    interval: Annotated[float | None, typer.Option(help="Seconds between passes (default: AGENTQ_RECONCILE_INTERVAL_SECONDS).")] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between passes (default: AGENTQ_RECONCILE_INTERVAL_SECONDS)."),
+    ] = None,
 ) -> None:
     """Run the reconciler: re-drive from the database whatever is unfinished, every interval."""
     from agentq.config import get_settings
@@ -111,14 +135,25 @@ def fake_llm(
     latency: Annotated[float, typer.Option(help="Seconds before each answer.")] = 0.05,
     jitter: Annotated[float, typer.Option(help="Extra random seconds, 0..jitter.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500.")] = 0.0,
-    rate_429: Annotated[float, typer.Option("--rate-429", help="Fraction answered 429 with Retry-After.")] = 0.0,
+    rate_429: Annotated[
+        float, typer.Option("--rate-429", help="Fraction answered 429 with Retry-After.")
+    ] = 0.0,
     retry_after: Annotated[float, typer.Option(help="Retry-After seconds on 429s.")] = 1.0,
 ) -> None:
     """Serve an OpenAI-compatible chat-completions API with set latency and errors."""
     from agentq.fake_llm import FakeLLMConfig, run
 
-    run(host, port, FakeLLMConfig(latency=latency, jitter=jitter, error_rate=error_rate,
-                                  rate_429=rate_429, retry_after=retry_after))
+    run(
+        host,
+        port,
+        FakeLLMConfig(
+            latency=latency,
+            jitter=jitter,
+            error_rate=error_rate,
+            rate_429=rate_429,
+            retry_after=retry_after,
+        ),
+    )
 
 
 @app.command()
@@ -127,7 +162,9 @@ def post(
     author_id: Annotated[str, typer.Argument(help="Participant id of the author.")],
     content: Annotated[str, typer.Argument(help="Message text.")],
     wait: Annotated[float, typer.Option(help="Seconds to wait for the reply (0: don't).")] = 0.0,
-    idempotency_key: Annotated[str | None, typer.Option(help="Post at most once with this key.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Post at most once with this key.")
+    ] = None,
 ) -> None:
     """Post a message into a conversation (and optionally wait for the reply)."""
     from agentq.client import Client

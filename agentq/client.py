@@ -113,7 +113,9 @@ class Client:
             conversation_id, agent=agent, user_id=user_id, display_name=display_name
         )
 
-    def start_session(self, agent: uuid.UUID | str, user_id: str) -> tuple[ConversationOut, ParticipantOut]:
+    def start_session(
+        self, agent: uuid.UUID | str, user_id: str
+    ) -> tuple[ConversationOut, ParticipantOut]:
         """A DM of `user_id` with `agent`; returns the conversation and the user's participant."""
         return conversations.start_session(agent, user_id)
 
@@ -127,8 +129,9 @@ class Client:
         """Accept a message (stored before this returns); agents answer asynchronously."""
         return messages.post_message(conversation_id, author_id, content, idempotency_key)
 
-    def list_messages(self, conversation_id: uuid.UUID | str, *, after_seq: int = 0,
-                      limit: int = 100) -> list[MessageOut]:
+    def list_messages(
+        self, conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[MessageOut]:
         return messages.list_messages(conversation_id, after_seq=after_seq, limit=limit)
 
     def ask(

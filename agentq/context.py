@@ -57,12 +57,17 @@ def _speaker(name: str) -> str:
 _CTX, _M, _P = tables.contexts, tables.messages, tables.participants
 # Built once: every LLM call reads the cache and the messages after it.
 _CACHED = select(_CTX.c.id, _CTX.c.last_seq, _CTX.c.messages).where(
-    _CTX.c.agent_id == bindparam("agent_id"), _CTX.c.conversation_id == bindparam("conv_id"))
+    _CTX.c.agent_id == bindparam("agent_id"), _CTX.c.conversation_id == bindparam("conv_id")
+)
 _FRESH = (
     select(_M.c.seq, _M.c.content, _P.c.agent_id, _P.c.display_name)
     .outerjoin(_P, _M.c.author_id == _P.c.id)
-    .where(_M.c.conversation_id == bindparam("conv_id"), _M.c.seq > bindparam("after"),
-           _M.c.deleted_at.is_(None), _M.c.role != "system")
+    .where(
+        _M.c.conversation_id == bindparam("conv_id"),
+        _M.c.seq > bindparam("after"),
+        _M.c.deleted_at.is_(None),
+        _M.c.role != "system",
+    )
     .order_by(_M.c.seq.desc())
     .limit(bindparam("limit"))
 )
@@ -77,8 +82,9 @@ def history(
     conn = session.connection()
     ids = {"agent_id": agent_id, "conv_id": conversation_id}
     cache = conn.execute(_CACHED, ids).first()
-    rows = conn.execute(_FRESH, {**ids, "after": cache.last_seq if cache else 0,
-                                 "limit": limit}).all()
+    rows = conn.execute(
+        _FRESH, {**ids, "after": cache.last_seq if cache else 0, "limit": limit}
+    ).all()
     fresh = [
         {
             "seq": r.seq,
@@ -92,8 +98,15 @@ def history(
     if fresh:
         values = {"last_seq": fresh[-1]["seq"], "messages": merged, "updated_at": utcnow()}
         if cache is None:
-            conn.execute(_INSERT_CACHE, {"id": uuid.uuid4(), "agent_id": agent_id,
-                                         "conversation_id": conversation_id, **values})
+            conn.execute(
+                _INSERT_CACHE,
+                {
+                    "id": uuid.uuid4(),
+                    "agent_id": agent_id,
+                    "conversation_id": conversation_id,
+                    **values,
+                },
+            )
         else:
             conn.execute(_UPDATE_CACHE, {"cache_id": cache.id, **values})
     return merged
@@ -111,7 +124,10 @@ def build_messages(
 
 
 def chat_request(
-    model_config: dict[str, Any], messages: list[ChatMessage], *, max_tokens: int | None = None,
+    model_config: dict[str, Any],
+    messages: list[ChatMessage],
+    *,
+    max_tokens: int | None = None,
     timeout: float | None = None,
 ) -> ChatRequest:
     """The provider request for an agent's `model_config`, over the LLM_* defaults.

@@ -84,7 +84,9 @@ def conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
         raise ConversationNotFound(conversation_id) from None
 
 
-def load_conversation(session: Any, conversation_id: uuid.UUID | str, *, lock: bool = False) -> Conversation:
+def load_conversation(
+    session: Any, conversation_id: uuid.UUID | str, *, lock: bool = False
+) -> Conversation:
     cid = conversation_uuid(conversation_id)
     conv = session.get(Conversation, cid, with_for_update=ROW_LOCK if lock else None)
     if conv is None:
@@ -124,7 +126,9 @@ def add_participant(
             if conv.kind == "dm" and _agent_count(session, conv.id) >= 1:
                 raise Conflict(f"conversation {conv.id} is a DM and already has its agent")
             p = Participant(
-                conversation_id=conv.id, kind="agent", agent_id=a.id,
+                conversation_id=conv.id,
+                kind="agent",
+                agent_id=a.id,
                 display_name=display_name or a.name,
             )
         else:
@@ -138,7 +142,9 @@ def add_participant(
             if existing:
                 return ParticipantOut.model_validate(existing)
             p = Participant(
-                conversation_id=conv.id, kind="user", user_id=user_id,
+                conversation_id=conv.id,
+                kind="user",
+                user_id=user_id,
                 display_name=display_name or user_id,
             )
         session.add(p)
@@ -163,9 +169,9 @@ def list_participants(conversation_id: uuid.UUID | str) -> list[ParticipantOut]:
     with reader() as session:
         conv = load_conversation(session, conversation_id)
         rows = session.scalars(
-            select(Participant).where(Participant.conversation_id == conv.id).order_by(
-                Participant.joined_at
-            )
+            select(Participant)
+            .where(Participant.conversation_id == conv.id)
+            .order_by(Participant.joined_at)
         )
         return [ParticipantOut.model_validate(p) for p in rows]
 

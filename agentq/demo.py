@@ -76,10 +76,17 @@ def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
             env["AGENTQ_DATABASE_URL"] = f"sqlite:///{work / 'agentq.db'}"
         print(f"database: {env.get('AGENTQ_DATABASE_URL') or os.environ['AGENTQ_DATABASE_URL']}")
         llm = stack.enter_context(FakeLLMServer(FakeLLMConfig(latency=latency, jitter=latency / 2)))
-        env.update({"LLM_PROVIDER": "openai", "LLM_ENDPOINT": llm.url, "LLM_API_KEY": "demo-key",
-                    # the demo's agents answer quickly after a message; production waits longer
-                    "AGENTQ_DEBOUNCE_SECONDS": "0.3", "AGENTQ_MAX_WAIT_SECONDS": "2",
-                    "AGENTQ_RECONCILE_GRACE_SECONDS": "2"})
+        env.update(
+            {
+                "LLM_PROVIDER": "openai",
+                "LLM_ENDPOINT": llm.url,
+                "LLM_API_KEY": "demo-key",
+                # the demo's agents answer quickly after a message; production waits longer
+                "AGENTQ_DEBOUNCE_SECONDS": "0.3",
+                "AGENTQ_MAX_WAIT_SECONDS": "2",
+                "AGENTQ_RECONCILE_GRACE_SECONDS": "2",
+            }
+        )
         print(f"llm:      fake, {llm.url} (latency {latency:.2f}s)")
         os.environ.update(env)
         from agentq.broker import reset_app

@@ -87,7 +87,9 @@ class Conflict(AgentqError):
 
 class JobNotRetryable(Conflict):
     def __init__(self, job_id: object, status: str) -> None:
-        super().__init__(f"job {job_id!s} is {status}; only failed or cancelled jobs can be retried")
+        super().__init__(
+            f"job {job_id!s} is {status}; only failed or cancelled jobs can be retried"
+        )
 
 
 class ProviderError(AgentqError):
@@ -117,7 +119,9 @@ class UnknownProvider(InvalidInput):
     code = "unknown_provider"
 
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__("provider", f"unknown provider {name!r}; known: {', '.join(sorted(known))}")
+        super().__init__(
+            "provider", f"unknown provider {name!r}; known: {', '.join(sorted(known))}"
+        )
 
 
 class Timeout(AgentqError):

@@ -35,7 +35,14 @@ log = logging.getLogger(__name__)
 
 #: live status categories (DESIGN.md, Events)
 STATUS_CATEGORIES = (
-    "engine", "tool", "workflow", "progress", "error", "info", "conversation", "analysis",
+    "engine",
+    "tool",
+    "workflow",
+    "progress",
+    "error",
+    "info",
+    "conversation",
+    "analysis",
 )
 
 
@@ -181,8 +188,10 @@ def insert(conn: Connection, batch: Sequence[Event]) -> list[Recorded]:
     if not values:
         return []
     ids = conn.execute(_INSERT, values).scalars().all()
-    return [Recorded(i, v["type"], v["conversation_id"], v["payload"], now)
-            for i, v in zip(ids, values, strict=True)]
+    return [
+        Recorded(i, v["type"], v["conversation_id"], v["payload"], now)
+        for i, v in zip(ids, values, strict=True)
+    ]
 
 
 #: what `publish` takes: rows of `record` or of `insert`
@@ -286,8 +295,7 @@ class _Marks:
             self._ids.setdefault(url, []).extend(ids)
             if self._thread is None or self._pid != os.getpid():  # none yet, or forked
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="agentq-marks",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="agentq-marks", daemon=True)
                 self._thread.start()
             self._cond.notify()
 
@@ -311,7 +319,7 @@ class _Marks:
         """Write the pending marks now (at exit, and for tests)."""
         for url, ids in self._take().items():
             for i in range(0, len(ids), 1000):
-                mark_published(ids[i:i + 1000], url)
+                mark_published(ids[i : i + 1000], url)
 
 
 _marks = _Marks()

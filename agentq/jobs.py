@@ -67,9 +67,21 @@ class Call:
 
 _C = tables.conversations
 _PREPARE = (
-    select(J.c.status, J.c.lease_token, J.c.conversation_id, J.c.result,
-           A.c.id, A.c.name, A.c.role, A.c.backstory, A.c.goal, A.c.system_prompt,
-           A.c.provider, A.c.model_config, _C.c.settings)
+    select(
+        J.c.status,
+        J.c.lease_token,
+        J.c.conversation_id,
+        J.c.result,
+        A.c.id,
+        A.c.name,
+        A.c.role,
+        A.c.backstory,
+        A.c.goal,
+        A.c.system_prompt,
+        A.c.provider,
+        A.c.model_config,
+        _C.c.settings,
+    )
     .join_from(J, A, A.c.id == J.c.agent_id)
     .join(_C, _C.c.id == J.c.conversation_id)
     .where(J.c.id == bindparam("job_id"))
@@ -113,8 +125,11 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
 
     def llm_call() -> ChatResult:
         return call_with_retries(
-            get_provider(call.provider), call.request, max_retries=s.max_retries,
-            backoff_base=s.backoff_base, backoff_max=s.backoff_max,
+            get_provider(call.provider),
+            call.request,
+            max_retries=s.max_retries,
+            backoff_base=s.backoff_base,
+            backoff_max=s.backoff_max,
         )
 
     try:
@@ -183,8 +198,9 @@ def _answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, Any]:
     a runaway provider must not fill the database)."""
     content, truncated = clean_reply(result.content)
     if truncated:
-        log.warning("job %s: reply of %d characters cut to %d", job_id, len(result.content),
-                    len(content))
+        log.warning(
+            "job %s: reply of %d characters cut to %d", job_id, len(result.content), len(content)
+        )
     return {
         "content": content,
         "truncated": truncated,
@@ -212,12 +228,14 @@ def _finish_statement(*, fenced: bool) -> Update:
     finish = update(J).where(J.c.id == bindparam("job_id"), J.c.status == "active")
     if fenced:  # only the current claim may finish the job
         finish = finish.where(J.c.lease_token == bindparam("token"))
-    return (
-        finish
-        .values(status="completed", result=bindparam("answer", type_=J.c.result.type),
-                finished_at=bindparam("now"), lease_until=None, next_attempt_at=None)
-        .returning(J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id, J.c.attempts,
-                   J.c.started_at)
+    return finish.values(
+        status="completed",
+        result=bindparam("answer", type_=J.c.result.type),
+        finished_at=bindparam("now"),
+        lease_until=None,
+        next_attempt_at=None,
+    ).returning(
+        J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id, J.c.attempts, J.c.started_at
     )
 
 
@@ -225,38 +243,68 @@ def _finish_statement(*, fenced: bool) -> Update:
 # much CPU as executing it.
 _FINISH = _finish_statement(fenced=True)
 _FINISH_STORED = _finish_statement(fenced=False)
-_STORED_ANSWER = (select(J.c.result).where(J.c.id == bindparam("job_id"), J.c.status == "active")
-                  .with_for_update(key_share=True))
+_STORED_ANSWER = (
+    select(J.c.result)
+    .where(J.c.id == bindparam("job_id"), J.c.status == "active")
+    .with_for_update(key_share=True)
+)
 _P, _M = tables.participants, tables.messages
 #: lock the reply's conversation, and read in the same round trip what completing needs:
 #: the agent's participant (the reply's author), when the trigger was asked, whether a job
 #: of the conversation waits, and whether others wait for the agent at its limit
 _LOCK_FOR_REPLY = (
     select(
-        _C.c.id, _C.c.kind, _C.c.settings, _C.c.last_seq, _C.c.handled_seq, _C.c.pending_since,
-        select(_P.c.id).where(_P.c.conversation_id == bindparam("conv_id"),
-                              _P.c.agent_id == bindparam("agent_id"))
-        .scalar_subquery().label("author_id"),
-        select(_M.c.created_at).where(_M.c.id == bindparam("trigger_id"))
-        .scalar_subquery().label("asked_at"),
-        exists().where(J.c.conversation_id == bindparam("conv_id"), J.c.status == "waiting")
+        _C.c.id,
+        _C.c.kind,
+        _C.c.settings,
+        _C.c.last_seq,
+        _C.c.handled_seq,
+        _C.c.pending_since,
+        select(_P.c.id)
+        .where(_P.c.conversation_id == bindparam("conv_id"), _P.c.agent_id == bindparam("agent_id"))
+        .scalar_subquery()
+        .label("author_id"),
+        select(_M.c.created_at)
+        .where(_M.c.id == bindparam("trigger_id"))
+        .scalar_subquery()
+        .label("asked_at"),
+        exists()
+        .where(J.c.conversation_id == bindparam("conv_id"), J.c.status == "waiting")
         .label("waiting"),
-        exists().where(J.c.agent_id == bindparam("agent_id"), J.c.status == "waiting",
-                       J.c.conversation_id != bindparam("conv_id")).label("others_wait"),
-        (select(A.c.status).where(A.c.id == bindparam("agent_id")).scalar_subquery() == "busy")
-        .label("agent_was_busy"),
+        exists()
+        .where(
+            J.c.agent_id == bindparam("agent_id"),
+            J.c.status == "waiting",
+            J.c.conversation_id != bindparam("conv_id"),
+        )
+        .label("others_wait"),
+        (
+            select(A.c.status).where(A.c.id == bindparam("agent_id")).scalar_subquery() == "busy"
+        ).label("agent_was_busy"),
     )
     .where(_C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True, of=_C)
 )
 _FREE_SLOT = (
-    update(A).where(A.c.id == bindparam("agent_id"))
+    update(A)
+    .where(A.c.id == bindparam("agent_id"))
     .values(
-        total_responses=A.c.total_responses + 1, last_response_at=bindparam("now"),
+        total_responses=A.c.total_responses + 1,
+        last_response_at=bindparam("now"),
         # At its limit (busy), it is free again unless its other jobs still fill it.
-        status=case((and_(A.c.status == "busy", select(func.count()).where(
-            J.c.agent_id == bindparam("agent_id"), J.c.status == "active"
-        ).scalar_subquery() < A.c.max_concurrent_jobs), "active"), else_=A.c.status),
+        status=case(
+            (
+                and_(
+                    A.c.status == "busy",
+                    select(func.count())
+                    .where(J.c.agent_id == bindparam("agent_id"), J.c.status == "active")
+                    .scalar_subquery()
+                    < A.c.max_concurrent_jobs,
+                ),
+                "active",
+            ),
+            else_=A.c.status,
+        ),
     )
     .returning(A.c.status, A.c.max_concurrent_jobs)
 )
@@ -285,49 +333,99 @@ def complete(
         answer: dict[str, Any] | None
         if result is not None:
             answer = _answer(jid, result)
-            job = conn.execute(_FINISH, {"job_id": jid, "token": token, "answer": answer,
-                                         "now": now}).first()
+            job = conn.execute(
+                _FINISH, {"job_id": jid, "token": token, "answer": answer, "now": now}
+            ).first()
         else:  # the answer stored by an earlier run, under the job's row lock
             answer = conn.execute(_STORED_ANSWER, {"job_id": jid}).scalar()
-            job = conn.execute(_FINISH_STORED, {"job_id": jid, "answer": answer,
-                                                "now": now}).first() if answer else None
+            job = (
+                conn.execute(_FINISH_STORED, {"job_id": jid, "answer": answer, "now": now}).first()
+                if answer
+                else None
+            )
         if job is None or answer is None:
             return False
         cid, aid = job.conversation_id, job.agent_id
-        conv = conn.execute(_LOCK_FOR_REPLY, {"conv_id": cid, "agent_id": aid,
-                                              "trigger_id": job.trigger_message_id}).one()
+        conv = conn.execute(
+            _LOCK_FOR_REPLY, {"conv_id": cid, "agent_id": aid, "trigger_id": job.trigger_message_id}
+        ).one()
         agent = conn.execute(_FREE_SLOT, {"agent_id": aid, "now": now}).one()
         # Other conversations may wait for the slot this job frees.
-        wake = (ordering.waiting_for_agent(conn, aid, agent.max_concurrent_jobs, exclude=cid)
-                if conv.agent_was_busy and conv.others_wait and agent.status == "active" else [])
+        wake = (
+            ordering.waiting_for_agent(conn, aid, agent.max_concurrent_jobs, exclude=cid)
+            if conv.agent_was_busy and conv.others_wait and agent.status == "active"
+            else []
+        )
         content = answer["content"]
         # Another agent may answer the reply (an autonomous channel): it opens a window.
         dispatch = autonomous(conv.kind, conv.settings)
         reply_id, seq = messages.insert_message(
-            conn, conv, role="assistant", content=content, author_id=conv.author_id,
-            reply_to_job_id=jid, needs_dispatch=dispatch, now=now,
+            conn,
+            conv,
+            role="assistant",
+            content=content,
+            author_id=conv.author_id,
+            reply_to_job_id=jid,
+            needs_dispatch=dispatch,
+            now=now,
         )
-        conn.execute(_INSERT_LLM_MESSAGE, {
-            "id": uuid.uuid4(), "message_id": reply_id, "role": "assistant", "content": content,
-            "model": answer.get("model"), "prompt_tokens": answer.get("prompt_tokens", 0),
-            "completion_tokens": answer.get("completion_tokens", 0),
-            "latency_ms": answer.get("latency_ms", 0), "created_at": now,
-        })
-        conn.execute(_INSERT_LINK, {
-            "id": uuid.uuid4(), "message_id": reply_id, "job_id": jid, "agent_id": aid,
-            "conversation_id": cid, "status": "reply", "created_at": now,
-        })
+        conn.execute(
+            _INSERT_LLM_MESSAGE,
+            {
+                "id": uuid.uuid4(),
+                "message_id": reply_id,
+                "role": "assistant",
+                "content": content,
+                "model": answer.get("model"),
+                "prompt_tokens": answer.get("prompt_tokens", 0),
+                "completion_tokens": answer.get("completion_tokens", 0),
+                "latency_ms": answer.get("latency_ms", 0),
+                "created_at": now,
+            },
+        )
+        conn.execute(
+            _INSERT_LINK,
+            {
+                "id": uuid.uuid4(),
+                "message_id": reply_id,
+                "job_id": jid,
+                "agent_id": aid,
+                "conversation_id": cid,
+                "status": "reply",
+                "created_at": now,
+            },
+        )
         duration = int((now - (job.started_at or now)).total_seconds() * 1000)
-        rows = events.insert(conn, [
-            events.MessageCreated(conversation_id=cid, message_id=reply_id, seq=seq,
-                                  role="assistant", author_id=conv.author_id),
-            events.AgentResponded(conversation_id=cid, agent_id=aid, job_id=jid,
-                                  message_id=reply_id, seq=seq),
-            events.JobCompleted(conversation_id=cid, agent_id=aid, job_id=jid,
-                                attempts=job.attempts, duration_ms=duration),
-        ])
-        after = _After(cid, aid, jid, pending=dispatch or conv.pending_since is not None,
-                       waiting=bool(conv.waiting), wake=wake)
+        rows = events.insert(
+            conn,
+            [
+                events.MessageCreated(
+                    conversation_id=cid,
+                    message_id=reply_id,
+                    seq=seq,
+                    role="assistant",
+                    author_id=conv.author_id,
+                ),
+                events.AgentResponded(
+                    conversation_id=cid, agent_id=aid, job_id=jid, message_id=reply_id, seq=seq
+                ),
+                events.JobCompleted(
+                    conversation_id=cid,
+                    agent_id=aid,
+                    job_id=jid,
+                    attempts=job.attempts,
+                    duration_ms=duration,
+                ),
+            ],
+        )
+        after = _After(
+            cid,
+            aid,
+            jid,
+            pending=dispatch or conv.pending_since is not None,
+            waiting=bool(conv.waiting),
+            wake=wake,
+        )
     events.publish(rows)
     if conv.asked_at is not None:
         metrics.responded((now - conv.asked_at).total_seconds())
@@ -381,9 +479,9 @@ def _release_agent(session: Session, agent: Agent, job_id: uuid.UUID) -> None:
     if agent.status != "busy":
         return
     running = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.agent_id == agent.id, Job.status == "active", Job.id != job_id
-        )
+        select(func.count())
+        .select_from(Job)
+        .where(Job.agent_id == agent.id, Job.status == "active", Job.id != job_id)
     )
     if not running or running < agent.max_concurrent_jobs:
         agent.status = "active"
@@ -410,10 +508,19 @@ def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: boo
             job.next_attempt_at = now + timedelta(seconds=wait)
             job.lease_until = None
             job.failure_reason = reason
-            rows = [events.record(session, events.JobRetrying(
-                conversation_id=job.conversation_id, job_id=job.id, agent_id=job.agent_id,
-                attempts=job.attempts, reason=reason, next_attempt_at=job.next_attempt_at,
-            ))]
+            rows = [
+                events.record(
+                    session,
+                    events.JobRetrying(
+                        conversation_id=job.conversation_id,
+                        job_id=job.id,
+                        agent_id=job.agent_id,
+                        attempts=job.attempts,
+                        reason=reason,
+                        next_attempt_at=job.next_attempt_at,
+                    ),
+                )
+            ]
             conv_id, retry_in = job.conversation_id, wait
         else:
             rows = fail(session, job, reason, now)
@@ -439,15 +546,25 @@ def fail(session: Session, job: Job, reason: str, now: datetime) -> list[events.
     job.failure_reason = reason
     _release_agent(session, agent, job.id)
     _, created = append_message(
-        session, conv, role="system", content=f"{agent.name} could not respond: {reason}",
-        author_id=None, needs_dispatch=False,
+        session,
+        conv,
+        role="system",
+        content=f"{agent.name} could not respond: {reason}",
+        author_id=None,
+        needs_dispatch=False,
     )
     return [
         created,
-        events.record(session, events.JobFailed(
-            conversation_id=conv.id, job_id=job.id, agent_id=agent.id, attempts=job.attempts,
-            reason=reason,
-        )),
+        events.record(
+            session,
+            events.JobFailed(
+                conversation_id=conv.id,
+                job_id=job.id,
+                agent_id=agent.id,
+                attempts=job.attempts,
+                reason=reason,
+            ),
+        ),
     ]
 
 

@@ -97,7 +97,8 @@ def verify(key: str) -> Principal | None:
 def list_keys() -> list[KeyInfo]:
     with reader() as session:
         rows = session.execute(
-            select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+            select(ApiKey, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
             .order_by(ApiKey.created_at)
         ).all()
         return [
@@ -114,7 +115,8 @@ def revoke_key(key_id: uuid.UUID | str) -> None:
         raise NotFound("api key", key_id) from None
     with transaction() as session:
         done = session.execute(
-            update(ApiKey).where(ApiKey.id == kid, ApiKey.revoked_at.is_(None))
+            update(ApiKey)
+            .where(ApiKey.id == kid, ApiKey.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
         if done.rowcount == 0 and session.get(ApiKey, kid) is None:  # type: ignore[attr-defined]

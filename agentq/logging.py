@@ -32,7 +32,8 @@ SECRET_ENV = ("LLM_API_KEY", "AGENTQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_
 MASK = "[REDACTED]"
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
-    "agentq_log_context", default={}  # noqa: B039 - never mutated, always replaced
+    "agentq_log_context",
+    default={},  # noqa: B039 - never mutated, always replaced
 )
 
 _PATTERNS = [
@@ -183,8 +184,11 @@ def install(handler: logging.Handler, *, json_lines: bool | None = None) -> None
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactFilter())
     stream = getattr(handler, "stream", None)
-    handler.setFormatter(JSONFormatter() if (use_json(stream) if json_lines is None
-                                             else json_lines) else TextFormatter())
+    handler.setFormatter(
+        JSONFormatter()
+        if (use_json(stream) if json_lines is None else json_lines)
+        else TextFormatter()
+    )
 
 
 def setup_logging(level: str | int = "INFO", *, json_lines: bool | None = None) -> None:
@@ -218,7 +222,7 @@ def connect_celery_signals() -> None:
     @after_setup_logger.connect(weak=False)
     @after_setup_task_logger.connect(weak=False)
     def _handlers(logger: logging.Logger | None = None, **_: object) -> None:
-        for handler in (logger.handlers if logger else []):
+        for handler in logger.handlers if logger else []:
             install(handler)
 
     @task_prerun.connect(weak=False)

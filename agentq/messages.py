@@ -79,9 +79,16 @@ def append_message(
     now = utcnow()
     conv.last_seq += 1
     msg = Message(
-        conversation_id=conv.id, seq=conv.last_seq, author_id=author_id, role=role,
-        content=content, reply_to_job_id=reply_to_job_id, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_at=now, updated_at=now,
+        conversation_id=conv.id,
+        seq=conv.last_seq,
+        author_id=author_id,
+        role=role,
+        content=content,
+        reply_to_job_id=reply_to_job_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=now,
+        updated_at=now,
     )
     session.add(msg)
     if needs_dispatch:
@@ -93,7 +100,10 @@ def append_message(
     row = events.record(
         session,
         events.MessageCreated(
-            conversation_id=conv.id, message_id=msg.id, seq=msg.seq, role=role,
+            conversation_id=conv.id,
+            message_id=msg.id,
+            seq=msg.seq,
+            role=role,
             author_id=author_id,
         ),
     )
@@ -102,7 +112,8 @@ def append_message(
 
 #: the SET clause is the parameters' keys
 _UPDATE_CONVERSATION = update(tables.conversations).where(
-    tables.conversations.c.id == bindparam("conv_id"))
+    tables.conversations.c.id == bindparam("conv_id")
+)
 _INSERT_MESSAGE = insert(tables.messages)
 
 
@@ -139,15 +150,26 @@ def insert_message(
         window = {"handled_seq": seq}
     else:
         window = {}
-    conn.execute(_UPDATE_CONVERSATION, {"conv_id": conv.id, "last_seq": seq, "updated_at": now,
-                                        **window})
+    conn.execute(
+        _UPDATE_CONVERSATION, {"conv_id": conv.id, "last_seq": seq, "updated_at": now, **window}
+    )
     msg_id = uuid.uuid4()
-    conn.execute(_INSERT_MESSAGE, {
-        "id": msg_id, "conversation_id": conv.id, "seq": seq, "author_id": author_id,
-        "role": role, "content": content, "reply_to_job_id": reply_to_job_id,
-        "idempotency_key": idempotency_key, "request_hash": request_hash,
-        "created_at": now, "updated_at": now,
-    })
+    conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "id": msg_id,
+            "conversation_id": conv.id,
+            "seq": seq,
+            "author_id": author_id,
+            "role": role,
+            "content": content,
+            "reply_to_job_id": reply_to_job_id,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     return msg_id, seq
 
 
@@ -184,8 +206,9 @@ def post_message(
             raise NotAParticipant(author_id, cid)
         digest = _request_hash(pid, content) if idempotency_key else None
         if idempotency_key:
-            earlier = conn.execute(_BY_IDEMPOTENCY_KEY, {"conv_id": cid,
-                                                         "key": idempotency_key}).first()
+            earlier = conn.execute(
+                _BY_IDEMPOTENCY_KEY, {"conv_id": cid, "key": idempotency_key}
+            ).first()
             if earlier is not None:
                 if earlier.request_hash != digest:
                     raise Conflict(
@@ -194,30 +217,59 @@ def post_message(
                 return PostedMessage.model_validate(earlier).model_copy(update={"duplicate": True})
         role = "assistant" if conv.author_kind == "agent" else "user"
         msg_id, seq = insert_message(
-            conn, conv, role=role, content=content, author_id=pid,
-            idempotency_key=idempotency_key, request_hash=digest, needs_dispatch=True, now=now,
+            conn,
+            conv,
+            role=role,
+            content=content,
+            author_id=pid,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+            needs_dispatch=True,
+            now=now,
         )
-        rows = events.insert(conn, [events.MessageCreated(
-            conversation_id=cid, message_id=msg_id, seq=seq, role=role, author_id=pid)])
+        rows = events.insert(
+            conn,
+            [
+                events.MessageCreated(
+                    conversation_id=cid, message_id=msg_id, seq=seq, role=role, author_id=pid
+                )
+            ],
+        )
     events.publish(rows)
     debounce.arm(cid, debounce.due(conv.settings, conv.pending_since or now, now))
-    return PostedMessage(id=msg_id, conversation_id=cid, seq=seq, author_id=pid, role=role,
-                         content=content, reply_to_job_id=None, created_at=now)
+    return PostedMessage(
+        id=msg_id,
+        conversation_id=cid,
+        seq=seq,
+        author_id=pid,
+        role=role,
+        content=content,
+        reply_to_job_id=None,
+        created_at=now,
+    )
 
 
 _C, _P, _M = tables.conversations, tables.participants, tables.messages
 # `post_message`'s statements, built once.
 #: lock the conversation, with the author's kind (None: not a participant of it)
 _LOCK_FOR_POST = (
-    select(_C.c.id, _C.c.settings, _C.c.last_seq, _C.c.handled_seq, _C.c.pending_since,
-           select(_P.c.kind).where(_P.c.id == bindparam("author_id"),
-                                   _P.c.conversation_id == bindparam("conv_id"))
-           .scalar_subquery().label("author_kind"))
+    select(
+        _C.c.id,
+        _C.c.settings,
+        _C.c.last_seq,
+        _C.c.handled_seq,
+        _C.c.pending_since,
+        select(_P.c.kind)
+        .where(_P.c.id == bindparam("author_id"), _P.c.conversation_id == bindparam("conv_id"))
+        .scalar_subquery()
+        .label("author_kind"),
+    )
     .where(_C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True, of=_C)
 )
-_BY_IDEMPOTENCY_KEY = select(_M).where(_M.c.conversation_id == bindparam("conv_id"),
-                                       _M.c.idempotency_key == bindparam("key"))
+_BY_IDEMPOTENCY_KEY = select(_M).where(
+    _M.c.conversation_id == bindparam("conv_id"), _M.c.idempotency_key == bindparam("key")
+)
 
 
 def list_messages(

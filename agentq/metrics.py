@@ -76,14 +76,14 @@ QUEUE_WAIT = Histogram(
 )
 RESPONSE_TIME = Histogram(
     "agentq_response_time_seconds",
-    "From the first message a reply answers to the reply (debounce included): what a "
-    "user waits.",
+    "From the first message a reply answers to the reply (debounce included): what a user waits.",
     buckets=DURATION_BUCKETS,
 )
 RESPONSES = Counter("agentq_responses_total", "Agent replies written.")
 MESSAGES = Counter("agentq_messages_total", "Messages created, by role.", ["role"])
-EVENTS = Counter("agentq_events_published_total", "Events published after commit, by type.",
-                 ["type"])
+EVENTS = Counter(
+    "agentq_events_published_total", "Events published after commit, by type.", ["type"]
+)
 # Live status counters (emitted, dropped, batches) live beside their buffer, in
 # agentq.status: agentq_status_events_total, agentq_status_dropped_total.
 LLM_REQUESTS = Counter(
@@ -92,12 +92,15 @@ LLM_REQUESTS = Counter(
     ["provider", "status"],
 )
 LLM_ERRORS = Counter(
-    "agentq_llm_errors_total", "Failed LLM requests by provider and status.",
+    "agentq_llm_errors_total",
+    "Failed LLM requests by provider and status.",
     ["provider", "status"],
 )
 LLM_LATENCY = Histogram(
-    "agentq_llm_request_duration_seconds", "Latency of one LLM request, by provider.",
-    ["provider"], buckets=LLM_BUCKETS,
+    "agentq_llm_request_duration_seconds",
+    "Latency of one LLM request, by provider.",
+    ["provider"],
+    buckets=LLM_BUCKETS,
 )
 LLM_RETRIES = Counter(
     "agentq_llm_retries_total", "LLM requests retried after a transient error.", ["provider"]
@@ -231,30 +234,40 @@ class StateCollector(Collector):
                         .group_by(Agent.name)
                     ).all()
                 )
-                conversations = session.scalar(
-                    select(func.count()).select_from(Conversation).where(
-                        Conversation.last_message_at
-                        >= now - timedelta(seconds=ACTIVE_CONVERSATION_SECONDS)
+                conversations = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Conversation)
+                        .where(
+                            Conversation.last_message_at
+                            >= now - timedelta(seconds=ACTIVE_CONVERSATION_SECONDS)
+                        )
                     )
-                ) or 0
-                last_minute = session.scalar(
-                    select(func.count()).select_from(Message).where(
-                        Message.created_at >= now - timedelta(seconds=60)
+                    or 0
+                )
+                last_minute = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Message)
+                        .where(Message.created_at >= now - timedelta(seconds=60))
                     )
-                ) or 0
+                    or 0
+                )
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even with the DB down
             log.warning("metrics: database state unavailable: %s", type(exc).__name__)
             up.add_metric([], 0)
             yield up
             return
 
-        jobs = GaugeMetricFamily("agentq_jobs", "Jobs in the database, by status.",
-                                 labels=["status"])
+        jobs = GaugeMetricFamily(
+            "agentq_jobs", "Jobs in the database, by status.", labels=["status"]
+        )
         for status in ("waiting", "active", "delayed", "completed", "failed", "cancelled"):
             jobs.add_metric([status], by_status.get(status, 0))
         yield jobs
         yield GaugeMetricFamily(
-            "agentq_queued_jobs", "Jobs waiting for their turn or for a retry.",
+            "agentq_queued_jobs",
+            "Jobs waiting for their turn or for a retry.",
             value=by_status.get("waiting", 0) + by_status.get("delayed", 0),
         )
         yield GaugeMetricFamily(
@@ -263,19 +276,19 @@ class StateCollector(Collector):
             value=conversations,
         )
         yield GaugeMetricFamily(
-            "agentq_messages_last_minute", "Messages created in the last 60 seconds.",
+            "agentq_messages_last_minute",
+            "Messages created in the last 60 seconds.",
             value=last_minute,
         )
         per_agent = GaugeMetricFamily(
             "agentq_agent_active_jobs", "Jobs running now, by agent.", labels=["agent"]
         )
         responses = CounterMetricFamily(
-            "agentq_agent_responses", "Replies written, by agent (from the database).",
+            "agentq_agent_responses",
+            "Replies written, by agent (from the database).",
             labels=["agent"],
         )
-        status = GaugeMetricFamily(
-            "agentq_agents", "Agents by status.", labels=["status"]
-        )
+        status = GaugeMetricFamily("agentq_agents", "Agents by status.", labels=["status"])
         counts: dict[str, int] = {}
         for name, st, total in agents:
             per_agent.add_metric([name], active.get(name, 0))

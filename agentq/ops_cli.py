@@ -46,12 +46,14 @@ def _workers() -> list[dict[str, Any]]:
     for name in sorted(set(active) | set(stats)):
         st = stats.get(name, {})
         pool = st.get("pool", {})
-        out.append({
-            "name": name,
-            "queues": sorted(q["name"] for q in active.get(name, [])),
-            "pool": str(pool.get("implementation", "")).rsplit(":", 1)[-1],
-            "concurrency": pool.get("max-concurrency"),
-        })
+        out.append(
+            {
+                "name": name,
+                "queues": sorted(q["name"] for q in active.get(name, [])),
+                "pool": str(pool.get("implementation", "")).rsplit(":", 1)[-1],
+                "concurrency": pool.get("max-concurrency"),
+            }
+        )
     return out
 
 
@@ -67,13 +69,22 @@ def collect_status() -> dict[str, Any]:
         by_status = dict(
             session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         )
-        active = dict(session.execute(
-            select(Job.agent_id, func.count()).where(Job.status == "active").group_by(Job.agent_id)
-        ).all())
+        active = dict(
+            session.execute(
+                select(Job.agent_id, func.count())
+                .where(Job.status == "active")
+                .group_by(Job.agent_id)
+            ).all()
+        )
         agents = [
-            {"name": a.name, "status": a.status, "provider": a.provider,
-             "active_jobs": active.get(a.id, 0), "max_concurrent_jobs": a.max_concurrent_jobs,
-             "total_responses": a.total_responses}
+            {
+                "name": a.name,
+                "status": a.status,
+                "provider": a.provider,
+                "active_jobs": active.get(a.id, 0),
+                "max_concurrent_jobs": a.max_concurrent_jobs,
+                "total_responses": a.total_responses,
+            }
             for a in session.scalars(select(Agent).order_by(Agent.name))
         ]
     try:
@@ -112,8 +123,13 @@ def status(as_json: JsonOpt = False) -> None:
     console.print(t)
     t = Table("agent", "status", "provider", "active jobs", "responses", title="Agents")
     for a in data["agents"]:
-        t.add_row(a["name"], a["status"], a["provider"],
-                  f"{a['active_jobs']}/{a['max_concurrent_jobs']}", str(a["total_responses"]))
+        t.add_row(
+            a["name"],
+            a["status"],
+            a["provider"],
+            f"{a['active_jobs']}/{a['max_concurrent_jobs']}",
+            str(a["total_responses"]),
+        )
     console.print(t)
 
 
@@ -131,10 +147,17 @@ def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[s
             q = q.where(Agent.name == agent)
         q = q.order_by(Job.created_at.desc()).limit(limit)
         return [
-            {"id": str(j.id), "conversation_id": str(j.conversation_id), "agent": name,
-             "status": j.status, "attempts": j.attempts, "max_attempts": j.max_attempts,
-             "failure_reason": j.failure_reason, "created_at": j.created_at,
-             "finished_at": j.finished_at}
+            {
+                "id": str(j.id),
+                "conversation_id": str(j.conversation_id),
+                "agent": name,
+                "status": j.status,
+                "attempts": j.attempts,
+                "max_attempts": j.max_attempts,
+                "failure_reason": j.failure_reason,
+                "created_at": j.created_at,
+                "finished_at": j.finished_at,
+            }
             for j, name in session.execute(q).all()
         ]
 
@@ -155,12 +178,26 @@ def jobs_list(
     if as_json:
         _emit(rows)
         return
-    t = Table("job", "agent", "conversation", "status", "attempts", "created", "reason",
-              title=f"Jobs ({status_ or 'all'})")
+    t = Table(
+        "job",
+        "agent",
+        "conversation",
+        "status",
+        "attempts",
+        "created",
+        "reason",
+        title=f"Jobs ({status_ or 'all'})",
+    )
     for r in rows:
-        t.add_row(r["id"], r["agent"], r["conversation_id"][:8], r["status"],
-                  f"{r['attempts']}/{r['max_attempts']}", f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
-                  (r["failure_reason"] or "")[:60])
+        t.add_row(
+            r["id"],
+            r["agent"],
+            r["conversation_id"][:8],
+            r["status"],
+            f"{r['attempts']}/{r['max_attempts']}",
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
+            (r["failure_reason"] or "")[:60],
+        )
     _console().print(t)
 
 
@@ -226,17 +263,28 @@ def jobs_retry(
 def flower(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
     address: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",  # noqa: S104
-    basic_auth: Annotated[str | None, typer.Option(help="user:password[,user2:password2]; "
-                                                   "default FLOWER_BASIC_AUTH.")] = None,
-    url_prefix: Annotated[str | None, typer.Option(help="Serve under this path, e.g. flower "
-                                                   "(behind a reverse proxy).")] = None,
+    basic_auth: Annotated[
+        str | None, typer.Option(help="user:password[,user2:password2]; default FLOWER_BASIC_AUTH.")
+    ] = None,
+    url_prefix: Annotated[
+        str | None,
+        typer.Option(help="Serve under this path, e.g. flower (behind a reverse proxy)."),
+    ] = None,
     extra: Annotated[
         list[str] | None, typer.Argument(help="More flower options, after --.")
     ] = None,
 ) -> None:
     """Start Flower against the agentq workers (Celery app `workers.app`)."""
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-            f"--port={port}", f"--address={address}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
     basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH")
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
@@ -256,8 +304,7 @@ def _enable_task_events() -> None:
     try:
         get_app().control.enable_events()
     except Exception as exc:  # noqa: BLE001 - Flower asks again itself
-        typer.echo(f"agentq flower: task events not enabled yet ({type(exc).__name__})",
-                   err=True)
+        typer.echo(f"agentq flower: task events not enabled yet ({type(exc).__name__})", err=True)
 
 
 #: standalone: `python -m agentq.ops_cli status`

@@ -55,8 +55,12 @@ def reconcile_once() -> Report:
 
     with reader() as session:
         pending = session.execute(
-            select(Conversation.id, Conversation.pending_since, Conversation.last_message_at,
-                   Conversation.settings)
+            select(
+                Conversation.id,
+                Conversation.pending_since,
+                Conversation.last_message_at,
+                Conversation.settings,
+            )
             .where(Conversation.pending_since.is_not(None))
             .order_by(Conversation.pending_since)
             .limit(BATCH)
@@ -115,8 +119,9 @@ def _forget_finished(agent_id: uuid.UUID, job_ids: list[uuid.UUID]) -> None:
     between the two no finished job keeps a slot.
     """
     with reader() as session:
-        still = set(session.scalars(
-            select(Job.id).where(Job.id.in_(job_ids), Job.status == "active")))
+        still = set(
+            session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "active"))
+        )
     for job_id in job_ids:
         if job_id not in still:
             limits.release(agent_id, job_id)

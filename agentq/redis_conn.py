@@ -30,8 +30,12 @@ def get_redis(url: str | None = None) -> redis.Redis:
                 # Thousands of LLM calls share it: past the cap a caller waits for a free
                 # connection (up to the timeout) rather than failing at once.
                 pool = redis.BlockingConnectionPool.from_url(
-                    url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_SECONDS,
-                    decode_responses=True, health_check_interval=30, socket_timeout=10,
+                    url,
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=POOL_TIMEOUT_SECONDS,
+                    decode_responses=True,
+                    health_check_interval=30,
+                    socket_timeout=10,
                 )
                 client = _clients[key] = redis.Redis(connection_pool=pool)
     return client

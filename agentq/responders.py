@@ -22,6 +22,7 @@ from agentq.db.models import Agent, Participant
 MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
 WORD_RE = re.compile(r"[a-z0-9]{3,}")
 
+
 class ConversationView(Protocol):
     """What a selector sees of the conversation: a Conversation, or a row of its columns."""
 
@@ -44,8 +45,9 @@ class MessageView(Protocol):
 Selector = Callable[[Session, ConversationView, Sequence[MessageView]], list[Agent]]
 
 
-def conversation_agents(session: Session, conv: ConversationView
-                        ) -> list[tuple[Participant, Agent]]:
+def conversation_agents(
+    session: Session, conv: ConversationView
+) -> list[tuple[Participant, Agent]]:
     """The conversation's agents with their participant rows, in joining order (read once
     a transaction: dispatch and the selector both need them)."""
     cache_key = ("conversation_agents", conv.id)
@@ -63,7 +65,9 @@ def conversation_agents(session: Session, conv: ConversationView
 
 def relevance(text: str, agent: Agent) -> int:
     """How many distinct words of `text` appear in the agent's role, backstory and goal."""
-    profile = set(WORD_RE.findall(f"{agent.name} {agent.role} {agent.backstory} {agent.goal}".lower()))
+    profile = set(
+        WORD_RE.findall(f"{agent.name} {agent.role} {agent.backstory} {agent.goal}".lower())
+    )
     return len(set(WORD_RE.findall(text.lower())) & profile)
 
 
@@ -90,8 +94,12 @@ def select_responders(
     if conv.kind == "dm":
         return candidates[:1]
     names = {a.name.lower(): a for a in candidates}
-    mentioned = [names[n.lower()] for m in speaking for n in MENTION_RE.findall(m.content)
-                 if n.lower() in names]
+    mentioned = [
+        names[n.lower()]
+        for m in speaking
+        for n in MENTION_RE.findall(m.content)
+        if n.lower() in names
+    ]
     if mentioned:
         return list(dict.fromkeys(mentioned))
     if human and (conv.settings or {}).get("responders") == "all":

@@ -47,7 +47,10 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
         proc = subprocess.Popen(
-            [sys.executable, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, *args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.procs[name] = proc
@@ -65,11 +68,28 @@ class Stack:
         """Start a Celery worker process; returns its name (for `kill`)."""
         self._n += 1
         name = name or f"worker{self._n}"
-        self._spawn(name, [
-            "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
-            "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle",
-        ])
+        self._spawn(
+            name,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                ",".join(queues),
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
         if wait:
             self.wait_ready(name)
         return name

@@ -138,7 +138,9 @@ class StatusBroadcaster:
             pipe = get_redis().pipeline(transaction=False)
             for (conv_id, category), items in groups.items():
                 message = {
-                    "type": BATCH_TYPE, "conversation_id": conv_id, "category": category,
+                    "type": BATCH_TYPE,
+                    "conversation_id": conv_id,
+                    "category": category,
                     "items": items,
                 }
                 pipe.publish(events.channel(conv_id), json.dumps(message))
@@ -201,14 +203,16 @@ def get_broadcaster() -> StatusBroadcaster:
     return current[1]
 
 
-def emit(
-    conversation_id: uuid.UUID | str, category: str, message: str = "", **data: Any
-) -> None:
+def emit(conversation_id: uuid.UUID | str, category: str, message: str = "", **data: Any) -> None:
     """Emit a live status update of `category` (one of STATUS_CATEGORIES) for a
     conversation; `data` must be JSON-serialisable. Non-blocking, best effort."""
     get_broadcaster().emit(
-        Status(conversation_id=uuid.UUID(str(conversation_id)), category=category,
-               message=message, data=data)
+        Status(
+            conversation_id=uuid.UUID(str(conversation_id)),
+            category=category,
+            message=message,
+            data=data,
+        )
     )
 
 

@@ -40,17 +40,20 @@ QUEUE_ALIASES = {"control": "agentq.control", "llm": "agentq.llm"}
 def check_compose(path: Path) -> list[str]:
     doc = yaml.safe_load(path.read_text())
     schema = json.loads((SCHEMAS / "compose-spec.json").read_text())
-    errors = [f"compose: {'/'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in jsonschema.Draft201909Validator(schema).iter_errors(doc)]
+    errors = [
+        f"compose: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft201909Validator(schema).iter_errors(doc)
+    ]
     services: dict[str, Any] = doc.get("services", {})
     for name, svc in services.items():
         deps = svc.get("depends_on") or {}
-        for dep, cond in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
+        for dep, cond in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
             if dep not in services:
                 errors.append(f"compose: {name} depends on unknown service {dep}")
                 continue
-            if (cond or {}).get("condition") == "service_healthy" and \
-                    "healthcheck" not in services[dep]:
+            if (cond or {}).get("condition") == "service_healthy" and "healthcheck" not in services[
+                dep
+            ]:
                 errors.append(f"compose: {name} waits for {dep} to be healthy; it has no check")
         if name in SCALABLE:
             if "container_name" in svc:
@@ -59,14 +62,24 @@ def check_compose(path: Path) -> list[str]:
                 errors.append(f"compose: {name} is scaled; it must not publish host ports")
         if svc.get("restart") != "no" and name != "beat" and "healthcheck" not in svc:
             errors.append(f"compose: long-running service {name} has no healthcheck")
-    for needed in ("postgres", "redis", "migrate", "api", "worker-control", "worker-llm",
-                   "beat", "flower", "fake-llm"):
+    for needed in (
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker-control",
+        "worker-llm",
+        "beat",
+        "flower",
+        "fake-llm",
+    ):
         if needed not in services:
             errors.append(f"compose: service {needed} missing")
     cli = compose_cli()
     if cli:
-        proc = subprocess.run([*cli, "-f", str(path), "config", "-q"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [*cli, "-f", str(path), "config", "-q"], capture_output=True, text=True
+        )
         if proc.returncode:
             errors.append(f"compose: {' '.join(cli)} config: {proc.stderr.strip()}")
         else:
@@ -77,9 +90,10 @@ def check_compose(path: Path) -> list[str]:
 def compose_cli() -> list[str] | None:
     """`docker compose` (the v2 plugin), else `docker-compose` (v1, Debian's package,
     which validates the same compose-spec features agentq uses), else None."""
-    if shutil.which("docker") and subprocess.run(
-        ["docker", "compose", "version"], capture_output=True
-    ).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
@@ -99,10 +113,18 @@ def check_k8s(directory: Path) -> tuple[list[str], list[str]]:
             kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
             where = f"{path.name}: {kind}/{name}"
             if kind == "ScaledObject":
-                errors += [f"{where}: {e.message}"
-                           for e in jsonschema.Draft202012Validator(keda).iter_errors(doc)]
-                listname = next((t["metadata"].get("listName") for t in doc["spec"]["triggers"]
-                                 if t["type"] == "redis"), None)
+                errors += [
+                    f"{where}: {e.message}"
+                    for e in jsonschema.Draft202012Validator(keda).iter_errors(doc)
+                ]
+                listname = next(
+                    (
+                        t["metadata"].get("listName")
+                        for t in doc["spec"]["triggers"]
+                        if t["type"] == "redis"
+                    ),
+                    None,
+                )
                 scaled[doc["spec"]["scaleTargetRef"]["name"]] = listname
             else:
                 try:
@@ -119,8 +141,10 @@ def check_k8s(directory: Path) -> tuple[list[str], list[str]]:
             seen.append(where)
     for deployment, queue in worker_queues.items():
         if scaled.get(deployment) != queue:
-            errors.append(f"k8s: worker {deployment} consumes {queue}; its ScaledObject "
-                          f"watches {scaled.get(deployment)}")
+            errors.append(
+                f"k8s: worker {deployment} consumes {queue}; its ScaledObject "
+                f"watches {scaled.get(deployment)}"
+            )
     return errors, seen
 
 
@@ -133,8 +157,12 @@ def check_observability() -> list[str]:
             if key not in rule:
                 errors.append(f"alerts: {rule['alert']} has no {key}")
     names = {r["alert"] for r in alerts}
-    for needed in ("AgentqQueueBacklog", "AgentqJobFailureRate", "AgentqSlowResponses",
-                   "AgentqNoWorkers"):
+    for needed in (
+        "AgentqQueueBacklog",
+        "AgentqJobFailureRate",
+        "AgentqSlowResponses",
+        "AgentqNoWorkers",
+    ):
         if needed not in names:
             errors.append(f"alerts: {needed} missing")
     dashboard = json.loads((OPS / "grafana" / "agentq.json").read_text())

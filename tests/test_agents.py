@@ -37,11 +37,15 @@ def author_names(conv_id: uuid.UUID) -> list[str]:
     from agentq.db.models import Agent, Participant
 
     with reader() as s:
-        return list(s.scalars(
-            select(Agent.name).join(Participant, Participant.agent_id == Agent.id)
-            .join(Message, Message.author_id == Participant.id)
-            .where(Message.conversation_id == conv_id, Message.role == "assistant")
-            .order_by(Message.seq)))
+        return list(
+            s.scalars(
+                select(Agent.name)
+                .join(Participant, Participant.agent_id == Agent.id)
+                .join(Message, Message.author_id == Participant.id)
+                .where(Message.conversation_id == conv_id, Message.role == "assistant")
+                .order_by(Message.seq)
+            )
+        )
 
 
 @pytest.mark.integration
@@ -80,7 +84,8 @@ def test_paused_agent_keeps_jobs_waiting_and_answers_in_order_on_resume(live: Li
     assert by_job == [j.id for j in jobs_of(conv.id)]
     assert [trigger_links(j) for j in by_job] == [[1], [2], [3]]
     types = [e.type for e in events_of(conv.id)] + [
-        e["type"] for e in c.events(limit=10_000) if e["payload"].get("agent_id") == str(agent_id)]
+        e["type"] for e in c.events(limit=10_000) if e["payload"].get("agent_id") == str(agent_id)
+    ]
     assert "agent.paused" in types and "agent.resumed" in types
 
 
@@ -96,8 +101,11 @@ def test_stopped_agent_fails_its_waiting_jobs_visibly(live: Live) -> None:
     (job,) = jobs_of(conv.id)
     assert job.status == "failed" and "was stopped" in job.failure_reason
     with reader() as s:
-        note = s.scalar(select(Message.content).where(Message.conversation_id == conv.id,
-                                                      Message.role == "system"))
+        note = s.scalar(
+            select(Message.content).where(
+                Message.conversation_id == conv.id, Message.role == "system"
+            )
+        )
     assert note.endswith(f"agent {stopped.name} was stopped")
     # A stopped agent gets no new jobs.
     c.post_message(conv.id, user.id, "still there?")
@@ -115,10 +123,16 @@ def slowish_llm() -> Iterator[FakeLLMServer]:
 
 
 @pytest.mark.integration
-def test_max_concurrent_jobs_holds_across_two_workers(live: Live, slowish_llm: FakeLLMServer) -> None:
+def test_max_concurrent_jobs_holds_across_two_workers(
+    live: Live, slowish_llm: FakeLLMServer
+) -> None:
     c = live.client
-    agent = c.create_agent(f"Solo{tag()}", max_concurrent_jobs=1, rate_limit_per_minute=1000,
-                           model_config={"endpoint": slowish_llm.url})
+    agent = c.create_agent(
+        f"Solo{tag()}",
+        max_concurrent_jobs=1,
+        rate_limit_per_minute=1000,
+        model_config={"endpoint": slowish_llm.url},
+    )
     convs = []
     for i in range(20):
         conv = c.create_conversation("dm", settings=QUICK)
@@ -130,8 +144,13 @@ def test_max_concurrent_jobs_holds_across_two_workers(live: Live, slowish_llm: F
     def sample() -> None:
         while not stop.is_set():
             with reader() as s:
-                samples.append(s.scalar(select(func.count()).select_from(Job).where(
-                    Job.agent_id == agent.id, Job.status == "active")))
+                samples.append(
+                    s.scalar(
+                        select(func.count())
+                        .select_from(Job)
+                        .where(Job.agent_id == agent.id, Job.status == "active")
+                    )
+                )
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -199,8 +218,9 @@ def sleepy_llm() -> Iterator[FakeLLMServer]:
 
 def _first_call_sleeps(live: Live, llm: FakeLLMServer, policy: str) -> tuple:
     c = live.client
-    conv, user, _ = make_dm(c, settings={**QUICK, "double_texting": policy},
-                            model_config={"endpoint": llm.url})
+    conv, user, _ = make_dm(
+        c, settings={**QUICK, "double_texting": policy}, model_config={"endpoint": llm.url}
+    )
     llm.control(latency=5.0)
     first = c.post_message(conv.id, user.id, "first question")
     wait_until(lambda: llm.stats()["in_flight"] >= 1, timeout=20, what="the slow LLM call")
@@ -222,10 +242,18 @@ def test_interrupt_cancels_the_running_call_and_covers_both_messages(
     assert (cancelled.finished_at - second.created_at).total_seconds() < 1.0
     assert (answered.finished_at - second.created_at).total_seconds() < 3.0
     with reader() as s:
-        covered = set(s.scalars(select(MessageJob.message_id).where(
-            MessageJob.job_id == answered.id, MessageJob.status == "trigger")))
-        ctx = s.scalar(select(AgentConversationContext.messages).where(
-            AgentConversationContext.conversation_id == conv.id))
+        covered = set(
+            s.scalars(
+                select(MessageJob.message_id).where(
+                    MessageJob.job_id == answered.id, MessageJob.status == "trigger"
+                )
+            )
+        )
+        ctx = s.scalar(
+            select(AgentConversationContext.messages).where(
+                AgentConversationContext.conversation_id == conv.id
+            )
+        )
     assert covered == {first.id, second.id}
     assert [m["content"] for m in ctx][:2] == ["first question", "second question"]
     (reply,) = replies_of(conv.id)
@@ -245,12 +273,11 @@ def test_rollback_leaves_no_trace_of_the_cancelled_job(
 
 
 @pytest.mark.integration
-def test_reject_accepts_the_message_but_makes_no_job(
-    live: Live, sleepy_llm: FakeLLMServer
-) -> None:
+def test_reject_accepts_the_message_but_makes_no_job(live: Live, sleepy_llm: FakeLLMServer) -> None:
     c = live.client
-    conv, user, _ = make_dm(c, settings={**QUICK, "double_texting": "reject"},
-                            model_config={"endpoint": sleepy_llm.url})
+    conv, user, _ = make_dm(
+        c, settings={**QUICK, "double_texting": "reject"}, model_config={"endpoint": sleepy_llm.url}
+    )
     sleepy_llm.control(latency=2.0)
     c.post_message(conv.id, user.id, "first")
     wait_until(lambda: sleepy_llm.stats()["in_flight"] >= 1, timeout=20)
@@ -273,8 +300,11 @@ def test_sessions_of_two_users_are_isolated(live: Live) -> None:
     c.ask(conv_a.id, ann.id, "ann's secret plan", timeout=30)
     c.ask(conv_b.id, bob.id, "bob's question", timeout=30)
     with reader() as s:
-        ctx_b = s.scalar(select(AgentConversationContext.messages).where(
-            AgentConversationContext.conversation_id == conv_b.id))
+        ctx_b = s.scalar(
+            select(AgentConversationContext.messages).where(
+                AgentConversationContext.conversation_id == conv_b.id
+            )
+        )
     assert all("ann" not in m["content"] for m in ctx_b)
     assert [m.content for m in c.list_messages(conv_b.id)][0] == "bob's question"
 

@@ -39,15 +39,19 @@ def server(live_stack: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def real_ids(server: Server, key: str) -> dict[str, str]:
     """A conversation with a user, an agent and a finished job, all of the key's tenant."""
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as http:
         agent = http.post("/v1/agents", json={"name": f"fuzz-{uuid.uuid4().hex[:8]}"}).json()
         conv = http.post("/v1/conversations", json={"kind": "dm"}).json()
         http.post(f"/v1/conversations/{conv['id']}/participants", json={"agent_id": agent["id"]})
-        user = http.post(f"/v1/conversations/{conv['id']}/participants",
-                         json={"user_id": "fuzzer"}).json()
-        posted = http.post(f"/v1/conversations/{conv['id']}/messages?wait=30",
-                           json={"author_id": user["id"], "content": "hi"}).json()
+        user = http.post(
+            f"/v1/conversations/{conv['id']}/participants", json={"user_id": "fuzzer"}
+        ).json()
+        posted = http.post(
+            f"/v1/conversations/{conv['id']}/messages?wait=30",
+            json={"author_id": user["id"], "content": "hi"},
+        ).json()
     return {"conversation_id": conv["id"], "agent_id": agent["id"], "job_id": posted["job_id"]}
 
 
@@ -83,9 +87,13 @@ def fuzz(strategy: Any, auth: dict[str, str], failures: list[str], *, endless: b
     """Run up to EXAMPLES generated requests; note each 5xx in `failures`."""
     calls = 0
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy)
     def check(case: Any) -> None:
         nonlocal calls
@@ -94,8 +102,10 @@ def fuzz(strategy: Any, auth: dict[str, str], failures: list[str], *, endless: b
         response = case.call(headers=auth, timeout=30)
         calls += 1
         if response.status_code >= 500:
-            failures.append(f"{case.method} {case.formatted_path} {case.query} "
-                            f"{case.body!r:.200} -> {response.status_code} {response.text[:200]}")
+            failures.append(
+                f"{case.method} {case.formatted_path} {case.query} "
+                f"{case.body!r:.200} -> {response.status_code} {response.text[:200]}"
+            )
 
     check()
     return calls

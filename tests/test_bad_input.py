@@ -43,9 +43,15 @@ pytestmark = pytest.mark.usefixtures("restored_env")
 def store(module_db: str, module_redis: EmbeddedRedis) -> dict[str, str]:
     # No worker listens on the module's Redis unless a test starts one: the tests play
     # the tasks' part.
-    return {**FAST, "AGENTQ_DATABASE_URL": module_db, "AGENTQ_REDIS_URL": module_redis.url,
-            "LLM_API_KEY": SECRET, "AGENTQ_MAX_REPLY_LENGTH": str(MAX_REPLY),
-            "LLM_MAX_RETRIES": "1", "AGENTQ_MAX_ATTEMPTS": "2"}
+    return {
+        **FAST,
+        "AGENTQ_DATABASE_URL": module_db,
+        "AGENTQ_REDIS_URL": module_redis.url,
+        "LLM_API_KEY": SECRET,
+        "AGENTQ_MAX_REPLY_LENGTH": str(MAX_REPLY),
+        "LLM_MAX_RETRIES": "1",
+        "AGENTQ_MAX_ATTEMPTS": "2",
+    }
 
 
 @pytest.fixture
@@ -56,8 +62,10 @@ def client(store: dict[str, str]) -> Client:
 
 def _rows() -> tuple[int, int]:
     with reader() as s:
-        return (int(s.scalar(select(func.count()).select_from(Message)) or 0),
-                int(s.scalar(select(func.count()).select_from(Event)) or 0))
+        return (
+            int(s.scalar(select(func.count()).select_from(Message)) or 0),
+            int(s.scalar(select(func.count()).select_from(Event)) or 0),
+        )
 
 
 # -- producer input ---------------------------------------------------------------------------
@@ -140,7 +148,7 @@ def test_unicode_edge_cases_are_stored_verbatim(client: Client) -> None:
 SQLISH = [
     "'; DROP TABLE messages; --",
     "Robert'); DELETE FROM jobs WHERE ('1'='1",
-    "\" OR 1=1 --",
+    '" OR 1=1 --',
     "%s %(content)s {0} $1 :content ? \\' \\\\",
     "1; UPDATE conversations SET last_seq = 0; SELECT pg_sleep(5);",
 ]
@@ -152,8 +160,9 @@ def test_sql_looking_content_is_stored_verbatim(client: Client) -> None:
         client.post_message(conv.id, user.id, text, idempotency_key=f"{text}-{i}")
     assert [m.content for m in client.list_messages(conv.id)] == SQLISH
     with reader() as s:  # the tables are all still there, the seqs untouched
-        assert s.scalar(select(func.max(Message.seq)).where(
-            Message.conversation_id == conv.id)) == len(SQLISH)
+        assert s.scalar(
+            select(func.max(Message.seq)).where(Message.conversation_id == conv.id)
+        ) == len(SQLISH)
 
 
 # -- provider output ---------------------------------------------------------------------------
@@ -168,12 +177,21 @@ class _Runaway(http.server.BaseHTTPRequestHandler):
             "/huge/v1/chat/completions": "all work and no play " * 50_000,  # ~1 MB
             "/dirty/v1/chat/completions": "nul \x00 and half an emoji \ud83d then more",
         }.get(self.path, "ok")
-        body = json.dumps({
-            "id": "x", "object": "chat.completion", "model": "runaway",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-        }).encode()
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "runaway",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -210,8 +228,7 @@ def _run_in_process(conv_id: uuid.UUID, *, until: float = 30.0) -> Job:
 
 
 def test_enormous_llm_reply_is_stored_cut_to_the_maximum(client: Client, runaway: str) -> None:
-    conv, user, _ = make_dm(client, settings=NOW,
-                            model_config={"endpoint": f"{runaway}/huge/v1"})
+    conv, user, _ = make_dm(client, settings=NOW, model_config={"endpoint": f"{runaway}/huge/v1"})
     client.post_message(conv.id, user.id, "tell me everything")
     job = _run_in_process(conv.id)
     assert job.status == "completed"
@@ -224,8 +241,7 @@ def test_enormous_llm_reply_is_stored_cut_to_the_maximum(client: Client, runaway
 def test_llm_reply_with_nul_and_lone_surrogates_is_stored_cleaned(
     client: Client, runaway: str
 ) -> None:
-    conv, user, _ = make_dm(client, settings=NOW,
-                            model_config={"endpoint": f"{runaway}/dirty/v1"})
+    conv, user, _ = make_dm(client, settings=NOW, model_config={"endpoint": f"{runaway}/dirty/v1"})
     client.post_message(conv.id, user.id, "say something odd")
     job = _run_in_process(conv.id)
     assert job.status == "completed"
@@ -270,11 +286,20 @@ def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> N
     url = create_pg_database()
     upgrade(url)
     try:
-        with EmbeddedRedis() as server, FakeLLMServer(latency=0.3, api_key=SECRET) as llm, \
-                FakeLLMServer(latency=0.01, api_key="another-key") as wrong:
-            env = {**FAST, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": server.url,
-                   "LLM_ENDPOINT": llm.url, "LLM_API_KEY": SECRET,
-                   "AGENTQ_MAX_ATTEMPTS": "1", "LLM_MAX_RETRIES": "0"}
+        with (
+            EmbeddedRedis() as server,
+            FakeLLMServer(latency=0.3, api_key=SECRET) as llm,
+            FakeLLMServer(latency=0.01, api_key="another-key") as wrong,
+        ):
+            env = {
+                **FAST,
+                "AGENTQ_DATABASE_URL": url,
+                "AGENTQ_REDIS_URL": server.url,
+                "LLM_ENDPOINT": llm.url,
+                "LLM_API_KEY": SECRET,
+                "AGENTQ_MAX_ATTEMPTS": "1",
+                "LLM_MAX_RETRIES": "0",
+            }
             apply_env(env)
             client = Client()
             tap = _Tap(server.url)
@@ -292,10 +317,16 @@ def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> N
                     snapshots += stored_values(server.url)
                     time.sleep(0.1)
                 for conv, _, _ in convs:
-                    wait_until(lambda c=conv: [m for m in client.list_messages(c.id)
-                                               if m.role == "assistant"], timeout=60)
-                failed = wait_until(lambda: [m for m in client.list_messages(rejected[0].id)
-                                             if m.role == "system"], timeout=60)
+                    wait_until(
+                        lambda c=conv: [
+                            m for m in client.list_messages(c.id) if m.role == "assistant"
+                        ],
+                        timeout=60,
+                    )
+                failed = wait_until(
+                    lambda: [m for m in client.list_messages(rejected[0].id) if m.role == "system"],
+                    timeout=60,
+                )
             tap.stop.set()
             tap.join()
         # The provider did get the key (the calls succeeded), and nothing else did.

@@ -18,9 +18,20 @@ def test_small_chaos_run_has_no_anomalies(
     url = create_pg_database()
     try:
         cfg = ChaosConfig(
-            messages=300, conversations=30, workers=3, duration=30.0, kill_every=5.0,
-            flushall=True, redis_restart=True, storms=True, slow=True, pg_restart=False,
-            settle_timeout=240.0, seed=20261124, database_url=url, log_dir=f"{tmp_path}/logs",
+            messages=300,
+            conversations=30,
+            workers=3,
+            duration=30.0,
+            kill_every=5.0,
+            flushall=True,
+            redis_restart=True,
+            storms=True,
+            slow=True,
+            pg_restart=False,
+            settle_timeout=240.0,
+            seed=20261124,
+            database_url=url,
+            log_dir=f"{tmp_path}/logs",
         )
         lines: list[str] = []
         report = run_chaos(cfg, echo=lines.append)
@@ -50,18 +61,27 @@ def test_checker_counts_a_lost_and_a_duplicated_message(sqlite_url: str, base_en
     upgrade(url)
     apply_env({**base_env, "AGENTQ_DATABASE_URL": url})
     client = Client()
-    conv, user, agent_id = make_dm(client, settings={"debounce_seconds": 60,
-                                                     "max_wait_seconds": 60})
+    conv, user, agent_id = make_dm(
+        client, settings={"debounce_seconds": 60, "max_wait_seconds": 60}
+    )
     client.post_message(conv.id, user.id, "never dispatched")
     b = client.post_message(conv.id, user.id, "in two jobs")
     with transaction() as s:
         for _ in range(2):
-            job = Job(conversation_id=conv.id, agent_id=agent_id, trigger_message_id=b.id,
-                      status="failed")
+            job = Job(
+                conversation_id=conv.id, agent_id=agent_id, trigger_message_id=b.id, status="failed"
+            )
             s.add(job)
             s.flush()
-            s.add(MessageJob(message_id=b.id, job_id=job.id, agent_id=agent_id,
-                             conversation_id=conv.id, status="trigger"))
+            s.add(
+                MessageJob(
+                    message_id=b.id,
+                    job_id=job.id,
+                    agent_id=agent_id,
+                    conversation_id=conv.id,
+                    status="trigger",
+                )
+            )
     found = check_database()
     assert found.lost >= 1 and any("seq 1" in e for e in found.examples["lost"])
     assert found.duplicated == 1

@@ -12,8 +12,13 @@ from tests.helpers import make_dm
 
 
 def agentq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentq.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agentq.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_db_upgrade_creates_the_schema_and_is_safe_to_repeat(tmp_path: object) -> None:
@@ -38,8 +43,15 @@ def test_post_accepts_a_message_and_names_bad_input(db: str) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for cmd in (["demo"], ["worker"], ["beat"], ["fake-llm"], ["db", "upgrade"], ["post"],
-                ["reconcile"]):
+    for cmd in (
+        ["demo"],
+        ["worker"],
+        ["beat"],
+        ["fake-llm"],
+        ["db", "upgrade"],
+        ["post"],
+        ["reconcile"],
+    ):
         out = agentq(*cmd, "--help")
         assert out.returncode == 0, (cmd, out.stderr)
         assert "Usage" in out.stdout

@@ -123,7 +123,8 @@ def test_a_reply_in_an_autonomous_channel_is_dispatched_to_the_next_agent(db: st
 
     client = Client()
     conv = client.create_conversation(
-        "channel", settings={"autonomous": True, "debounce_seconds": 0, "max_wait_seconds": 0})
+        "channel", settings={"autonomous": True, "debounce_seconds": 0, "max_wait_seconds": 0}
+    )
     first = client.create_agent(f"First{uuid.uuid4().hex[:6]}")
     second = client.create_agent(f"Second{uuid.uuid4().hex[:6]}")
     client.add_participant(conv.id, agent=first.id)

@@ -24,11 +24,15 @@ def test_handlers_see_replies_committed_by_workers_once_listening(live: Live) ->
 
     listener = events.listen()
     try:
-        conv, user, _ = make_dm(live.client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
+        conv, user, _ = make_dm(
+            live.client, settings={"debounce_seconds": 0, "max_wait_seconds": 0}
+        )
         reply = live.client.ask(conv.id, user.id, "hello", timeout=30)
         mine = wait_until(
-            lambda: [e for e in seen if e["conversation_id"] == str(conv.id)], timeout=10,
-            what="the agent.responded event")
+            lambda: [e for e in seen if e["conversation_id"] == str(conv.id)],
+            timeout=10,
+            what="the agent.responded event",
+        )
         assert len(mine) == 1
         assert mine[0]["payload"]["message_id"] == str(reply.id)
         assert "content" not in mine[0]["payload"]
@@ -62,7 +66,12 @@ def test_published_events_are_marked_in_batches(db: str) -> None:
 
     def unmarked() -> list[int]:
         with reader() as s:
-            return list(s.scalars(select(Event.id).where(
-                Event.conversation_id == conv.id, Event.published_at.is_(None))))
+            return list(
+                s.scalars(
+                    select(Event.id).where(
+                        Event.conversation_id == conv.id, Event.published_at.is_(None)
+                    )
+                )
+            )
 
     wait_until(lambda: not unmarked(), timeout=5, what="the published marks")

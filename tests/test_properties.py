@@ -63,8 +63,9 @@ def test_due_time_is_within_the_window_and_only_moves_later(
         # never before the first message, and a quiet spell of `debounce` is always waited
         # for unless max_wait cuts it short
         assert due >= conv.pending_since
-        assert due == now + timedelta(seconds=debounce_s) or due == conv.pending_since + \
-            timedelta(seconds=max_wait)
+        assert due == now + timedelta(seconds=debounce_s) or due == conv.pending_since + timedelta(
+            seconds=max_wait
+        )
         # due times only move later: an armed timer never fires too late
         if previous is not None:
             assert due >= previous
@@ -86,9 +87,7 @@ pytestmark = pytest.mark.usefixtures("restored_env")
 
 
 @pytest.fixture
-def clock(
-    module_db: str, module_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
-) -> Clock:
+def clock(module_db: str, module_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch) -> Clock:
     # No worker listens on the module's Redis: the test itself plays the tasks' part.
     apply_env({**FAST, "AGENTQ_DATABASE_URL": module_db, "AGENTQ_REDIS_URL": module_redis.url})
     fake = Clock()
@@ -101,19 +100,32 @@ def clock(
 
 def _open_jobs(conv_id: uuid.UUID) -> list[Job]:
     with reader() as s:
-        return list(s.scalars(select(Job).where(
-            Job.conversation_id == conv_id, Job.status.in_(OPEN_JOB_STATES))))
+        return list(
+            s.scalars(
+                select(Job).where(Job.conversation_id == conv_id, Job.status.in_(OPEN_JOB_STATES))
+            )
+        )
 
 
 def _jobs(conv_id: uuid.UUID) -> list[tuple[Job, list[int]]]:
     with reader() as s:
-        jobs = list(s.scalars(select(Job).where(Job.conversation_id == conv_id)
-                              .order_by(Job.created_at, Job.id)))
+        jobs = list(
+            s.scalars(
+                select(Job).where(Job.conversation_id == conv_id).order_by(Job.created_at, Job.id)
+            )
+        )
         return [
-            (j, list(s.scalars(
-                select(Message.seq).join(MessageJob, MessageJob.message_id == Message.id)
-                .where(MessageJob.job_id == j.id, MessageJob.status == "trigger")
-                .order_by(Message.seq))))
+            (
+                j,
+                list(
+                    s.scalars(
+                        select(Message.seq)
+                        .join(MessageJob, MessageJob.message_id == Message.id)
+                        .where(MessageJob.job_id == j.id, MessageJob.status == "trigger")
+                        .order_by(Message.seq)
+                    )
+                ),
+            )
             for j in jobs
         ]
 
@@ -146,8 +158,9 @@ def _crash_one(clock: Clock, conv_id: uuid.UUID) -> None:
     job = running[0]
     clock.now += timedelta(seconds=get_settings().job_lease_seconds + 1)
     ordering.advance(conv_id)
-    assert not agentq.jobs.store_result(job.id, job.lease_token, ChatResult(content="late",
-                                                                             model="m"))
+    assert not agentq.jobs.store_result(
+        job.id, job.lease_token, ChatResult(content="late", model="m")
+    )
 
 
 op = st.one_of(
@@ -158,8 +171,11 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     ops=st.lists(op, min_size=1, max_size=30),
     debounce_s=st.sampled_from([0.0, 0.5, 2.0]),
@@ -172,7 +188,8 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
     client = Client()
     agent = client.create_agent(f"prop{uuid.uuid4().hex[:10]}", rate_limit_per_minute=100_000)
     conv = client.create_conversation(
-        "dm", settings={"debounce_seconds": debounce_s, "max_wait_seconds": max_wait})
+        "dm", settings={"debounce_seconds": debounce_s, "max_wait_seconds": max_wait}
+    )
     client.add_participant(conv.id, agent=agent.id)
     user = client.add_participant(conv.id, user_id="prop-user")
 
@@ -182,8 +199,10 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
     known_jobs = 0
 
     def model_due() -> datetime:
-        return min(pending[-1][1] + timedelta(seconds=debounce_s),
-                   pending[0][1] + timedelta(seconds=max_wait))
+        return min(
+            pending[-1][1] + timedelta(seconds=debounce_s),
+            pending[0][1] + timedelta(seconds=max_wait),
+        )
 
     for kind, gap, n in ops:
         clock.now += timedelta(seconds=gap)
@@ -204,7 +223,7 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
         if new:
             # A job appears only once the window is over, and covers everything pending.
             assert pending and clock.now >= model_due()
-            (job, seqs), = new
+            ((job, seqs),) = new
             assert seqs == [seq for seq, _ in pending]
             pending.clear()
             known_jobs = len(jobs)
@@ -230,9 +249,14 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
     # A job fails only when workers died under all its attempts; it then says so.
     assert all(j.status in ("completed", "failed") for j, _ in jobs)
     with reader() as s:
-        replies = {m.reply_to_job_id: m.seq for m in s.scalars(
-            select(Message).where(Message.conversation_id == conv.id,
-                                  Message.reply_to_job_id.is_not(None)))}
+        replies = {
+            m.reply_to_job_id: m.seq
+            for m in s.scalars(
+                select(Message).where(
+                    Message.conversation_id == conv.id, Message.reply_to_job_id.is_not(None)
+                )
+            )
+        }
         c = s.get_one(Conversation, conv.id)
         assert c.handled_seq == c.last_seq and c.pending_since is None
     done = [(j, seqs) for j, seqs in jobs if j.status == "completed"]

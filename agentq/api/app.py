@@ -65,7 +65,9 @@ class BodyLimit:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problems.problem(
-            413, f"request body is larger than {self.max_bytes} bytes", code="payload_too_large",
+            413,
+            f"request body is larger than {self.max_bytes} bytes",
+            code="payload_too_large",
             field="body",
         )
         await response(scope, receive, send)

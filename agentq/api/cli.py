@@ -25,8 +25,13 @@ def serve(
 
     s = api_settings()
     uvicorn.run(
-        "agentq.api.app:create_app", factory=True, host=host or s.host, port=port or s.port,
-        workers=workers, log_level=log_level, timeout_graceful_shutdown=5,
+        "agentq.api.app:create_app",
+        factory=True,
+        host=host or s.host,
+        port=port or s.port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -43,14 +48,23 @@ def create(
 
     secret, info = create_key(name, tenant)
     if as_json:
-        typer.echo(json.dumps({
-            "key": secret, "id": str(info.id), "name": info.name,
-            "tenant": info.tenant, "tenant_id": str(info.tenant_id),
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    "key": secret,
+                    "id": str(info.id),
+                    "name": info.name,
+                    "tenant": info.tenant,
+                    "tenant_id": str(info.tenant_id),
+                }
+            )
+        )
         return
     typer.echo(secret)
-    typer.echo(f"key {info.id} ({info.name}) of tenant {info.tenant}: store it now, "
-               "it is not shown again", err=True)
+    typer.echo(
+        f"key {info.id} ({info.name}) of tenant {info.tenant}: store it now, it is not shown again",
+        err=True,
+    )
 
 
 @keys_app.command("list")
@@ -59,12 +73,20 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     from agentq.keys import list_keys
 
     for k in list_keys():
-        row = {"id": str(k.id), "name": k.name, "prefix": k.prefix, "tenant": k.tenant,
-               "created_at": k.created_at.isoformat(),
-               "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
-        typer.echo(json.dumps(row) if as_json else
-                   f"{k.id}  {k.prefix}…  {k.name}  tenant={k.tenant}"
-                   + ("  REVOKED" if k.revoked_at else ""))
+        row = {
+            "id": str(k.id),
+            "name": k.name,
+            "prefix": k.prefix,
+            "tenant": k.tenant,
+            "created_at": k.created_at.isoformat(),
+            "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+        }
+        typer.echo(
+            json.dumps(row)
+            if as_json
+            else f"{k.id}  {k.prefix}…  {k.name}  tenant={k.tenant}"
+            + ("  REVOKED" if k.revoked_at else "")
+        )
 
 
 @keys_app.command("revoke")

@@ -121,7 +121,17 @@ class EventPage(BaseModel):
 
 
 __all__ = [
-    "AgentIn", "AgentOut", "ConversationIn", "ConversationOut", "EventPage", "EventRecord",
-    "JobOut", "JobPage", "MessageIn", "MessagePage", "ParticipantIn", "ParticipantOut",
+    "AgentIn",
+    "AgentOut",
+    "ConversationIn",
+    "ConversationOut",
+    "EventPage",
+    "EventRecord",
+    "JobOut",
+    "JobPage",
+    "MessageIn",
+    "MessagePage",
+    "ParticipantIn",
+    "ParticipantOut",
     "PostResult",
 ]

@@ -79,20 +79,38 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
 ]
 
 TITLES = {
-    400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 422: "Invalid request", 500: "Internal error",
-    502: "Provider error", 503: "Not ready", 504: "Timed out",
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Invalid request",
+    500: "Internal error",
+    502: "Provider error",
+    503: "Not ready",
+    504: "Timed out",
 }
 
 
-def problem(status: int, detail: str, *, code: str = "", field: str | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    code: str = "",
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = Problem(
-        type=TYPE_BASE + (code or str(status)), title=TITLES.get(status, "Error"), status=status,
-        detail=detail, field=field,
+        type=TYPE_BASE + (code or str(status)),
+        title=TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        field=field,
     )
-    return JSONResponse(body.model_dump(), status_code=status, media_type=MEDIA_TYPE,
-                        headers=headers)
+    return JSONResponse(
+        body.model_dump(), status_code=status, media_type=MEDIA_TYPE, headers=headers
+    )
 
 
 def status_of(exc: AgentqError) -> int:
@@ -110,8 +128,9 @@ async def _agentq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentqError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem(status, str(exc), code=exc.code, field=getattr(exc, "field", None),
-                   headers=headers)
+    return problem(
+        status, str(exc), code=exc.code, field=getattr(exc, "field", None), headers=headers
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -51,12 +51,14 @@ def due_at(conv: Window) -> datetime | None:
     return due(conv.settings, conv.pending_since, conv.last_message_at)
 
 
-def due(settings: dict[str, Any] | None, pending_since: datetime, last_message_at: datetime
-        ) -> datetime:
+def due(
+    settings: dict[str, Any] | None, pending_since: datetime, last_message_at: datetime
+) -> datetime:
     """`due_at` for a conversation's settings and window."""
     debounce, max_wait = window(settings)
-    return min(last_message_at + timedelta(seconds=debounce),
-               pending_since + timedelta(seconds=max_wait))
+    return min(
+        last_message_at + timedelta(seconds=debounce), pending_since + timedelta(seconds=max_wait)
+    )
 
 
 def _timer_key(conversation_id: uuid.UUID | str) -> str:
@@ -73,8 +75,7 @@ def arm(conversation_id: uuid.UUID | str, due: datetime) -> bool:
     delay = (due - utcnow()).total_seconds()
     ttl_ms = int((max(delay, 0) + TIMER_SLACK_SECONDS) * 1000)
     try:
-        armed = get_redis().set(_timer_key(conversation_id), due.isoformat(), px=ttl_ms,
-                                nx=True)
+        armed = get_redis().set(_timer_key(conversation_id), due.isoformat(), px=ttl_ms, nx=True)
         if not armed:
             return False
         broker.send(broker.DISPATCH, conversation_id, countdown=delay)

@@ -40,8 +40,13 @@ def acquire(
     script = get_redis().register_script(_ACQUIRE)
     ok, value = script(
         keys=_keys(agent_id),
-        args=[str(job_id), int(s.job_lease_seconds * 1000), max_running, per_minute,
-              int(s.rate_limit_period_seconds * 1000)],
+        args=[
+            str(job_id),
+            int(s.job_lease_seconds * 1000),
+            max_running,
+            per_minute,
+            int(s.rate_limit_period_seconds * 1000),
+        ],
     )
     if ok:
         return Verdict(True, running=int(value))

@@ -120,51 +120,93 @@ def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Di
 # Dispatch's statements, built once (it runs for every turn).
 _C, _M = tables.conversations, tables.messages
 _LOCK_FOR_DISPATCH = (
-    select(_C.c.id, _C.c.kind, _C.c.settings, _C.c.last_seq, _C.c.handled_seq,
-           _C.c.pending_since, _C.c.last_message_at)
+    select(
+        _C.c.id,
+        _C.c.kind,
+        _C.c.settings,
+        _C.c.last_seq,
+        _C.c.handled_seq,
+        _C.c.pending_since,
+        _C.c.last_message_at,
+    )
     .where(_C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True)
 )
 _MESSAGE_COLUMNS = (_M.c.id, _M.c.seq, _M.c.author_id, _M.c.role, _M.c.content, _M.c.deleted_at)
-_PENDING = (select(*_MESSAGE_COLUMNS)
-            .where(_M.c.conversation_id == bindparam("conv_id"), _M.c.seq > bindparam("after"))
-            .order_by(_M.c.seq))
-_MARK_HANDLED = (update(_C).where(_C.c.id == bindparam("conv_id"))
-                 .values(handled_seq=bindparam("handled"), pending_since=None))
+_PENDING = (
+    select(*_MESSAGE_COLUMNS)
+    .where(_M.c.conversation_id == bindparam("conv_id"), _M.c.seq > bindparam("after"))
+    .order_by(_M.c.seq)
+)
+_MARK_HANDLED = (
+    update(_C)
+    .where(_C.c.id == bindparam("conv_id"))
+    .values(handled_seq=bindparam("handled"), pending_since=None)
+)
 #: the messages an unfinished job answers (carried over by an interrupt)
-_TRIGGERS = (select(*_MESSAGE_COLUMNS)
-             .join(tables.message_jobs, tables.message_jobs.c.message_id == _M.c.id)
-             .where(tables.message_jobs.c.job_id == bindparam("job_id"),
-                    tables.message_jobs.c.status == "trigger"))
+_TRIGGERS = (
+    select(*_MESSAGE_COLUMNS)
+    .join(tables.message_jobs, tables.message_jobs.c.message_id == _M.c.id)
+    .where(
+        tables.message_jobs.c.job_id == bindparam("job_id"),
+        tables.message_jobs.c.status == "trigger",
+    )
+)
 _INSERT_JOB = insert(tables.jobs)
 _INSERT_LINK = insert(tables.message_jobs)
 
 
 def _plan_jobs(
-    session: Session, conv: ConversationView, live: Sequence[MessageView],
-    outcome: DispatchOutcome, s: Settings,
+    session: Session,
+    conv: ConversationView,
+    live: Sequence[MessageView],
+    outcome: DispatchOutcome,
+    s: Settings,
 ) -> None:
     settings = conv.settings or {}
     human = any(m.role == "user" for m in live)
     if not human:
         stop = _loop_bound(session, conv, s)
         if stop:
-            outcome.events.append(events.record(session, events.Status(
-                conversation_id=conv.id, category="info", message=stop,
-                data={"reason": "loop_bound"})))
+            outcome.events.append(
+                events.record(
+                    session,
+                    events.Status(
+                        conversation_id=conv.id,
+                        category="info",
+                        message=stop,
+                        data={"reason": "loop_bound"},
+                    ),
+                )
+            )
             return
     policy = settings.get("double_texting", "enqueue")
-    unfinished = list(session.scalars(
-        select(Job).where(Job.conversation_id == conv.id,
-                          Job.status.in_(("waiting", *OPEN_JOB_STATES)))
-        .order_by(Job.created_at)
-    )) if human and policy != "enqueue" else []
+    unfinished = (
+        list(
+            session.scalars(
+                select(Job)
+                .where(
+                    Job.conversation_id == conv.id, Job.status.in_(("waiting", *OPEN_JOB_STATES))
+                )
+                .order_by(Job.created_at)
+            )
+        )
+        if human and policy != "enqueue"
+        else []
+    )
     if unfinished and policy == "reject":
-        outcome.events.append(events.record(session, events.Status(
-            conversation_id=conv.id, category="info",
-            message=f"{len(live)} message(s) not answered: an answer is still in progress "
+        outcome.events.append(
+            events.record(
+                session,
+                events.Status(
+                    conversation_id=conv.id,
+                    category="info",
+                    message=f"{len(live)} message(s) not answered: an answer is still in progress "
                     "(double-texting: reject)",
-            data={"reason": "double_texting_reject", "seqs": [m.seq for m in live]})))
+                    data={"reason": "double_texting_reject", "seqs": [m.seq for m in live]},
+                ),
+            )
+        )
         return
     if unfinished:  # interrupt or rollback
         carried: dict[uuid.UUID, MessageView] = {}
@@ -178,8 +220,11 @@ def _plan_jobs(
             if policy == "rollback":
                 session.execute(delete(MessageJob).where(MessageJob.job_id == job.id))
             # Its slot is freed after commit; the agent is no longer at its limit.
-            session.execute(update(Agent).where(Agent.id == job.agent_id, Agent.status == "busy")
-                            .values(status="active"))
+            session.execute(
+                update(Agent)
+                .where(Agent.id == job.agent_id, Agent.status == "busy")
+                .values(status="active")
+            )
             outcome.cancelled.append((job.id, job.agent_id))
         session.flush()
         live = sorted({**carried, **{m.id: m for m in live}}.values(), key=lambda m: m.seq)
@@ -190,16 +235,34 @@ def _plan_jobs(
             continue
         job_id, now = uuid.uuid4(), utcnow()
         conn = session.connection()
-        conn.execute(_INSERT_JOB, {
-            "id": job_id, "conversation_id": conv.id, "agent_id": agent.id,
-            "trigger_message_id": triggers[0].id, "status": "waiting",
-            "max_attempts": s.max_attempts, "created_at": now, "updated_at": now,
-        })
-        conn.execute(_INSERT_LINK, [
-            {"id": uuid.uuid4(), "message_id": m.id, "job_id": job_id, "agent_id": agent.id,
-             "conversation_id": conv.id, "status": "trigger", "created_at": now}
-            for m in triggers
-        ])
+        conn.execute(
+            _INSERT_JOB,
+            {
+                "id": job_id,
+                "conversation_id": conv.id,
+                "agent_id": agent.id,
+                "trigger_message_id": triggers[0].id,
+                "status": "waiting",
+                "max_attempts": s.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        conn.execute(
+            _INSERT_LINK,
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "message_id": m.id,
+                    "job_id": job_id,
+                    "agent_id": agent.id,
+                    "conversation_id": conv.id,
+                    "status": "trigger",
+                    "created_at": now,
+                }
+                for m in triggers
+            ],
+        )
         outcome.jobs.append(job_id)
 
 
@@ -208,22 +271,37 @@ def _loop_bound(session: Session, conv: ConversationView, s: Settings) -> str | 
     settings = conv.settings or {}
     hop_limit = int(settings.get("hop_limit", s.hop_limit))
     budget = int(settings.get("turn_budget", s.turn_budget))
-    last_human = session.scalar(
-        select(func.max(Message.seq)).where(Message.conversation_id == conv.id,
-                                            Message.role == "user")
-    ) or 0
-    hops = session.scalar(
-        select(func.count()).select_from(Message).where(
-            Message.conversation_id == conv.id, Message.role == "assistant",
-            Message.seq > last_human)
-    ) or 0
+    last_human = (
+        session.scalar(
+            select(func.max(Message.seq)).where(
+                Message.conversation_id == conv.id, Message.role == "user"
+            )
+        )
+        or 0
+    )
+    hops = (
+        session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(
+                Message.conversation_id == conv.id,
+                Message.role == "assistant",
+                Message.seq > last_human,
+            )
+        )
+        or 0
+    )
     if hops >= hop_limit:
         return f"agents stopped after {hops} turns without a human message (hop limit {hop_limit})"
     if budget:
-        turns = session.scalar(
-            select(func.count()).select_from(Message).where(
-                Message.conversation_id == conv.id, Message.role == "assistant")
-        ) or 0
+        turns = (
+            session.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(Message.conversation_id == conv.id, Message.role == "assistant")
+            )
+            or 0
+        )
         if turns >= budget:
             return f"agents stopped: the conversation's turn budget of {budget} is spent"
     return None
@@ -295,31 +373,52 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
 
 # `_start_next`'s statements, built once (it runs for every turn).
 _J, _A = tables.jobs, tables.agents
-_LOCK_CONVERSATION = (select(tables.conversations.c.id)
-                      .where(tables.conversations.c.id == bindparam("conv_id"))
-                      .with_for_update(key_share=True))
+_LOCK_CONVERSATION = (
+    select(tables.conversations.c.id)
+    .where(tables.conversations.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True)
+)
 #: the open job if there is one (at most one: a unique index), else the oldest waiting
 _NEXT_JOB = (
-    select(_J.c.id, _J.c.status, _J.c.agent_id, _J.c.attempts, _J.c.max_attempts,
-           _J.c.lease_until, _J.c.next_attempt_at, _J.c.created_at)
-    .where(_J.c.conversation_id == bindparam("conv_id"),
-           _J.c.status.in_(("waiting", *OPEN_JOB_STATES)))
+    select(
+        _J.c.id,
+        _J.c.status,
+        _J.c.agent_id,
+        _J.c.attempts,
+        _J.c.max_attempts,
+        _J.c.lease_until,
+        _J.c.next_attempt_at,
+        _J.c.created_at,
+    )
+    .where(
+        _J.c.conversation_id == bindparam("conv_id"), _J.c.status.in_(("waiting", *OPEN_JOB_STATES))
+    )
     .order_by(_J.c.status == "waiting", _J.c.created_at, _J.c.id)
     .limit(1)
 )
-_LOCK_AGENT = (select(_A.c.status, _A.c.name, _A.c.max_concurrent_jobs,
-                      _A.c.rate_limit_per_minute)
-               .where(_A.c.id == bindparam("agent_id")).with_for_update(key_share=True))
+_LOCK_AGENT = (
+    select(_A.c.status, _A.c.name, _A.c.max_concurrent_jobs, _A.c.rate_limit_per_minute)
+    .where(_A.c.id == bindparam("agent_id"))
+    .with_for_update(key_share=True)
+)
 _CLAIM = (
-    update(_J).where(_J.c.id == bindparam("job_id"))
-    .values(status="active", attempts=_J.c.attempts + 1, lease_token=_J.c.lease_token + 1,
-            lease_until=bindparam("lease_until"), next_attempt_at=None,
-            started_at=func.coalesce(_J.c.started_at,
-                                     bindparam("now", type_=_J.c.started_at.type)))
+    update(_J)
+    .where(_J.c.id == bindparam("job_id"))
+    .values(
+        status="active",
+        attempts=_J.c.attempts + 1,
+        lease_token=_J.c.lease_token + 1,
+        lease_until=bindparam("lease_until"),
+        next_attempt_at=None,
+        started_at=func.coalesce(_J.c.started_at, bindparam("now", type_=_J.c.started_at.type)),
+    )
     .returning(_J.c.lease_token, _J.c.attempts)
 )
-_AGENT_BUSY = (update(_A).where(_A.c.id == bindparam("agent_id"), _A.c.status == "active")
-               .values(status="busy"))
+_AGENT_BUSY = (
+    update(_A)
+    .where(_A.c.id == bindparam("agent_id"), _A.c.status == "active")
+    .values(status="busy")
+)
 
 
 def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) -> None:
@@ -342,14 +441,22 @@ def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) 
     if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
         from agentq.jobs import fail  # jobs builds on this module
 
-        reason = (f"agent {agent.name} is stopped" if agent.status == "inactive"
-                  else "its worker was lost during the last attempt")
-        out.events = fail(session, session.get_one(Job, job.id, with_for_update=ROW_LOCK),
-                          reason, now)
+        reason = (
+            f"agent {agent.name} is stopped"
+            if agent.status == "inactive"
+            else "its worker was lost during the last attempt"
+        )
+        out.events = fail(
+            session, session.get_one(Job, job.id, with_for_update=ROW_LOCK), reason, now
+        )
         out.failed = (job.agent_id, job.id)
         return
-    verdict = limits.acquire(job.agent_id, job.id, max_running=agent.max_concurrent_jobs,
-                             per_minute=agent.rate_limit_per_minute)
+    verdict = limits.acquire(
+        job.agent_id,
+        job.id,
+        max_running=agent.max_concurrent_jobs,
+        per_minute=agent.rate_limit_per_minute,
+    )
     if not verdict.ok:
         if verdict.retry_in is None and agent.status == "active":
             conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})  # at its concurrency limit
@@ -358,17 +465,26 @@ def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) 
     out.taken = (job.agent_id, job.id)
     # The start is when the slot was taken, not when this transaction began.
     now = utcnow()
-    claimed = conn.execute(_CLAIM, {"job_id": job.id, "now": now,
-                                    "lease_until": now + timedelta(seconds=s.job_lease_seconds)}
-                           ).one()
+    claimed = conn.execute(
+        _CLAIM,
+        {"job_id": job.id, "now": now, "lease_until": now + timedelta(seconds=s.job_lease_seconds)},
+    ).one()
     if agent.status == "active" and verdict.running >= agent.max_concurrent_jobs:
         conn.execute(_AGENT_BUSY, {"agent_id": job.agent_id})
     if claimed.attempts == 1:
         metrics.queue_waited(now - job.created_at)
     out.claim = Claim(job.id, conv_id, claimed.lease_token, claimed.attempts)
-    out.events = events.insert(conn, [events.AgentResponding(
-        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=claimed.attempts,
-    )])
+    out.events = events.insert(
+        conn,
+        [
+            events.AgentResponding(
+                conversation_id=conv_id,
+                agent_id=job.agent_id,
+                job_id=job.id,
+                attempt=claimed.attempts,
+            )
+        ],
+    )
 
 
 def _after_start(conversation_id: uuid.UUID | str, begun: _Start) -> None:
@@ -395,26 +511,31 @@ def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
     return len(conv_ids)
 
 
-def waiting_for(session: Session, agent: Agent, *, exclude: uuid.UUID | None = None
-                ) -> list[uuid.UUID]:
+def waiting_for(
+    session: Session, agent: Agent, *, exclude: uuid.UUID | None = None
+) -> list[uuid.UUID]:
     """Conversations whose next job waits for `agent`, oldest first, as many as it may run
     at once; none while it is paused or stopped."""
     if agent.status in ("paused", "inactive"):
         return []
-    return waiting_for_agent(session.connection(), agent.id, agent.max_concurrent_jobs,
-                             exclude=exclude)
+    return waiting_for_agent(
+        session.connection(), agent.id, agent.max_concurrent_jobs, exclude=exclude
+    )
 
 
-def waiting_for_agent(conn: Connection, agent_id: uuid.UUID, limit: int, *,
-                      exclude: uuid.UUID | None = None) -> list[uuid.UUID]:
+def waiting_for_agent(
+    conn: Connection, agent_id: uuid.UUID, limit: int, *, exclude: uuid.UUID | None = None
+) -> list[uuid.UUID]:
     """`waiting_for` an agent known to take jobs, by id, at most `limit`."""
     J = tables.jobs
     waiting = select(J.c.conversation_id).where(J.c.agent_id == agent_id, J.c.status == "waiting")
     if exclude is not None:
         waiting = waiting.where(J.c.conversation_id != exclude)
-    return list(conn.execute(
-        waiting.group_by(J.c.conversation_id).order_by(func.min(J.c.created_at)).limit(limit)
-    ).scalars())
+    return list(
+        conn.execute(
+            waiting.group_by(J.c.conversation_id).order_by(func.min(J.c.created_at)).limit(limit)
+        ).scalars()
+    )
 
 
 def fire(conversation_id: uuid.UUID | str) -> DispatchOutcome:

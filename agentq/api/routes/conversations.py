@@ -69,7 +69,9 @@ def add_participant(conversation_id: uuid.UUID, body: ParticipantIn, who: Caller
     if body.agent_id is not None:
         own_agent(who, body.agent_id)
     return conversations.add_participant(
-        conversation_id, agent=body.agent_id, user_id=body.user_id,
+        conversation_id,
+        agent=body.agent_id,
+        user_id=body.user_id,
         display_name=body.display_name,
     )
 

@@ -31,19 +31,24 @@ def read_feed(
     page may hold fewer than `limit` events without being the end.
     """
     with reader() as session:
-        rows = list(session.scalars(
-            select(EventRow)
-            .outerjoin(Conversation, Conversation.id == EventRow.conversation_id)
-            .where(
-                EventRow.id > after,
-                or_(Conversation.tenant_id == who.tenant_id, EventRow.conversation_id.is_(None)),
+        rows = list(
+            session.scalars(
+                select(EventRow)
+                .outerjoin(Conversation, Conversation.id == EventRow.conversation_id)
+                .where(
+                    EventRow.id > after,
+                    or_(
+                        Conversation.tenant_id == who.tenant_id, EventRow.conversation_id.is_(None)
+                    ),
+                )
+                .order_by(EventRow.id)
+                .limit(limit)
             )
-            .order_by(EventRow.id)
-            .limit(limit)
-        ))
+        )
         mine = agent_ids(who) if any(r.conversation_id is None for r in rows) else set()
         items = [
-            EventRecord.model_validate(feed_record(r)) for r in rows
+            EventRecord.model_validate(feed_record(r))
+            for r in rows
             if r.conversation_id is not None or str(r.payload.get("agent_id")) in mine
         ]
     return EventPage(items=items, next_after=rows[-1].id if rows else after)

@@ -79,8 +79,11 @@ async def stream(
     who: Caller,
     categories: Annotated[
         str | None,
-        Query(max_length=200, description="Comma-separated status categories to keep; "
-              "events that are not live status always pass."),
+        Query(
+            max_length=200,
+            description="Comma-separated status categories to keep; "
+            "events that are not live status always pass.",
+        ),
     ] = None,
     after: Annotated[
         int | None, Query(ge=0, le=MAX_CURSOR, description="Replay stored events after this id.")

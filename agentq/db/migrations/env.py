@@ -9,9 +9,11 @@ from agentq.config import get_settings
 from agentq.db.models import Base
 
 config = context.config
-url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
-    "sqlalchemy.url"
-) or get_settings().database_url
+url = (
+    context.get_x_argument(as_dictionary=True).get("url")
+    or config.get_main_option("sqlalchemy.url")
+    or get_settings().database_url
+)
 
 
 def run_migrations_offline() -> None:
