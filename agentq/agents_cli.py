@@ -53,7 +53,7 @@ def create(
     as_json: AsJson = False,
 ) -> None:
     """Create an agent."""
-    from agentq.agents import create_agent
+    from agentq.ops.agents import create_agent
 
     cfg = {"model": model} if model else {}
     _run(
@@ -74,7 +74,7 @@ def create(
 @agents_app.command("list")
 def list_(as_json: AsJson = False) -> None:
     """List agents with their status and limits."""
-    from agentq.agents import list_agents
+    from agentq.ops.agents import list_agents
 
     _print(list_agents(), as_json)
 
@@ -82,14 +82,14 @@ def list_(as_json: AsJson = False) -> None:
 @agents_app.command("get")
 def get(name: Name, as_json: AsJson = False) -> None:
     """Show one agent."""
-    from agentq.agents import get_agent
+    from agentq.ops.agents import get_agent
 
     _run(get_agent, name, as_json=as_json)
 
 
 def _lifecycle(command: str, doc: str) -> None:
     def run(name: Name, as_json: AsJson = False) -> None:
-        from agentq import agents
+        from agentq.ops import agents
 
         _run(getattr(agents, f"{command}_agent"), name, as_json=as_json)
 
@@ -106,7 +106,7 @@ _lifecycle("resume", "Resume a paused agent.")
 @agents_app.command("check")
 def check(name: Name, as_json: AsJson = False) -> None:
     """Call the agent's provider with a tiny request and report its health."""
-    from agentq.agents import check_agent
+    from agentq.ops.agents import check_agent
 
     try:
         report = check_agent(name)

@@ -39,7 +39,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentq.db.scratch import create_database, drop_database
+from agentq.store.scratch import create_database, drop_database
 
 #: where the benchmark may create (and afterwards drop) its own PostgreSQL database
 PG_ADMIN = os.environ.get(
@@ -199,8 +199,8 @@ def _settled(conv_ids: list[uuid.UUID]) -> bool:
     """Every message of these conversations handled and no job of theirs unfinished."""
     from sqlalchemy import func, select
 
-    from agentq.db.models import Conversation, Job
-    from agentq.db.session import reader
+    from agentq.store.models import Conversation, Job
+    from agentq.store.session import reader
 
     with reader() as s:
         behind = s.scalar(
@@ -223,8 +223,8 @@ def _backlog(conv_ids: list[uuid.UUID]) -> str:
     """What keeps these conversations from settling (for the timeout message)."""
     from sqlalchemy import func, select
 
-    from agentq.db.models import Conversation, Job
-    from agentq.db.session import reader
+    from agentq.store.models import Conversation, Job
+    from agentq.store.session import reader
 
     with reader() as s:
         behind = s.scalar(
@@ -254,7 +254,7 @@ def _post_schedule(
 ) -> list[float]:
     """Post `count` messages round-robin over `targets`, `rate` a second (0: at once);
     returns each post's API latency in ms."""
-    from agentq.messages import post_message
+    from agentq.turn.post import post_message
 
     start = time.monotonic()
     api_ms: list[float] = []
@@ -279,8 +279,8 @@ def _turns(conv_ids: list[uuid.UUID], debounce: float, max_wait: float) -> list[
     from sqlalchemy import func, select
     from sqlalchemy.orm import aliased
 
-    from agentq.db.models import Job, Message, MessageJob
-    from agentq.db.session import reader
+    from agentq.store.models import Job, Message, MessageJob
+    from agentq.store.session import reader
 
     reply = aliased(Message)
     q = (
@@ -474,8 +474,8 @@ def _baseline_phases(cfg: BenchConfig, env: dict[str, str], log_dir: Path) -> di
 def _pipeline_done(conv_ids: list[uuid.UUID]) -> bool:
     from sqlalchemy import func, select
 
-    from agentq.db.models import Job
-    from agentq.db.session import reader
+    from agentq.store.models import Job
+    from agentq.store.session import reader
 
     with reader() as s:
         done = s.scalar(
@@ -490,7 +490,7 @@ def _capacity_phase(
     cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
 ) -> dict[str, Any]:
     """`capacity` calls held at once by ONE LLM worker process (control work elsewhere)."""
-    from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
+    from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
     from agentq.stack import Stack
 
     n = cfg.capacity
@@ -524,9 +524,9 @@ def run_bench(
     cfg: BenchConfig, database_url: str | None = None, log_dir: str | None = None
 ) -> dict[str, Any]:
     """Run every phase of `cfg` and return the figures (see the module docstring)."""
-    from agentq.db.migrate import upgrade
-    from agentq.embedded import EmbeddedRedis
     from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+    from agentq.runtime.embedded import EmbeddedRedis
+    from agentq.store.migrate import upgrade
 
     logs = Path(log_dir or tempfile.mkdtemp(prefix="agentq-bench-"))
     logs.mkdir(parents=True, exist_ok=True)

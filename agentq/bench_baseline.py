@@ -74,7 +74,7 @@ def _redis_client() -> Any:
 
 
 def _engine() -> Any:
-    from agentq.db.session import get_engine
+    from agentq.store.session import get_engine
 
     return get_engine(os.environ["AGENTQ_BENCH_DATABASE_URL"])
 
@@ -97,7 +97,7 @@ def noop() -> None:
 
 def post(conversation_id: uuid.UUID, author_id: uuid.UUID, content: str) -> uuid.UUID:
     """Producer side: insert the message (next seq) and send its task."""
-    from agentq.db.models import Conversation, Message
+    from agentq.store.models import Conversation, Message
 
     with _engine().begin() as conn:
         seq = conn.execute(
@@ -126,7 +126,7 @@ def post(conversation_id: uuid.UUID, author_id: uuid.UUID, content: str) -> uuid
 
 @app.task(name=PIPELINE)
 def pipeline(message_id: str) -> None:
-    from agentq.db.models import Conversation, Job, LLMMessage, Message, MessageJob, Participant
+    from agentq.store.models import Conversation, Job, LLMMessage, Message, MessageJob, Participant
 
     mid = uuid.UUID(message_id)
     engine = _engine()

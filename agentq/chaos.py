@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from sqlalchemy import func, select
 
-from agentq.db.scratch import create_database, drop_database
+from agentq.store.scratch import create_database, drop_database
 
 if TYPE_CHECKING:
-    from agentq.db.models import Job, Message
+    from agentq.store.models import Job, Message
 
 #: where the runner may create and drop its own database (a local server, trust auth)
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -284,7 +284,7 @@ class Producers:
             return i, self.bursts[i]
 
     def _post(self, target: Target, n: int, rng: random.Random) -> None:
-        from agentq.messages import post_message
+        from agentq.turn.post import post_message
 
         with self._lock:
             self._seq += 1
@@ -405,13 +405,13 @@ class Faults:
     def _flushall(self) -> None:
         import redis
 
-        from agentq.db.models import utcnow
+        from agentq.store.models import utcnow
 
         self.flushed_at = utcnow()
         redis.Redis.from_url(self.redis.url).flushall()
 
     def _restart_redis(self) -> None:
-        from agentq.db.models import utcnow
+        from agentq.store.models import utcnow
 
         self.redis.stop()
         time.sleep(2.0)
@@ -421,7 +421,7 @@ class Faults:
     def _scan_broker(self) -> None:
         """Snapshot everything in Redis (queued and unacked task messages, timers) and look
         for the API key and message bodies, which must never be there."""
-        from agentq.embedded import stored_values
+        from agentq.runtime.embedded import stored_values
 
         try:
             blobs = stored_values(self.redis.url)
@@ -490,8 +490,8 @@ class Faults:
 def unfinished_before(when: datetime) -> int:
     """User messages accepted before `when` whose jobs are not all finished (or that are
     not dispatched yet)."""
-    from agentq.db.models import FINISHED_JOB_STATES, Conversation, Job, Message, MessageJob
-    from agentq.db.session import reader
+    from agentq.store.models import FINISHED_JOB_STATES, Conversation, Job, Message, MessageJob
+    from agentq.store.session import reader
 
     with reader() as s:
         undispatched = (
@@ -525,8 +525,8 @@ def unfinished_before(when: datetime) -> int:
 
 
 def first_finish_after(when: datetime) -> datetime | None:
-    from agentq.db.models import Job
-    from agentq.db.session import reader
+    from agentq.store.models import Job
+    from agentq.store.session import reader
 
     with reader() as s:
         return s.scalar(select(func.min(Job.finished_at)).where(Job.finished_at > when))
@@ -534,8 +534,8 @@ def first_finish_after(when: datetime) -> datetime | None:
 
 def busy() -> int:
     """Open work the database knows of: unfinished jobs and undispatched conversations."""
-    from agentq.db.models import FINISHED_JOB_STATES, Conversation, Job
-    from agentq.db.session import reader
+    from agentq.store.models import FINISHED_JOB_STATES, Conversation, Job
+    from agentq.store.session import reader
 
     with reader() as s:
         jobs = (
@@ -582,7 +582,7 @@ class RecoveryWatch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from agentq.db.models import utcnow
+        from agentq.store.models import utcnow
 
         r = self.report
         while not self.stop.wait(0.5):
@@ -622,8 +622,8 @@ def wait_settled(timeout: float, stable_for: int = 4) -> tuple[bool, float]:
 
 def check_database() -> Anomalies:
     """Count anomalies in what the database holds now (call once the system is quiet)."""
-    from agentq.db.models import Event, Job, Message, MessageJob
-    from agentq.db.session import reader
+    from agentq.store.models import Event, Job, Message, MessageJob
+    from agentq.store.session import reader
 
     a = Anomalies()
     with reader() as s:
@@ -765,10 +765,10 @@ def _check_order(
 
 def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosReport:
     """Run the whole experiment; returns the report (see `ChaosReport.ok`)."""
-    from agentq.db.migrate import upgrade
-    from agentq.embedded import EmbeddedRedis
     from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+    from agentq.runtime.embedded import EmbeddedRedis
     from agentq.stack import Stack
+    from agentq.store.migrate import upgrade
 
     rng = random.Random(cfg.seed)
     admin = os.environ.get("AGENTQ_CHAOS_PG_ADMIN", DEFAULT_PG_ADMIN)

@@ -13,11 +13,11 @@ import typer
 from agentq.agents_cli import agents_app
 from agentq.api.cli import api_app, keys_app
 from agentq.bench import bench as bench_command
-from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
 from agentq.chaos import chaos as chaos_command
 from agentq.ops_cli import flower as ops_flower
 from agentq.ops_cli import jobs_app
 from agentq.ops_cli import status as ops_status
+from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
 
 app = typer.Typer(
     help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True
@@ -50,7 +50,7 @@ def db_upgrade(
     ] = None,
 ) -> None:
     """Create or migrate the database schema (safe to run again)."""
-    from agentq.db.migrate import upgrade
+    from agentq.store.migrate import upgrade
 
     upgrade(url, revision)
     typer.echo(f"database at {revision}")
@@ -100,7 +100,7 @@ def beat(
 ) -> None:
     """Run the reconciler: re-drive from the database whatever is unfinished, every interval."""
     from agentq.config import get_settings
-    from agentq.reconcile import reconcile_once
+    from agentq.ops.reconcile import reconcile_once
 
     _setup_logging()
     every = interval or get_settings().reconcile_interval_seconds
@@ -118,7 +118,7 @@ def beat(
 @app.command()
 def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Run one reconciler pass now and say what it re-drove."""
-    from agentq.reconcile import reconcile_once
+    from agentq.ops.reconcile import reconcile_once
 
     report = reconcile_once().as_dict()
     if as_json:

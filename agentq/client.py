@@ -10,12 +10,11 @@ from typing import Any
 from redis.client import PubSub
 from sqlalchemy import select
 
-from agentq import agents, conversations, events, jobs, messages
+from agentq import events
 from agentq.config import get_settings
-from agentq.db.models import Job, Message, MessageJob
-from agentq.db.session import reader
 from agentq.errors import NotFound, ProviderError, Timeout
-from agentq.redis_conn import get_redis
+from agentq.ops import agents, conversations
+from agentq.runtime.redis import get_redis
 from agentq.schemas import (
     AgentOut,
     ConversationOut,
@@ -24,6 +23,10 @@ from agentq.schemas import (
     ParticipantOut,
     PostedMessage,
 )
+from agentq.store.models import Job, Message, MessageJob
+from agentq.store.session import reader
+from agentq.turn import finish as jobs
+from agentq.turn import post as messages
 
 #: how often `ask` looks at the database when no event woke it
 POLL_SECONDS = 0.25
@@ -67,7 +70,7 @@ class Client:
     """
 
     def create_agent(self, name: str, **fields: Any) -> AgentOut:
-        """Create an agent; see `agentq.agents.create_agent` for the fields."""
+        """Create an agent; see `agentq.ops.agents.create_agent` for the fields."""
         return agents.create_agent(name, **fields)
 
     def get_agent(self, agent: uuid.UUID | str) -> AgentOut:

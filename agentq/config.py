@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     hop_limit: int = 6
     #: agent replies a conversation may have in all (0: unbounded)
     turn_budget: int = 0
-    #: "package.module:function" choosing who answers; default agentq.responders
+    #: "package.module:function" choosing who answers; default agentq.turn.responders
     responder_selector: str | None = None
     max_content_length: int = 32_000  # characters in one message
     #: characters of an LLM reply kept; a runaway provider must not fill the database

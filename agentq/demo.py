@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from agentq.embedded import EmbeddedRedis
+from agentq.runtime.embedded import EmbeddedRedis
 
 SCRIPT = [
     "@Ava where should I go for a long weekend in spring?",
@@ -89,12 +89,12 @@ def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
         )
         print(f"llm:      fake, {llm.url} (latency {latency:.2f}s)")
         os.environ.update(env)
-        from agentq.broker import reset_app
         from agentq.config import reset_settings
+        from agentq.runtime.broker import reset_app
 
         reset_settings()
         reset_app()
-        from agentq.db.migrate import upgrade
+        from agentq.store.migrate import upgrade
 
         with Progress("migrating the database"):
             upgrade()
@@ -145,8 +145,8 @@ def _timings(job: object) -> tuple[float, float, float, float]:
     """debounce, queue, llm, completion (ms) of a job, from what the database recorded."""
     from sqlalchemy import select
 
-    from agentq.db.models import Job, Message
-    from agentq.db.session import reader
+    from agentq.store.models import Job, Message
+    from agentq.store.session import reader
 
     with reader() as session:
         row = session.get(Job, job.id)  # type: ignore[attr-defined]

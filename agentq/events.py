@@ -26,10 +26,10 @@ from sqlalchemy import insert as insert_into
 from sqlalchemy.orm import Session
 
 from agentq.config import get_settings
-from agentq.db import tables
-from agentq.db.models import Event as EventRow
-from agentq.db.models import utcnow
-from agentq.db.session import transaction
+from agentq.store import tables
+from agentq.store.models import Event as EventRow
+from agentq.store.models import utcnow
+from agentq.store.session import transaction
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def feed_record(row: Published) -> dict[str, Any]:
 
 
 def channel(conversation_id: uuid.UUID | str) -> str:
-    from agentq.redis_conn import key
+    from agentq.runtime.redis import key
 
     return key("conv", conversation_id)
 
@@ -222,7 +222,7 @@ def publish(rows: Iterable[Published], *, mark_now: bool = False) -> None:
     written by a background thread in batches, or before returning with `mark_now`
     (the reconciler's sweeps).
     """
-    from agentq.redis_conn import get_redis, key
+    from agentq.runtime.redis import get_redis, key
 
     rows = list(rows)
     if not rows:
@@ -256,7 +256,7 @@ def mark_published(ids: list[int], url: str | None = None) -> None:
     wait for the WAL flush, and the whole transaction is one round trip instead of four
     (a simple-query batch; the ids are integers, so inlining them is safe).
     """
-    from agentq.db.session import get_engine
+    from agentq.store.session import get_engine
 
     engine = get_engine(url)
     if engine.dialect.name != "postgresql":
@@ -369,7 +369,7 @@ class Listener:
         self.thread = threading.Thread(target=self._run, name="agentq-events", daemon=True)
 
     def _run(self) -> None:
-        from agentq.redis_conn import get_redis, key
+        from agentq.runtime.redis import get_redis, key
 
         while not self._stop.is_set():
             try:
@@ -420,7 +420,7 @@ def read_feed(
     after: int = 0, limit: int = 100, conversation_id: uuid.UUID | None = None
 ) -> list[dict[str, Any]]:
     """The stored feed after event id `after`, oldest first: replayable from any point."""
-    from agentq.db.session import reader
+    from agentq.store.session import reader
 
     with reader() as session:
         q = select(EventRow).where(EventRow.id > after)

@@ -34,7 +34,7 @@ def _emit(data: Any) -> None:
 
 
 def _workers() -> list[dict[str, Any]]:
-    from agentq.broker import get_app
+    from agentq.runtime.broker import get_app
 
     try:
         inspect = get_app().control.inspect(timeout=PING_TIMEOUT)
@@ -61,9 +61,9 @@ def collect_status() -> dict[str, Any]:
     """Queue depths, workers, jobs by status and agents, read from Redis and the DB."""
     from sqlalchemy import func, select
 
-    from agentq.db.models import Agent, Job
-    from agentq.db.session import reader
-    from agentq.metrics import queue_depths
+    from agentq.ops.metrics import queue_depths
+    from agentq.store.models import Agent, Job
+    from agentq.store.session import reader
 
     with reader() as session:
         by_status = dict(
@@ -90,7 +90,7 @@ def collect_status() -> dict[str, Any]:
     try:
         queues: dict[str, int | None] = dict(queue_depths())
     except Exception:  # noqa: BLE001 - Redis down is itself worth showing
-        from agentq.broker import QUEUES
+        from agentq.runtime.broker import QUEUES
 
         queues = dict.fromkeys(QUEUES)
     return {
@@ -136,8 +136,8 @@ def status(as_json: JsonOpt = False) -> None:
 def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from agentq.db.models import Agent, Job
-    from agentq.db.session import reader
+    from agentq.store.models import Agent, Job
+    from agentq.store.session import reader
 
     with reader() as session:
         q = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
@@ -207,7 +207,7 @@ def jobs_show(
 ) -> None:
     """One job: state, attempts, failure reason, triggering messages, reply id."""
     from agentq.errors import AgentqError
-    from agentq.jobs import get_job
+    from agentq.turn.finish import get_job
 
     try:
         job = get_job(job_id)
@@ -236,7 +236,7 @@ def jobs_retry(
 ) -> None:
     """Give a failed or cancelled job fresh attempts; it runs in its conversation's turn."""
     from agentq.errors import AgentqError
-    from agentq.jobs import retry_job
+    from agentq.turn.finish import retry_job
 
     if bool(job_id) == all_failed:
         raise typer.BadParameter("give a job id or --all-failed (not both)")
@@ -299,7 +299,7 @@ def flower(
 def _enable_task_events() -> None:
     """Have the running workers send task events now (Flower asks again every 5 s, which
     new workers need; the first ask would come only after its first interval)."""
-    from agentq.broker import get_app
+    from agentq.runtime.broker import get_app
 
     try:
         get_app().control.enable_events()

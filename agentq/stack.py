@@ -15,15 +15,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from agentq.broker import QUEUES
+from agentq.runtime.broker import QUEUES
 
 
 def use_env(env: Mapping[str, str]) -> None:
     """Point this process at `env`: settings, engines, Redis and Celery clients."""
-    from agentq.broker import reset_app
     from agentq.config import reset_settings
-    from agentq.db.session import dispose_engines
-    from agentq.redis_conn import close_redis
+    from agentq.runtime.broker import reset_app
+    from agentq.runtime.redis import close_redis
+    from agentq.store.session import dispose_engines
 
     os.environ.update(env)
     reset_settings()
@@ -96,7 +96,7 @@ class Stack:
 
     def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         """Wait until worker `name` consumes (it answers a broadcast ping)."""
-        from agentq.broker import get_app
+        from agentq.runtime.broker import get_app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

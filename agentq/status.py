@@ -25,9 +25,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from agentq import events
-from agentq.db.models import utcnow
 from agentq.errors import InvalidInput
 from agentq.events import STATUS_CATEGORIES, Status
+from agentq.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class StatusBroadcaster:
         for rec in batch:
             groups[(rec["conversation_id"], rec["payload"]["category"])].append(rec)
         try:
-            from agentq.redis_conn import get_redis
+            from agentq.runtime.redis import get_redis
 
             pipe = get_redis().pipeline(transaction=False)
             for (conv_id, category), items in groups.items():

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from agentq.client import Client
-from agentq.db.migrate import upgrade
-from agentq.db.scratch import create_database, drop_database
-from agentq.embedded import EmbeddedRedis
 from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.runtime.embedded import EmbeddedRedis
 from agentq.stack import Stack, use_env
+from agentq.store.migrate import upgrade
+from agentq.store.scratch import create_database, drop_database
 
 #: settings that make failures and recovery quick enough to test
 FAST = {

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 
 from agentq.client import Client
-from agentq.db.models import Event, Job, Message, MessageJob
-from agentq.db.session import reader
 from agentq.schemas import ConversationOut, ParticipantOut
+from agentq.store.models import Event, Job, Message, MessageJob
+from agentq.store.session import reader
 
 T = TypeVar("T")
 

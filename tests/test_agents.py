@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from agentq import errors
-from agentq.db.models import AgentConversationContext, Job, Message, MessageJob
-from agentq.db.session import reader
 from agentq.fake_llm import FakeLLMServer
+from agentq.store.models import AgentConversationContext, Job, Message, MessageJob
+from agentq.store.session import reader
 from tests.conftest import Live
 from tests.helpers import (
     count,
@@ -34,7 +34,7 @@ def tag() -> str:
 
 
 def author_names(conv_id: uuid.UUID) -> list[str]:
-    from agentq.db.models import Agent, Participant
+    from agentq.store.models import Agent, Participant
 
     with reader() as s:
         return list(

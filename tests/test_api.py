@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from agentq import status
-from agentq.keys import create_key
+from agentq.ops.keys import create_key
 from tests.api_support import Server, api_server, cli_create_key
 from tests.conftest import Live, apply_env
 from tests.helpers import events_of, wait_until

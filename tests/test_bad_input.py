@@ -17,15 +17,16 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from agentq import errors, jobs
+from agentq import errors
 from agentq.client import Client
-from agentq.coordination import ordering
-from agentq.db.migrate import upgrade
-from agentq.db.models import Event, Job, Message
-from agentq.db.session import reader
-from agentq.embedded import EmbeddedRedis, stored_values
 from agentq.fake_llm import FakeLLMServer
+from agentq.runtime.embedded import EmbeddedRedis, stored_values
 from agentq.stack import Stack
+from agentq.store.migrate import upgrade
+from agentq.store.models import Event, Job, Message
+from agentq.store.session import reader
+from agentq.turn import dispatch as ordering
+from agentq.turn import finish as jobs
 from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database
 from tests.helpers import make_dm, wait_until
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agentq.chaos import ChaosConfig, check_database, run_chaos
-from agentq.db.migrate import upgrade
+from agentq.store.migrate import upgrade
 from tests.conftest import apply_env, create_pg_database, drop_pg_database
 
 
@@ -53,8 +53,8 @@ def test_checker_counts_a_lost_and_a_duplicated_message(sqlite_url: str, base_en
     import uuid
 
     from agentq.client import Client
-    from agentq.db.models import Job, MessageJob
-    from agentq.db.session import transaction
+    from agentq.store.models import Job, MessageJob
+    from agentq.store.session import transaction
     from tests.helpers import make_dm
 
     url = sqlite_url.replace("agentq.db", f"checker-{uuid.uuid4().hex[:6]}.db")

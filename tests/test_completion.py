@@ -9,12 +9,13 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from agentq import broker, jobs
-from agentq.coordination import ordering
-from agentq.db.models import Agent, Job, LLMMessage, Message, MessageJob
-from agentq.db.session import reader
 from agentq.fake_llm import FakeLLMServer
 from agentq.providers import call_with_retries, get_provider
+from agentq.runtime import broker
+from agentq.store.models import Agent, Job, LLMMessage, Message, MessageJob
+from agentq.store.session import reader
+from agentq.turn import dispatch as ordering
+from agentq.turn import finish as jobs
 from tests.conftest import Live
 from tests.helpers import count, jobs_of, make_dm, replies_of, wait_until
 
@@ -68,9 +69,9 @@ def test_an_answer_for_a_stale_claim_writes_nothing(db: str) -> None:
     from sqlalchemy import update
 
     from agentq.client import Client
-    from agentq.db.models import utcnow
-    from agentq.db.session import transaction
     from agentq.providers import ChatResult
+    from agentq.store.models import utcnow
+    from agentq.store.session import transaction
 
     client = Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agentq.client import Client
-from agentq.coordination import debounce, ordering
-from agentq.db.models import Conversation
+from agentq.store.models import Conversation
+from agentq.turn import debounce
+from agentq.turn import dispatch as ordering
 from tests.conftest import Live
 from tests.helpers import jobs_of, make_dm, replies_of, trigger_links, wait_until
 
@@ -90,7 +91,7 @@ def test_steady_stream_fires_by_max_wait_not_after_the_burst(live: Live) -> None
 
 
 def test_a_timer_firing_early_rearms_and_dispatch_claims_in_the_same_step(db: str) -> None:
-    from agentq.redis_conn import get_redis, key
+    from agentq.runtime.redis import get_redis, key
 
     client = Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0.5, "max_wait_seconds": 5})

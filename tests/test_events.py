@@ -55,8 +55,8 @@ def test_feed_is_replayable_from_any_point(db: str) -> None:
 def test_published_events_are_marked_in_batches(db: str) -> None:
     from sqlalchemy import select
 
-    from agentq.db.models import Event
-    from agentq.db.session import reader
+    from agentq.store.models import Event
+    from agentq.store.session import reader
 
     client = agentq.Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 60, "max_wait_seconds": 60})

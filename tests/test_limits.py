@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 from agentq.client import Client
-from agentq.coordination import limits, ordering
-from agentq.reconcile import reconcile_once
+from agentq.ops.reconcile import reconcile_once
+from agentq.runtime import limits
+from agentq.turn import dispatch as ordering
 from tests.helpers import jobs_of, make_dm
 
 
@@ -43,7 +44,7 @@ def test_reconciler_restores_running_slots_but_not_finished_ones(db: str) -> Non
     assert limits.running(agent_id) == 1  # restored: the job still runs
     # A job that finished is never given a slot back.
     added = limits.restore(agent_id, [uuid.uuid4()])
-    from agentq.reconcile import _forget_finished
+    from agentq.ops.reconcile import _forget_finished
 
     _forget_finished(agent_id, added)
     assert limits.running(agent_id) == 1

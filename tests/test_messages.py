@@ -8,7 +8,7 @@ import pytest
 
 from agentq import errors
 from agentq.client import Client
-from agentq.db.models import Event, Message
+from agentq.store.models import Event, Message
 from tests.helpers import count, events_of, make_dm
 
 

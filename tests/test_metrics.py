@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from agentq import metrics
-from agentq.db.models import Agent, Job, Message
-from agentq.db.session import reader
 from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.ops import metrics
+from agentq.store.models import Agent, Job, Message
+from agentq.store.session import reader
 from tests.helpers import count, make_dm, wait_until
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ def test_state_collector_answers_without_a_database(db) -> None:  # noqa: ANN001
     import os
 
     from agentq.config import reset_settings
-    from agentq.db.session import dispose_engines
+    from agentq.store.session import dispose_engines
 
     old = os.environ["AGENTQ_DATABASE_URL"]
     os.environ["AGENTQ_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"

@@ -19,15 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-import agentq.jobs
-import agentq.messages  # noqa: F401 - imported so that the clock below reaches them
+import agentq.turn.finish
+import agentq.turn.post  # noqa: F401 - imported so that the clock below reaches them
 from agentq.client import Client
-from agentq.coordination import debounce, limits, ordering  # noqa: F401
-from agentq.db import models
-from agentq.db.models import OPEN_JOB_STATES, Conversation, Job, Message, MessageJob
-from agentq.db.session import reader
-from agentq.embedded import EmbeddedRedis
 from agentq.providers import ChatResult
+from agentq.runtime.embedded import EmbeddedRedis
+from agentq.store import models
+from agentq.store.models import OPEN_JOB_STATES, Conversation, Job, Message, MessageJob
+from agentq.store.session import reader
+from agentq.turn import debounce
+from agentq.turn import dispatch as ordering  # noqa: F401
 from tests.conftest import FAST, apply_env
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -132,7 +133,7 @@ def _jobs(conv_id: uuid.UUID) -> list[tuple[Job, list[int]]]:
 
 def _finish_one(conv_id: uuid.UUID) -> bool:
     """Play the LLM task for the conversation's running job (claiming the next if none)."""
-    jobs = agentq.jobs
+    jobs = agentq.turn.finish
     running = [j for j in _open_jobs(conv_id) if j.status == "active"]
     if running:
         job_id, token = running[0].id, running[0].lease_token
@@ -158,7 +159,7 @@ def _crash_one(clock: Clock, conv_id: uuid.UUID) -> None:
     job = running[0]
     clock.now += timedelta(seconds=get_settings().job_lease_seconds + 1)
     ordering.advance(conv_id)
-    assert not agentq.jobs.store_result(
+    assert not agentq.turn.finish.store_result(
         job.id, job.lease_token, ChatResult(content="late", model="m")
     )
 

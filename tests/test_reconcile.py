@@ -7,9 +7,9 @@ import time
 import pytest
 import redis
 
-from agentq.db.models import Event, Message, MessageJob
-from agentq.db.session import reader
-from agentq.reconcile import reconcile_once
+from agentq.ops.reconcile import reconcile_once
+from agentq.store.models import Event, Message, MessageJob
+from agentq.store.session import reader
 from tests.conftest import Live
 from tests.helpers import count, jobs_of, make_dm, replies_of, wait_until
 

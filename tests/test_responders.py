@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from agentq.client import Client
-from agentq.coordination import ordering
+from agentq.turn import dispatch as ordering
 from tests.helpers import jobs_of, make_dm, trigger_links
 
 NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
@@ -40,8 +40,8 @@ def test_without_mention_the_most_relevant_agent_answers(db: str) -> None:
 
 def test_user_messages_pending_behind_a_reply_still_get_a_job(db: str) -> None:
     """A reply written while newer user messages waited must not swallow them."""
-    from agentq import jobs
     from agentq.providers.base import ChatResult
+    from agentq.turn import finish as jobs
 
     client = Client()
     conv, user, _ = make_dm(client, settings=NOW)

@@ -15,11 +15,11 @@ from prometheus_client import REGISTRY
 import agentq
 from agentq import events, status
 from agentq.client import Client
-from agentq.db.session import transaction
 from agentq.errors import InvalidInput
 from agentq.events import Status
-from agentq.redis_conn import get_redis
+from agentq.runtime.redis import get_redis
 from agentq.status import StatusBroadcaster
+from agentq.store.session import transaction
 from tests.conftest import apply_env
 from tests.helpers import wait_until
 

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from agentq.broker import CONTROL_QUEUE, LLM_QUEUE
-from agentq.coordination import ordering
-from agentq.embedded import stored_values
+from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
+from agentq.runtime.embedded import stored_values
+from agentq.turn import dispatch as ordering
 from tests.conftest import Live
 from tests.helpers import make_dm
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from celery.signals import worker_process_init
 
 from agentq import logging as agentq_logging
-from agentq import metrics, tracing
-from agentq.broker import make_celery
-from agentq.db.session import dispose_engines
+from agentq import tracing
+from agentq.ops import metrics
 from agentq.providers import close_providers
-from agentq.redis_conn import close_redis
+from agentq.runtime.broker import make_celery
+from agentq.runtime.redis import close_redis
+from agentq.store.session import dispose_engines
 
 app = make_celery(main="workers")
 app.conf.include = ["workers.tasks"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError
 
-from agentq import jobs, reconcile
-from agentq.coordination import ordering
+from agentq.ops import reconcile
+from agentq.turn import dispatch as ordering
+from agentq.turn import finish as jobs
 from workers.app import app
 
 #: database hiccups (deadlock victim, failover, a restart) are retried; tasks are idempotent
@@ -42,7 +43,7 @@ def complete(job_id: str) -> None:
     jobs.complete(job_id)
 
 
-@app.task(name="agentq.reconcile", **RETRY)
+@app.task(name="agentq.ops.reconcile", **RETRY)
 def reconcile_pass() -> dict[str, int]:
     """Re-drive whatever the database says is unfinished."""
     return reconcile.reconcile_once().as_dict()

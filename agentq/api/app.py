@@ -13,9 +13,9 @@ import agentq
 from agentq.api import problems
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
-from agentq.db.session import reader
-from agentq.metrics import render as render_metrics
-from agentq.redis_conn import get_redis
+from agentq.ops.metrics import render as render_metrics
+from agentq.runtime.redis import get_redis
+from agentq.store.session import reader
 
 #: methods whose body the size limit reads ahead
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentq.api.problems import Unauthorized
-from agentq.keys import Principal, verify
+from agentq.ops.keys import Principal, verify
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `agentq keys create`.")
 

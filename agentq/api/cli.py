@@ -44,7 +44,7 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key and print it: it is stored hashed and cannot be shown again."""
-    from agentq.keys import create_key
+    from agentq.ops.keys import create_key
 
     secret, info = create_key(name, tenant)
     if as_json:
@@ -70,7 +70,7 @@ def create(
 @keys_app.command("list")
 def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List keys (their prefixes, never the keys)."""
-    from agentq.keys import list_keys
+    from agentq.ops.keys import list_keys
 
     for k in list_keys():
         row = {
@@ -92,7 +92,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
     """Revoke a key; it stops working at once."""
-    from agentq.keys import revoke_key
+    from agentq.ops.keys import revoke_key
 
     revoke_key(key_id)
     typer.echo(f"revoked {key_id}")

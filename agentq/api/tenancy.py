@@ -10,10 +10,10 @@ import uuid
 
 from sqlalchemy import select
 
-from agentq.db.models import Agent, Conversation, Job
-from agentq.db.session import reader
 from agentq.errors import AgentNotFound, ConversationNotFound, JobNotFound
-from agentq.keys import Principal
+from agentq.ops.keys import Principal
+from agentq.store.models import Agent, Conversation, Job
+from agentq.store.session import reader
 
 
 def own_conversation(who: Principal, conversation_id: uuid.UUID) -> None:

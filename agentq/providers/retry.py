@@ -14,8 +14,8 @@ from dataclasses import replace
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from agentq import metrics
 from agentq.errors import ProviderError
+from agentq.ops import metrics
 from agentq.providers.base import ChatRequest, ChatResult, Provider
 
 log = logging.getLogger(__name__)

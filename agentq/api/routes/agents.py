@@ -7,13 +7,13 @@ import uuid
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from agentq import agents
 from agentq.api.auth import Caller
 from agentq.api.models import AgentIn
 from agentq.api.tenancy import own_agent
-from agentq.db.models import Agent
-from agentq.db.session import reader
+from agentq.ops import agents
 from agentq.schemas import AgentOut
+from agentq.store.models import Agent
+from agentq.store.session import reader
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 

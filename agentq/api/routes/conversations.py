@@ -9,17 +9,19 @@ from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from agentq import conversations, jobs, messages
 from agentq.api.auth import Caller
 from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
 from agentq.api.problems import IdempotencyKeyReused, Problem
 from agentq.api.settings import api_settings
 from agentq.api.tenancy import own_agent, own_conversation
 from agentq.client import Client
-from agentq.db.models import Conversation
-from agentq.db.session import reader
 from agentq.errors import Conflict, ProviderError, Timeout
+from agentq.ops import conversations
 from agentq.schemas import ConversationOut, MessageOut, ParticipantOut, PostedMessage
+from agentq.store.models import Conversation
+from agentq.store.session import reader
+from agentq.turn import finish as jobs
+from agentq.turn import post as messages
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 

@@ -11,10 +11,10 @@ from agentq.api.auth import Caller
 from agentq.api.models import EventPage, EventRecord
 from agentq.api.routes.conversations import MAX_CURSOR, MAX_PAGE
 from agentq.api.tenancy import agent_ids
-from agentq.db.models import Conversation
-from agentq.db.models import Event as EventRow
-from agentq.db.session import reader
 from agentq.events import feed_record
+from agentq.store.models import Conversation
+from agentq.store.models import Event as EventRow
+from agentq.store.session import reader
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from agentq import jobs
 from agentq.api.auth import Caller
 from agentq.api.models import JobPage
 from agentq.api.routes.conversations import MAX_CURSOR, MAX_PAGE
 from agentq.api.tenancy import own_job
-from agentq.db.models import Conversation, Job
-from agentq.db.session import reader
 from agentq.schemas import JobOut
+from agentq.store.models import Conversation, Job
+from agentq.store.session import reader
+from agentq.turn import finish as jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -23,26 +23,30 @@ from typing import Any
 from sqlalchemy import Update, and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from agentq import broker, events, messages, metrics
+from agentq import events
 from agentq import logging as agentq_logging
 from agentq.config import get_settings
-from agentq.context import build_messages, chat_request
-from agentq.conversations import load_conversation
-from agentq.coordination import debounce, limits, ordering
-from agentq.db import tables
-from agentq.db.models import (
+from agentq.errors import JobNotFound, JobNotRetryable, ProviderError
+from agentq.ops import metrics
+from agentq.ops.conversations import load_conversation
+from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
+from agentq.runtime import broker, limits
+from agentq.schemas import JobOut, MessageOut
+from agentq.store import tables
+from agentq.store.models import (
     Agent,
     Job,
     Message,
     MessageJob,
     utcnow,
 )
-from agentq.db.session import ROW_LOCK, reader, transaction
-from agentq.errors import JobNotFound, JobNotRetryable, ProviderError
-from agentq.messages import append_message
-from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
-from agentq.responders import autonomous
-from agentq.schemas import JobOut, MessageOut
+from agentq.store.session import ROW_LOCK, reader, transaction
+from agentq.turn import debounce
+from agentq.turn import dispatch as ordering
+from agentq.turn import post as messages
+from agentq.turn.context import build_messages, chat_request
+from agentq.turn.post import append_message
+from agentq.turn.responders import autonomous
 
 log = logging.getLogger(__name__)
 

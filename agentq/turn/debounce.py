@@ -15,10 +15,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from agentq import broker
 from agentq.config import get_settings
-from agentq.db.models import utcnow
-from agentq.redis_conn import get_redis, key
+from agentq.runtime import broker
+from agentq.runtime.redis import get_redis, key
+from agentq.store.models import utcnow
 
 log = logging.getLogger(__name__)
 

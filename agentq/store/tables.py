@@ -11,7 +11,7 @@ from typing import cast
 
 from sqlalchemy import Table
 
-from agentq.db.models import (
+from agentq.store.models import (
     Agent,
     AgentConversationContext,
     Conversation,

@@ -16,9 +16,9 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from agentq.config import get_settings
-from agentq.db import tables
-from agentq.db.models import utcnow
 from agentq.providers.base import ChatMessage, ChatRequest
+from agentq.store import tables
+from agentq.store.models import utcnow
 
 
 class AgentProfile(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import agentq.db.models
+import agentq.store.models
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -36,9 +36,11 @@ def upgrade() -> None:
         sa.Column("max_concurrent_jobs", sa.Integer(), nullable=False),
         sa.Column("rate_limit_per_minute", sa.Integer(), nullable=False),
         sa.Column("total_responses", sa.Integer(), nullable=False),
-        sa.Column("last_response_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "last_response_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents")),
         sa.UniqueConstraint("name", name=op.f("uq_agents_name")),
     )
@@ -53,10 +55,10 @@ def upgrade() -> None:
         sa.Column("settings", sa.JSON(), nullable=False),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("handled_seq", sa.Integer(), nullable=False),
-        sa.Column("pending_since", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_message_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("pending_since", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_message_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
     )
     with op.batch_alter_table("conversations", schema=None) as batch_op:
@@ -75,8 +77,8 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("conversation_id", sa.Uuid(), nullable=True),
         sa.Column("payload", sa.JSON(), nullable=False),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("published_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("published_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
@@ -93,7 +95,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.Uuid(), nullable=False),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("messages", sa.JSON(), nullable=False),
-        sa.Column("updated_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"],
             ["agents.id"],
@@ -128,7 +130,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=200), nullable=True),
         sa.Column("agent_id", sa.Uuid(), nullable=True),
         sa.Column("display_name", sa.String(length=200), nullable=False),
-        sa.Column("joined_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("joined_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"], ["agents.id"], name=op.f("fk_participants_agent_id_agents")
         ),
@@ -163,9 +165,9 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column("request_hash", sa.String(length=64), nullable=True),
         sa.Column("reply_to_job_id", sa.Uuid(), nullable=True),
-        sa.Column("deleted_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["author_id"], ["participants.id"], name=op.f("fk_messages_author_id_participants")
         ),
@@ -203,12 +205,12 @@ def upgrade() -> None:
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("failure_reason", sa.Text(), nullable=True),
         sa.Column("lease_token", sa.Integer(), nullable=False),
-        sa.Column("lease_until", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("next_attempt_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["agent_id"], ["agents.id"], name=op.f("fk_jobs_agent_id_agents")),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
@@ -254,7 +256,7 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.Integer(), nullable=False),
         sa.Column("completion_tokens", sa.Integer(), nullable=False),
         sa.Column("latency_ms", sa.Integer(), nullable=False),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["message_id"],
             ["messages.id"],
@@ -272,7 +274,7 @@ def upgrade() -> None:
         sa.Column("agent_id", sa.Uuid(), nullable=False),
         sa.Column("conversation_id", sa.Uuid(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"], ["agents.id"], name=op.f("fk_message_jobs_agent_id_agents")
         ),

@@ -193,7 +193,7 @@ def queue_depths() -> dict[str, int]:
     kombu's Redis transport keeps priorities 0-9 in up to four lists a queue:
     the queue name, then `<name>\\x06\\x163`, `\\x066`, `\\x069`.
     """
-    from agentq.broker import QUEUES, get_app
+    from agentq.runtime.broker import QUEUES, get_app
 
     with get_app().connection_for_read() as conn:
         client = conn.default_channel.client
@@ -213,8 +213,8 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Any]:
         from sqlalchemy import func, select
 
-        from agentq.db.models import Agent, Conversation, Job, Message
-        from agentq.db.session import reader
+        from agentq.store.models import Agent, Conversation, Job, Message
+        from agentq.store.session import reader
 
         up = GaugeMetricFamily("agentq_state_up", "1 if the last state scrape succeeded.")
         try:

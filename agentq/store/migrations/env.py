@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from agentq.config import get_settings
-from agentq.db.models import Base
+from agentq.store.models import Base
 
 config = context.config
 url = (

@@ -22,11 +22,14 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
 
-from agentq import events, jobs
+from agentq import events
 from agentq.config import get_settings
-from agentq.coordination import debounce, limits, ordering
-from agentq.db.models import Conversation, Job, utcnow
-from agentq.db.session import reader
+from agentq.runtime import limits
+from agentq.store.models import Conversation, Job, utcnow
+from agentq.store.session import reader
+from agentq.turn import debounce
+from agentq.turn import dispatch as ordering
+from agentq.turn import finish as jobs
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentq.config import get_settings
-from agentq.redis_conn import get_redis, key
+from agentq.runtime.redis import get_redis, key
 
 _ACQUIRE = (Path(__file__).parent / "acquire.lua").read_text()
 

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agentq import events
-from agentq.db.models import Agent
-from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import AgentNotFound, Conflict, InvalidInput
 from agentq.schemas import AgentOut
+from agentq.store.models import Agent
+from agentq.store.session import ROW_LOCK, reader, transaction
 
 #: names are used in @mentions, so they are one word
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -114,8 +114,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
 
 
 def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
-    from agentq.db.models import Job, utcnow
-    from agentq.jobs import fail
+    from agentq.store.models import Job, utcnow
+    from agentq.turn.finish import fail
 
     allowed, target, event_name = TRANSITIONS[command]
     rows = []
@@ -147,7 +147,7 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
         out = AgentOut.model_validate(row)
     events.publish(rows)
     if command in ("resume", "start"):
-        from agentq.coordination.ordering import wake_agent
+        from agentq.turn.dispatch import wake_agent
 
         wake_agent(out.id)
     return out
@@ -175,9 +175,9 @@ def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
     """Call the agent's provider with a tiny request; report health (never raises)."""
     import time
 
-    from agentq.context import chat_request
     from agentq.errors import ProviderError
     from agentq.providers import ChatMessage, get_provider
+    from agentq.turn.context import chat_request
 
     a = get_agent(agent)
     timeout = min(10.0, float(a.model_config_.get("timeout") or 10.0))

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from agentq.agents import load_agent
-from agentq.db.models import Conversation, Participant
-from agentq.db.session import ROW_LOCK, reader, transaction
 from agentq.errors import Conflict, ConversationNotFound, InvalidInput
+from agentq.ops.agents import load_agent
 from agentq.schemas import ConversationOut, ParticipantOut
+from agentq.store.models import Conversation, Participant
+from agentq.store.session import ROW_LOCK, reader, transaction
 
 KINDS = ("dm", "channel")
 #: per-conversation settings a caller may set, with the type each must have

@@ -15,9 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from agentq.db.models import ApiKey, Tenant, utcnow
-from agentq.db.session import reader, transaction
 from agentq.errors import InvalidInput, NotFound
+from agentq.store.models import ApiKey, Tenant, utcnow
+from agentq.store.session import reader, transaction
 
 #: every key starts with it, so that secret scanners and humans recognise one
 KEY_PREFIX = "aq_"

@@ -24,12 +24,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from agentq import broker, events, metrics
+from agentq import events
 from agentq.config import Settings, get_settings
-from agentq.conversations import conversation_uuid
-from agentq.coordination import debounce, limits
-from agentq.db import tables
-from agentq.db.models import (
+from agentq.errors import ConversationNotFound
+from agentq.ops import metrics
+from agentq.ops.conversations import conversation_uuid
+from agentq.runtime import broker, limits
+from agentq.runtime.redis import get_redis, key
+from agentq.store import tables
+from agentq.store.models import (
     OPEN_JOB_STATES,
     Agent,
     Job,
@@ -37,10 +40,9 @@ from agentq.db.models import (
     MessageJob,
     utcnow,
 )
-from agentq.db.session import ROW_LOCK, transaction
-from agentq.errors import ConversationNotFound
-from agentq.redis_conn import get_redis, key
-from agentq.responders import (
+from agentq.store.session import ROW_LOCK, transaction
+from agentq.turn import debounce
+from agentq.turn.responders import (
     ConversationView,
     MessageView,
     conversation_agents,
@@ -439,7 +441,7 @@ def _start_next(session: Session, conv_id: uuid.UUID, s: Settings, out: _Start) 
     if agent.status == "paused":
         return
     if agent.status == "inactive" or (job.status == "active" and job.attempts >= job.max_attempts):
-        from agentq.jobs import fail  # jobs builds on this module
+        from agentq.turn.finish import fail  # jobs builds on this module
 
         reason = (
             f"agent {agent.name} is stopped"

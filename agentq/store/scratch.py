@@ -25,7 +25,7 @@ def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
     """Drop the database at `url`, closing this process's connections to it first."""
     import psycopg
 
-    from agentq.db.session import dispose_engines
+    from agentq.store.session import dispose_engines
 
     dispose_engines()
     with psycopg.connect(admin_url, autocommit=True) as conn:

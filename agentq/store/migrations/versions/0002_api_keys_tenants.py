@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import agentq.db.models
+import agentq.store.models
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -25,7 +25,7 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("name", name=op.f("uq_tenants_name")),
     )
@@ -36,9 +36,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", agentq.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", agentq.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", agentq.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", agentq.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],

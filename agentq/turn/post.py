@@ -13,11 +13,6 @@ from sqlalchemy.orm import Session
 
 from agentq import events
 from agentq.config import get_settings
-from agentq.conversations import conversation_uuid, load_conversation
-from agentq.coordination import debounce
-from agentq.db import tables
-from agentq.db.models import Conversation, Event, Message, utcnow
-from agentq.db.session import reader, transaction
 from agentq.errors import (
     Conflict,
     ContentTooLong,
@@ -26,7 +21,12 @@ from agentq.errors import (
     InvalidInput,
     NotAParticipant,
 )
+from agentq.ops.conversations import conversation_uuid, load_conversation
 from agentq.schemas import MessageOut, PostedMessage
+from agentq.store import tables
+from agentq.store.models import Conversation, Event, Message, utcnow
+from agentq.store.session import reader, transaction
+from agentq.turn import debounce
 
 #: seq is a 32-bit integer column
 MAX_SEQ = 2**31 - 1

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentq.db.models import Agent, Participant
+from agentq.store.models import Agent, Participant
 
 MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
 WORD_RE = re.compile(r"[a-z0-9]{3,}")

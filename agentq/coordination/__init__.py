@@ -1,1 +1,0 @@
-"""Coordination across workers and hosts: debounce timers, ordered dispatch, limits."""

@@ -1,0 +1,1 @@
+"""What operators and producers call: agents, conversations, jobs, keys, reconcile, metrics."""

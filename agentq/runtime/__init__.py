@@ -1,0 +1,1 @@
+"""Thin adapters to what agentq runs on: Celery, Redis, the limiter."""

@@ -1,0 +1,1 @@
+"""A turn, one step a module, in the order a message travels."""
