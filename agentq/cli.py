@@ -72,7 +72,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option("--name", "-n", help="Worker node name.")] = None,
 ) -> None:
     """Run a Celery worker. LLM calls wait on the network: use a threads or gevent pool."""
-    from workers.app import app as celery_app
+    from agentq.runtime.app import app as celery_app
 
     names = [QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
     argv = [

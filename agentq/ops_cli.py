@@ -274,13 +274,13 @@ def flower(
         list[str] | None, typer.Argument(help="More flower options, after --.")
     ] = None,
 ) -> None:
-    """Start Flower against the agentq workers (Celery app `workers.app`)."""
+    """Start Flower against the agentq workers (Celery app `agentq.runtime.app`)."""
     argv = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "agentq.runtime.app",
         "flower",
         f"--port={port}",
         f"--address={address}",

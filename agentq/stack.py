@@ -74,7 +74,7 @@ class Stack:
                 "-m",
                 "celery",
                 "-A",
-                "workers.app",
+                "agentq.runtime.app",
                 "worker",
                 "-Q",
                 ",".join(queues),

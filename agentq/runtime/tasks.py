@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy.exc import DBAPIError
 
 from agentq.ops import reconcile
+from agentq.runtime.app import app
 from agentq.turn import dispatch as ordering
 from agentq.turn import finish as jobs
-from workers.app import app
 
 #: database hiccups (deadlock victim, failover, a restart) are retried; tasks are idempotent
 RETRY = {
