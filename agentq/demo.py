@@ -13,9 +13,14 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentq.runtime.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from agentq.schemas import JobOut, MessageOut
 
 SCRIPT = [
     "@Ava where should I go for a long weekend in spring?",
@@ -59,7 +64,7 @@ class Progress:
 
 
 def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
-    from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+    from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 
     turns = max(1, min(turns, len(SCRIPT)))
     with ExitStack() as stack:
@@ -98,7 +103,7 @@ def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
 
         with Progress("migrating the database"):
             upgrade()
-        from agentq.stack import Stack
+        from agentq.testing.stack import Stack
 
         procs = stack.enter_context(Stack(env, log_dir=work / "logs"))
         with Progress(f"starting {workers} worker process(es) and the reconciler"):
@@ -120,40 +125,37 @@ def _converse(turns: int, work: Path) -> int:
     client.add_participant(conv.id, agent="Milo")
     user = client.add_participant(conv.id, user_id="sam", display_name="Sam")
     print(f"\nconversation {conv.id}: Sam, Ava and Milo\n")
-    rows = []
+    rows: list[tuple[str, float, tuple[float, float, float] | None]] = []
     for text in SCRIPT[:turns]:
         print(f"Sam:  {text}")
         started = time.monotonic()
         with Progress("waiting for the reply"):
-            reply = client.ask(conv.id, user.id, text, timeout=60)
+            posted = client.post_message(conv.id, user.id, text)
+            reply = client.wait_for_reply(posted.id, timeout=60)
         took = time.monotonic() - started
         job = client.get_job(reply.reply_to_job_id) if reply.reply_to_job_id else None
         agent = client.get_agent(job.agent_id).name if job else "?"
         print(f"{agent + ':':<5} {reply.content}")
-        rows.append((agent, took, job))
+        rows.append((agent, took, _timings(posted, job, reply) if job else None))
         print()
-    print("turn  agent  total    debounce  queue    llm      completion")
-    for i, (agent, took, job) in enumerate(rows, 1):
-        t = _timings(job)
-        print(f"{i:<5} {agent:<6} {took * 1000:6.0f}ms " + " ".join(f"{v:6.0f}ms" for v in t))
+    print("turn  agent  total    debounce  queue    answer")
+    for i, (agent, took, t) in enumerate(rows, 1):
+        parts = " ".join(f"{v:6.0f}ms" for v in t) if t else ""
+        print(f"{i:<5} {agent:<6} {took * 1000:6.0f}ms {parts}")
     total = sum(r[1] for r in rows)
+    print("(answer: the LLM call and writing its reply)")
     print(f"\n{len(rows)} turns in {total:.2f}s; logs in {work / 'logs'}")
     return 0
 
 
-def _timings(job: object) -> tuple[float, float, float, float]:
-    """debounce, queue, llm, completion (ms) of a job, from what the database recorded."""
-    from sqlalchemy import select
+def _timings(posted: MessageOut, job: JobOut, reply: MessageOut) -> tuple[float, float, float]:
+    """debounce, queue and answer (ms) of a turn, from the times agentq recorded."""
 
-    from agentq.store.models import Job, Message
-    from agentq.store.session import reader
+    def ms(later: datetime | None, earlier: datetime | None) -> float:
+        return (later - earlier).total_seconds() * 1000 if later and earlier else 0.0
 
-    with reader() as session:
-        row = session.get(Job, job.id)  # type: ignore[attr-defined]
-        first = session.get(Message, row.trigger_message_id)
-        reply = session.scalar(select(Message).where(Message.reply_to_job_id == row.id))
-        llm = float((row.result or {}).get("latency_ms", 0))
-        debounce = (row.created_at - first.created_at).total_seconds() * 1000
-        queue = (row.started_at - row.created_at).total_seconds() * 1000
-        rest = (reply.created_at - row.started_at).total_seconds() * 1000 - llm
-        return debounce, queue, llm, max(rest, 0.0)
+    return (
+        ms(job.created_at, posted.created_at),
+        ms(job.started_at, job.created_at),
+        ms(reply.created_at, job.started_at),
+    )

@@ -40,7 +40,7 @@ def api_server(env: Mapping[str, str], log_dir: Path) -> Iterator[Server]:
             [
                 sys.executable,
                 "-m",
-                "agentq.api.cli",
+                "agentq.cli",
                 "api",
                 "--port",
                 str(port),
@@ -81,7 +81,7 @@ def cli_create_key(env: Mapping[str, str], name: str | None = None) -> str:
         [
             sys.executable,
             "-m",
-            "agentq.api.cli",
+            "agentq.cli",
             "keys",
             "create",
             "--name",

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from agentq.client import Client
-from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
 from agentq.runtime.embedded import EmbeddedRedis
-from agentq.stack import Stack, use_env
 from agentq.store.migrate import upgrade
 from agentq.store.scratch import create_database, drop_database
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.testing.stack import Stack, use_env
 
 #: settings that make failures and recovery quick enough to test
 FAST = {

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from agentq import errors
-from agentq.fake_llm import FakeLLMServer
 from agentq.store.models import AgentConversationContext, Job, Message, MessageJob
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import (
     count,

@@ -19,12 +19,12 @@ from sqlalchemy import func, select
 
 from agentq import errors
 from agentq.client import Client
-from agentq.fake_llm import FakeLLMServer
 from agentq.runtime.embedded import EmbeddedRedis, stored_values
-from agentq.stack import Stack
 from agentq.store.migrate import upgrade
 from agentq.store.models import Event, Job, Message
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMServer
+from agentq.testing.stack import Stack
 from agentq.turn import dispatch as ordering
 from agentq.turn import finish as jobs
 from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from agentq.bench import SHORT, format_report, run_bench
+from agentq.bench.config import SHORT
+from agentq.bench.run import format_report, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

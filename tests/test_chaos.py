@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentq.chaos import ChaosConfig, check_database, run_chaos
 from agentq.store.migrate import upgrade
+from ops.chaos.chaos import ChaosConfig, check_database, run_chaos
 from tests.conftest import apply_env, create_pg_database, drop_pg_database
 
 

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from agentq.fake_llm import FakeLLMServer
 from agentq.providers import call_with_retries, get_provider
 from agentq.runtime import broker
 from agentq.store.models import Agent, Job, LLMMessage, Message, MessageJob
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMServer
 from agentq.turn import dispatch as ordering
 from agentq.turn import finish as jobs
 from tests.conftest import Live

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentq.fake_llm import FakeLLMServer
 from agentq.store.models import Agent, Message
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import events_of, jobs_of, make_dm, replies_of, wait_until
 

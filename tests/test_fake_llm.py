@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def chat_body(content: str = "hello", **extra: Any) -> dict[str, Any]:
 
 def test_help_works() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agentq.fake_llm", "--help"],
+        [sys.executable, "-m", "agentq.testing.fake_llm", "--help"],
         capture_output=True,
         text=True,
         timeout=30,

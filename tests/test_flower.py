@@ -34,7 +34,7 @@ def flower(live, tmp_path) -> Iterator[str]:  # noqa: ANN001
         [
             sys.executable,
             "-m",
-            "agentq.ops_cli",
+            "agentq.cli",
             "flower",
             "--port",
             str(port),

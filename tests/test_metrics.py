@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
 from agentq.ops import metrics
 from agentq.store.models import Agent, Job, Message
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from tests.helpers import count, make_dm, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
-from agentq.ops_cli import app
+from agentq.cli import app
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from tests.helpers import jobs_of, make_dm, replies_of, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

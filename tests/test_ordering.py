@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from agentq.fake_llm import FakeLLMServer
 from agentq.store.models import Job, Message, MessageJob
 from agentq.store.session import reader
+from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import make_dm, wait_until
 

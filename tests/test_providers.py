@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from agentq.errors import ProviderError, UnknownProvider
-from agentq.fake_llm import FakeLLMServer
 from agentq.providers import (
     ChatMessage,
     ChatRequest,
@@ -31,6 +30,7 @@ from agentq.providers import (
 from agentq.providers.anthropic import AnthropicProvider
 from agentq.providers.echo import EchoProvider
 from agentq.providers.openai import OpenAIProvider, parse_retry_after
+from agentq.testing.fake_llm import FakeLLMServer
 
 API_KEY = "sk-test-VERY-SECRET-0123456789"
 SECRET_TEXT = "my bank password is hunter2"

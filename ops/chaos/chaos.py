@@ -1,7 +1,7 @@
 """The chaos runner: real load, injected faults, and anomalies counted from the database.
 
-    agentq chaos --messages 300 --conversations 30          # the CI-sized run
-    agentq chaos --messages 2000 --conversations 200        # the big one
+    python -m ops.chaos --messages 300 --conversations 30     # the CI-sized run
+    python -m ops.chaos --messages 2000 --conversations 200   # the big one
 
 It starts everything it breaks: a fresh PostgreSQL database (or AGENTQ_DATABASE_URL), its
 own `redis-server` (so FLUSHALL and restarts never touch a shared Redis), the fake LLM,
@@ -765,10 +765,10 @@ def _check_order(
 
 def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosReport:
     """Run the whole experiment; returns the report (see `ChaosReport.ok`)."""
-    from agentq.fake_llm import FakeLLMConfig, FakeLLMServer
     from agentq.runtime.embedded import EmbeddedRedis
-    from agentq.stack import Stack
     from agentq.store.migrate import upgrade
+    from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
+    from agentq.testing.stack import Stack
 
     rng = random.Random(cfg.seed)
     admin = os.environ.get("AGENTQ_CHAOS_PG_ADMIN", DEFAULT_PG_ADMIN)
@@ -792,7 +792,7 @@ def run_chaos(cfg: ChaosConfig, echo: Callable[[str], None] = print) -> ChaosRep
                 "LLM_ENDPOINT": llm.url,
             }
             os.environ.pop("AGENTQ_METRICS_PORT", None)
-            from agentq.stack import use_env
+            from agentq.testing.stack import use_env
 
             use_env(env)
             targets = make_targets(cfg, rng)

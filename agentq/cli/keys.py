@@ -1,4 +1,4 @@
-"""`agentq api` (serve the HTTP API) and `agentq keys` (API keys)."""
+"""`agentq keys ...`: API keys of the HTTP API."""
 
 from __future__ import annotations
 
@@ -7,32 +7,7 @@ from typing import Annotated
 
 import typer
 
-api_app = typer.Typer(help="Serve the HTTP API with uvicorn.")
 keys_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
-
-
-@api_app.callback(invoke_without_command=True)
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address (default: AGENTQ_API_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: AGENTQ_API_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-) -> None:
-    """Serve the API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`)."""
-    import uvicorn
-
-    from agentq.api.settings import api_settings
-
-    s = api_settings()
-    uvicorn.run(
-        "agentq.api.app:create_app",
-        factory=True,
-        host=host or s.host,
-        port=port or s.port,
-        workers=workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
 
 
 @keys_app.command("create")
@@ -96,12 +71,3 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys 
 
     revoke_key(key_id)
     typer.echo(f"revoked {key_id}")
-
-
-#: `python -m agentq.api.cli api|keys ...`, for when agentq/cli.py does not mount them
-main = typer.Typer(no_args_is_help=True)
-main.add_typer(api_app, name="api")
-main.add_typer(keys_app, name="keys")
-
-if __name__ == "__main__":
-    main()

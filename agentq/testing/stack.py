@@ -1,6 +1,6 @@
 """Run agentq's processes locally: Celery workers, the reconciler loop and the fake LLM.
 
-Used by `agentq demo`, the benchmarks, the chaos runner and the tests, so that each of
+Used by `agentq demo`, the benchmarks, the chaos runner and tests, so that each of
 them runs the real thing: separate processes talking over real Redis and HTTP.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from agentq.runtime.broker import QUEUES
 
@@ -42,7 +43,7 @@ class Stack:
         self._n = 0
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        out: int | object = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it

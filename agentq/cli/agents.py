@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agentq.errors import AgentqError
+
+if TYPE_CHECKING:
+    from agentq.schemas import AgentOut
 
 agents_app = typer.Typer(help="Agents: lifecycle and health.", no_args_is_help=True)
 
@@ -15,7 +19,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Name = Annotated[str, typer.Argument(help="Agent name or id.")]
 
 
-def _print(agents: list, as_json: bool) -> None:
+def _print(agents: list[AgentOut], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([a.model_dump(mode="json") for a in agents], indent=2))
         return
@@ -27,7 +31,7 @@ def _print(agents: list, as_json: bool) -> None:
         )
 
 
-def _run(fn, *args, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _run(fn: Callable[..., AgentOut], *args: str, as_json: bool = False) -> None:
     try:
         result = fn(*args)
     except AgentqError as exc:

@@ -1,14 +1,11 @@
-"""Operator commands: `agentq status`, `agentq jobs list|show|retry`, `agentq flower`.
+"""`agentq status` and `agentq jobs list|show|retry`: what the queue holds and does.
 
-Each prints a readable table, or JSON with `--json`. `agentq.cli` mounts them:
-`app.command("status")(status)`, `app.add_typer(jobs_app, name="jobs")`,
-`app.command("flower", ...)(flower)`. `python -m agentq.ops_cli` runs them standalone.
+Each prints a readable table, or JSON with `--json`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Annotated, Any
 
@@ -258,60 +255,3 @@ def jobs_retry(
             typer.echo("no failed jobs")
     if errors:
         raise typer.Exit(2)
-
-
-def flower(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
-    address: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",  # noqa: S104
-    basic_auth: Annotated[
-        str | None, typer.Option(help="user:password[,user2:password2]; default FLOWER_BASIC_AUTH.")
-    ] = None,
-    url_prefix: Annotated[
-        str | None,
-        typer.Option(help="Serve under this path, e.g. flower (behind a reverse proxy)."),
-    ] = None,
-    extra: Annotated[
-        list[str] | None, typer.Argument(help="More flower options, after --.")
-    ] = None,
-) -> None:
-    """Start Flower against the agentq workers (Celery app `agentq.runtime.app`)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "agentq.runtime.app",
-        "flower",
-        f"--port={port}",
-        f"--address={address}",
-    ]
-    basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH")
-    if basic_auth:
-        argv.append(f"--basic-auth={basic_auth}")
-    if url_prefix:
-        argv.append(f"--url-prefix={url_prefix.strip('/')}")
-    argv += extra or []
-    _enable_task_events()
-    sys.stdout.flush()
-    os.execv(sys.executable, argv)
-
-
-def _enable_task_events() -> None:
-    """Have the running workers send task events now (Flower asks again every 5 s, which
-    new workers need; the first ask would come only after its first interval)."""
-    from agentq.runtime.broker import get_app
-
-    try:
-        get_app().control.enable_events()
-    except Exception as exc:  # noqa: BLE001 - Flower asks again itself
-        typer.echo(f"agentq flower: task events not enabled yet ({type(exc).__name__})", err=True)
-
-
-#: standalone: `python -m agentq.ops_cli status`
-app = typer.Typer(help="agentq operator commands.", no_args_is_help=True)
-app.command("status")(status)
-app.add_typer(jobs_app, name="jobs")
-app.command("flower", context_settings={"allow_extra_args": True})(flower)
-
-if __name__ == "__main__":
-    app()

@@ -6,7 +6,8 @@
   without debounce, ordering, leases or events. What a hand-written pipeline would do.
 
 Configured by `AGENTQ_BENCH_REDIS_URL`, `AGENTQ_BENCH_DATABASE_URL` and `LLM_ENDPOINT`;
-run by `agentq bench` as `celery -A agentq.bench_baseline worker -Q agentq.bench`.
+run by `agentq bench` from a checkout (the repository root on PYTHONPATH) as
+`celery -A ops.bench.baseline worker -Q agentq.bench`. Not shipped in the package.
 """
 
 from __future__ import annotations

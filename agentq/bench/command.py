@@ -1,0 +1,72 @@
+"""The `agentq bench` command: its options, and the run they start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+from typing import Annotated, Any
+
+import typer
+
+
+def bench(
+    short: Annotated[bool, typer.Option("--short", help="The small CI configuration.")] = False,
+    conversations: Annotated[
+        int | None, typer.Option(help="Conversations of the latency phase.")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Messages a second in the latency phase.")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds of the latency phase.")] = None,
+    burst: Annotated[int | None, typer.Option(help="Messages of the throughput phase.")] = None,
+    latency: Annotated[float | None, typer.Option(help="Fake LLM latency, seconds.")] = None,
+    debounce: Annotated[float | None, typer.Option(help="Debounce seconds.")] = None,
+    pool: Annotated[str | None, typer.Option(help="Worker pool: threads or gevent.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks in flight a worker.")] = None,
+    workers: Annotated[int | None, typer.Option(help="agentq worker processes.")] = None,
+    noop_tasks: Annotated[int | None, typer.Option(help="Bare Celery no-op tasks.")] = None,
+    capacity: Annotated[
+        int | None, typer.Option(help="LLM calls in flight to test (0: skip).")
+    ] = None,
+    capacity_latency: Annotated[float | None, typer.Option(help="Fake LLM latency there.")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL (default: AGENTQ_DATABASE_URL if PostgreSQL, else a new database)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Benchmark agentq against bare Celery on the same Redis (see ops/bench/README.md)."""
+    from agentq.bench.config import FULL, SHORT
+    from agentq.bench.run import format_report, run_bench
+
+    cfg = SHORT if short else FULL
+    given: dict[str, Any] = {
+        k: v
+        for k, v in dict(
+            conversations=conversations,
+            rate=rate,
+            duration=duration,
+            burst=burst,
+            latency=latency,
+            debounce=debounce,
+            pool=pool,
+            concurrency=concurrency,
+            workers=workers,
+            noop_tasks=noop_tasks,
+            capacity=capacity,
+            capacity_latency=capacity_latency,
+        ).items()
+        if v is not None
+    }
+    cfg = replace(cfg, **given)
+    env_url = os.environ.get("AGENTQ_DATABASE_URL", "")
+    url = database_url or (env_url if env_url.startswith("postgresql") else None)
+    # Stopped (Ctrl-C or SIGTERM), still stop its processes and drop its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = run_bench(cfg, url)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))

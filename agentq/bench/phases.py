@@ -1,0 +1,155 @@
+"""The agentq phases of a run: latency at an offered rate, throughput of a burst, and
+capacity of one LLM worker process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agentq.bench.config import BENCH_ENV, BenchConfig
+from agentq.bench.measure import RSSSampler, percentiles, span_rate, wait_for, worker_pids
+from agentq.bench.reads import backlog, settled, turns_of
+
+
+def make_dms(n: int, producers: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """`n` DMs of a user and an agent of their own: [(conversation id, user id)]."""
+    from agentq.client import Client
+
+    client = Client()
+
+    def one(i: int) -> tuple[uuid.UUID, uuid.UUID]:
+        agent = client.create_agent(
+            f"bench-{uuid.uuid4().hex[:8]}",
+            role="benchmark",
+            rate_limit_per_minute=100_000,
+        )
+        conv = client.create_conversation("dm")
+        client.add_participant(conv.id, agent=agent.id)
+        user = client.add_participant(conv.id, user_id=f"user-{i}")
+        return conv.id, user.id
+
+    with ThreadPoolExecutor(producers) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def wait_settled(conv_ids: list[uuid.UUID], timeout: float, what: str) -> None:
+    try:
+        wait_for(lambda: settled(conv_ids), timeout, what)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {backlog(conv_ids)}") from None
+
+
+def post_schedule(
+    targets: list[tuple[uuid.UUID, uuid.UUID]], count: int, rate: float, producers: int
+) -> list[float]:
+    """Post `count` messages round-robin over `targets`, `rate` a second (0: at once);
+    returns each post's API latency in ms."""
+    from agentq.turn.post import post_message
+
+    start = time.monotonic()
+    api_ms: list[float] = []
+
+    def one(k: int) -> None:
+        if rate > 0:
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        conv, user = targets[k % len(targets)]
+        t = time.perf_counter()
+        post_message(conv, user, f"benchmark message {k}")
+        api_ms.append((time.perf_counter() - t) * 1000)
+
+    with ThreadPoolExecutor(producers) as pool:
+        list(pool.map(one, range(count)))
+    return api_ms
+
+
+def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path) -> dict[str, Any]:
+    from agentq.testing.stack import Stack
+
+    out: dict[str, Any] = {}
+    n_convs = max(cfg.conversations, cfg.burst)
+    with Stack(env, log_dir=log_dir) as stack, RSSSampler(lambda: worker_pids(stack)) as rss:
+        for _ in range(cfg.workers):
+            stack.start_worker(pool=cfg.pool, concurrency=cfg.concurrency)
+        stack.start_reconciler(interval=float(BENCH_ENV["AGENTQ_RECONCILE_INTERVAL_SECONDS"]))
+        dms = make_dms(n_convs, cfg.producers)
+        max_wait = float(env["AGENTQ_MAX_WAIT_SECONDS"])
+
+        # 1. latency at the offered rate
+        lat = dms[: cfg.conversations]
+        llm.reset_stats()
+        count = int(cfg.rate * cfg.duration)
+        t0 = time.monotonic()
+        api_ms = post_schedule(lat, count, cfg.rate, cfg.producers)
+        offered = count / max(time.monotonic() - t0, 1e-9)
+        ids = [c for c, _ in lat]
+        # Past saturation the backlog drains at the box's own pace (10 turns/s or more).
+        wait_settled(ids, 120 + cfg.duration + count / 10, "the latency phase's replies")
+        turns = turns_of(ids, cfg.debounce, max_wait)
+        out["latency"] = {
+            "messages": count,
+            "offered_rate": round(offered, 1),
+            "turns": len(turns),
+            "turns_per_s": span_rate(turns),
+            "api_post_ms": percentiles(api_ms),
+            **{
+                k: percentiles([t[k] for t in turns])
+                for k in ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_error")
+            },
+            "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
+        }
+
+        # 2. throughput: one message a conversation, all at once
+        burst = dms[: cfg.burst]
+        llm.reset_stats()
+        since = time.time()
+        post_schedule(burst, cfg.burst, 0, cfg.producers)
+        ids = [c for c, _ in burst]
+        wait_settled(ids, 300, "the throughput phase's replies")
+        turns = [t for t in turns_of(ids, cfg.debounce, max_wait) if t["first"] >= since]
+        out["throughput"] = {
+            "messages": cfg.burst,
+            "turns": len(turns),
+            "turns_per_s": span_rate(turns),
+            "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
+        }
+        out["worker_rss_mb"] = rss.peak_mb()
+    return out
+
+
+def capacity_phase(
+    cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
+) -> dict[str, Any]:
+    """`capacity` calls held at once by ONE LLM worker process (control work elsewhere)."""
+    from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
+    from agentq.testing.stack import Stack
+
+    n = cfg.capacity
+    dms = make_dms(n, cfg.producers)
+    llm.control(latency=cfg.capacity_latency, jitter=0.0)
+    llm.reset_stats()
+    with Stack(env, log_dir=log_dir) as stack:
+        stack.start_worker(queues=(CONTROL_QUEUE,), pool=cfg.pool, concurrency=50, name="control")
+        stack.start_worker(queues=(LLM_QUEUE,), pool=cfg.pool, concurrency=n, name="worker-llm")
+        stack.start_reconciler(interval=5.0)
+        with RSSSampler(lambda: worker_pids(stack)) as rss:
+            t0 = time.monotonic()
+            post_schedule(dms, n, 0, cfg.producers)
+            ids = [c for c, _ in dms]
+            wait_settled(ids, 120 + 6 * cfg.capacity_latency, "the capacity replies")
+            elapsed = time.monotonic() - t0
+        turns = turns_of(ids, cfg.debounce, float(env["AGENTQ_MAX_WAIT_SECONDS"]))
+    llm.control(latency=cfg.latency)
+    return {
+        "calls": n,
+        "llm_latency_s": cfg.capacity_latency,
+        "peak_in_flight": llm.stats()["peak_in_flight"],
+        "worker_rss_mb": rss.peak_mb(),
+        "replies": len(turns),
+        "lost": n - len(turns),
+        "seconds": round(elapsed, 1),
+    }

@@ -1,0 +1,158 @@
+"""The long-running processes: `agentq worker`, `beat`, `reconcile`, `api`, `flower`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+#: short names of the queues `agentq worker -Q` accepts (full queue names work too)
+QUEUE_ALIASES = {"control": "agentq.control", "llm": "agentq.llm"}
+
+api_app = typer.Typer(help="Serve the HTTP API with uvicorn.")
+
+
+@api_app.callback(invoke_without_command=True)
+def api(
+    host: Annotated[str | None, typer.Option(help="Address (default: AGENTQ_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: AGENTQ_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`)."""
+    import uvicorn
+
+    from agentq.api.settings import api_settings
+
+    s = api_settings()
+    uvicorn.run(
+        "agentq.api.app:create_app",
+        factory=True,
+        host=host or s.host,
+        port=port or s.port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def worker(
+    queues: Annotated[
+        str,
+        typer.Option("--queues", "-Q", help="Comma-separated: control, llm (or full queue names)."),
+    ] = "control,llm",
+    pool: Annotated[
+        str, typer.Option("--pool", "-P", help="threads (default), gevent, prefork or solo.")
+    ] = "threads",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Tasks in flight in this process.")
+    ] = 50,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option("--name", "-n", help="Worker node name.")] = None,
+) -> None:
+    """Run a Celery worker. LLM calls wait on the network: use a threads or gevent pool."""
+    from agentq.runtime.app import app as celery_app
+
+    names = [QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(names),
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+    ]
+    if hostname:
+        argv += ["-n", hostname]
+    celery_app.worker_main(argv)
+
+
+def beat(
+    interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between passes (default: AGENTQ_RECONCILE_INTERVAL_SECONDS)."),
+    ] = None,
+) -> None:
+    """Run the reconciler: re-drive from the database whatever is unfinished, every interval."""
+    from agentq.config import get_settings
+    from agentq.logging import setup_logging
+    from agentq.ops.reconcile import reconcile_once
+
+    setup_logging("INFO")
+    every = interval or get_settings().reconcile_interval_seconds
+    log = logging.getLogger("agentq.beat")
+    log.info("reconciler running every %.1fs", every)
+    while True:
+        started = time.monotonic()
+        try:
+            reconcile_once()
+        except Exception as exc:  # noqa: BLE001 - a DB or Redis outage: try again next pass
+            log.warning("reconcile pass failed: %s", type(exc).__name__)
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Run one reconciler pass now and say what it re-drove."""
+    from agentq.ops.reconcile import reconcile_once
+
+    report = reconcile_once().as_dict()
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        for k, v in report.items():
+            typer.echo(f"{k:<18} {v}")
+
+
+def flower(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",  # noqa: S104
+    basic_auth: Annotated[
+        str | None, typer.Option(help="user:password[,user2:password2]; default FLOWER_BASIC_AUTH.")
+    ] = None,
+    url_prefix: Annotated[
+        str | None,
+        typer.Option(help="Serve under this path, e.g. flower (behind a reverse proxy)."),
+    ] = None,
+    extra: Annotated[
+        list[str] | None, typer.Argument(help="More flower options, after --.")
+    ] = None,
+) -> None:
+    """Start Flower against the agentq workers (Celery app `agentq.runtime.app`)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "agentq.runtime.app",
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+    basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH")
+    if basic_auth:
+        argv.append(f"--basic-auth={basic_auth}")
+    if url_prefix:
+        argv.append(f"--url-prefix={url_prefix.strip('/')}")
+    argv += extra or []
+    _enable_task_events()
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def _enable_task_events() -> None:
+    """Have the running workers send task events now (Flower asks again every 5 s, which
+    new workers need; the first ask would come only after its first interval)."""
+    from agentq.runtime.broker import get_app
+
+    try:
+        get_app().control.enable_events()
+    except Exception as exc:  # noqa: BLE001 - Flower asks again itself
+        typer.echo(f"agentq flower: task events not enabled yet ({type(exc).__name__})", err=True)
