@@ -13,6 +13,9 @@ WORKDIR /app
 # dependencies first, so that a code change does not reinstall them
 COPY pyproject.toml README.md ./
 COPY agentq ./agentq
+# Not installed (the wheel holds only the agentq package): kept beside it so that
+# `celery -A workers.app ...` run from /app finds it (celery puts the working directory on
+# its path). `celery -A agentq.runtime.app` works from anywhere.
 COPY workers ./workers
 RUN pip install . \
     && useradd --system --uid 10001 --home /app agentq \
