@@ -18,7 +18,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, select, update
@@ -26,7 +26,7 @@ from sqlalchemy import insert as insert_into
 from sqlalchemy.orm import Session
 
 from agentq.config import get_settings
-from agentq.store import tables
+from agentq.store import feed, tables
 from agentq.store.models import Event as EventRow
 from agentq.store.models import utcnow
 from agentq.store.session import transaction
@@ -198,7 +198,23 @@ def insert(conn: Connection, batch: Sequence[Event]) -> list[Recorded]:
 Published = EventRow | Recorded
 
 
-def feed_record(row: Published) -> dict[str, Any]:
+class FeedRow(Protocol):
+    """What `feed_record` reads of a stored event (an outbox row or a feed read)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def conversation_id(self) -> uuid.UUID | None: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+def feed_record(row: FeedRow) -> dict[str, Any]:
+    """The feed record of a stored event: what handlers, subscribers and readers get."""
     return {
         "id": row.id,
         "type": row.type,
@@ -420,10 +436,4 @@ def read_feed(
     after: int = 0, limit: int = 100, conversation_id: uuid.UUID | None = None
 ) -> list[dict[str, Any]]:
     """The stored feed after event id `after`, oldest first: replayable from any point."""
-    from agentq.store.session import reader
-
-    with reader() as session:
-        q = select(EventRow).where(EventRow.id > after)
-        if conversation_id is not None:
-            q = q.where(EventRow.conversation_id == conversation_id)
-        return [feed_record(r) for r in session.scalars(q.order_by(EventRow.id).limit(limit))]
+    return [feed_record(r) for r in feed.read_feed(after, limit, conversation_id)]

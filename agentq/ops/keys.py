@@ -11,13 +11,12 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-
-from sqlalchemy import select, update
 
 from agentq.errors import InvalidInput, NotFound
-from agentq.store.models import ApiKey, Tenant, utcnow
-from agentq.store.session import reader, transaction
+from agentq.store import tenancy
+from agentq.store.tenancy import KeyInfo
+
+__all__ = ["KeyInfo", "Principal", "create_key", "hash_key", "list_keys", "revoke_key", "verify"]
 
 #: every key starts with it, so that secret scanners and humans recognise one
 KEY_PREFIX = "aq_"
@@ -25,19 +24,6 @@ KEY_PREFIX = "aq_"
 KEY_BYTES = 32
 #: how many characters of a key are kept in clear to tell keys apart
 SHOWN_CHARS = 10
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """What is stored about a key (never the key itself)."""
-
-    id: uuid.UUID
-    name: str
-    prefix: str
-    tenant_id: uuid.UUID
-    tenant: str
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -65,18 +51,7 @@ def create_key(name: str, tenant: str | None = None) -> tuple[str, KeyInfo]:
     _check_name("name", name)
     tenant_name = _check_name("tenant", tenant or name)
     secret = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
-    with transaction() as session:
-        row = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
-        if row is None:
-            row = Tenant(name=tenant_name)
-            session.add(row)
-            session.flush()
-        key = ApiKey(
-            tenant_id=row.id, name=name, prefix=secret[:SHOWN_CHARS], key_hash=hash_key(secret)
-        )
-        session.add(key)
-        session.flush()
-        info = KeyInfo(key.id, key.name, key.prefix, row.id, row.name, key.created_at)
+    info = tenancy.insert_api_key(tenant_name, name, secret[:SHOWN_CHARS], hash_key(secret))
     return secret, info
 
 
@@ -85,26 +60,13 @@ def verify(key: str) -> Principal | None:
     the key's content: the lookup is by its hash."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    with reader() as session:
-        row = session.execute(
-            select(ApiKey.id, ApiKey.tenant_id).where(
-                ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
-            )
-        ).first()
+    row = tenancy.key_principal(hash_key(key))
     return Principal(row[0], row[1]) if row else None
 
 
 def list_keys() -> list[KeyInfo]:
-    with reader() as session:
-        rows = session.execute(
-            select(ApiKey, Tenant.name)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .order_by(ApiKey.created_at)
-        ).all()
-        return [
-            KeyInfo(k.id, k.name, k.prefix, k.tenant_id, t, k.created_at, k.revoked_at)
-            for k, t in rows
-        ]
+    """Every key, revoked ones included, oldest first."""
+    return tenancy.list_api_keys()
 
 
 def revoke_key(key_id: uuid.UUID | str) -> None:
@@ -113,11 +75,5 @@ def revoke_key(key_id: uuid.UUID | str) -> None:
         kid = uuid.UUID(str(key_id))
     except ValueError:
         raise NotFound("api key", key_id) from None
-    with transaction() as session:
-        done = session.execute(
-            update(ApiKey)
-            .where(ApiKey.id == kid, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
-        if done.rowcount == 0 and session.get(ApiKey, kid) is None:  # type: ignore[attr-defined]
-            raise NotFound("api key", key_id)
+    if not tenancy.revoke_api_key(kid):
+        raise NotFound("api key", key_id)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from agentq.api.auth import Caller
 from agentq.api.models import AgentIn
-from agentq.api.tenancy import own_agent
-from agentq.ops import agents
+from agentq.ops import agents, tenancy
+from agentq.ops.tenancy import own_agent
 from agentq.schemas import AgentOut
-from agentq.store.models import Agent
-from agentq.store.session import reader
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
@@ -28,11 +25,7 @@ def create_agent(body: AgentIn, who: Caller) -> AgentOut:
 
 @router.get("", response_model=list[AgentOut])
 def list_agents(who: Caller) -> list[AgentOut]:
-    with reader() as session:
-        rows = session.scalars(
-            select(Agent).where(Agent.tenant_id == who.tenant_id).order_by(Agent.name)
-        )
-        return [AgentOut.model_validate(a) for a in rows]
+    return tenancy.list_agents(who)
 
 
 @router.get("/{agent_id}", response_model=AgentOut)

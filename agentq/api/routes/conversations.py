@@ -6,22 +6,17 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
+from agentq import turn
 from agentq.api.auth import Caller
 from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
 from agentq.api.problems import IdempotencyKeyReused, Problem
 from agentq.api.settings import api_settings
-from agentq.api.tenancy import own_agent, own_conversation
 from agentq.client import Client
 from agentq.errors import Conflict, ProviderError, Timeout
-from agentq.ops import conversations
+from agentq.ops import conversations, jobs, tenancy
+from agentq.ops.tenancy import own_agent, own_conversation
 from agentq.schemas import ConversationOut, MessageOut, ParticipantOut, PostedMessage
-from agentq.store.models import Conversation
-from agentq.store.session import reader
-from agentq.turn import finish as jobs
-from agentq.turn import post as messages
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -47,15 +42,7 @@ def list_conversations(
     offset: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
 ) -> list[ConversationOut]:
     """The tenant's conversations, newest first."""
-    with reader() as session:
-        rows = session.scalars(
-            select(Conversation)
-            .where(Conversation.tenant_id == who.tenant_id)
-            .order_by(Conversation.created_at.desc(), Conversation.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return [ConversationOut.model_validate(c) for c in rows]
+    return tenancy.list_conversations(who, limit=limit, offset=offset)
 
 
 @router.get("/{conversation_id}", response_model=ConversationOut)
@@ -134,18 +121,14 @@ def post_message(
 
 
 def _post(conversation_id: uuid.UUID, body: MessageIn, key: str | None) -> PostedMessage:
-    for attempt in range(2):
-        try:
-            return messages.post_message(conversation_id, body.author_id, body.content, key)
-        except Conflict as exc:
-            if key is None:
-                raise
-            raise IdempotencyKeyReused(key) from exc
-        except IntegrityError:
-            # two posts with one key raced past the lookup; the second sees the first now
-            if key is None or attempt:
-                raise
-    raise AssertionError("unreachable")
+    # Two posts with one key cannot both insert: post_message locks the conversation row
+    # before it looks the key up, so the second sees the first's message.
+    try:
+        return turn.post_message(conversation_id, body.author_id, body.content, key)
+    except Conflict as exc:
+        if key is None:
+            raise
+        raise IdempotencyKeyReused(key) from exc
 
 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
@@ -157,5 +140,5 @@ def list_messages(
 ) -> MessagePage:
     """Messages with seq > `after_seq`, oldest first, one page."""
     own_conversation(who, conversation_id)
-    items = messages.list_messages(conversation_id, after_seq=after_seq, limit=limit)
+    items = conversations.list_messages(conversation_id, after_seq=after_seq, limit=limit)
     return MessagePage(items=items, next_after_seq=items[-1].seq if len(items) == limit else None)

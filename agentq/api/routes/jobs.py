@@ -6,16 +6,13 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from agentq.api.auth import Caller
 from agentq.api.models import JobPage
 from agentq.api.routes.conversations import MAX_CURSOR, MAX_PAGE
-from agentq.api.tenancy import own_job
+from agentq.ops import jobs, tenancy
+from agentq.ops.tenancy import own_job
 from agentq.schemas import JobOut
-from agentq.store.models import Conversation, Job
-from agentq.store.session import reader
-from agentq.turn import finish as jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -31,19 +28,9 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
 ) -> JobPage:
     """Jobs, newest first, optionally of one status and one conversation."""
-    q = (
-        select(Job)
-        .join(Conversation, Conversation.id == Job.conversation_id)
-        .where(Conversation.tenant_id == who.tenant_id)
+    items = tenancy.list_jobs(
+        who, status=status, conversation_id=conversation_id, limit=limit, offset=offset
     )
-    if status is not None:
-        q = q.where(Job.status == status)
-    if conversation_id is not None:
-        q = q.where(Job.conversation_id == conversation_id)
-    with reader() as session:
-        q = q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-        rows = session.scalars(q)
-        items = [JobOut.model_validate(j) for j in rows]
     return JobPage(items=items, next_offset=offset + limit if len(items) == limit else None)
 
 

@@ -25,10 +25,10 @@ from agentq.api.auth import Caller
 from agentq.api.problems import NotReady, Problem
 from agentq.api.routes.conversations import MAX_CURSOR
 from agentq.api.settings import api_settings
-from agentq.api.tenancy import own_conversation
 from agentq.config import get_settings
 from agentq.errors import InvalidInput
 from agentq.events import STATUS_CATEGORIES, channel, read_feed
+from agentq.ops.tenancy import own_conversation
 from agentq.status import BATCH_TYPE
 
 router = APIRouter(tags=["stream"])
