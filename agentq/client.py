@@ -8,12 +8,11 @@ import uuid
 from typing import Any
 
 from redis.client import PubSub
-from sqlalchemy import select
 
-from agentq import events
+from agentq import events, turn
 from agentq.config import get_settings
-from agentq.errors import NotFound, ProviderError, Timeout
-from agentq.ops import agents, conversations
+from agentq.errors import NotFound, Timeout
+from agentq.ops import agents, conversations, jobs, replies
 from agentq.runtime.redis import get_redis
 from agentq.schemas import (
     AgentOut,
@@ -23,10 +22,6 @@ from agentq.schemas import (
     ParticipantOut,
     PostedMessage,
 )
-from agentq.store.models import Job, Message, MessageJob
-from agentq.store.session import reader
-from agentq.turn import finish as jobs
-from agentq.turn import post as messages
 
 #: how often `ask` looks at the database when no event woke it
 POLL_SECONDS = 0.25
@@ -130,12 +125,12 @@ class Client:
         idempotency_key: str | None = None,
     ) -> PostedMessage:
         """Accept a message (stored before this returns); agents answer asynchronously."""
-        return messages.post_message(conversation_id, author_id, content, idempotency_key)
+        return turn.post_message(conversation_id, author_id, content, idempotency_key)
 
     def list_messages(
         self, conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
     ) -> list[MessageOut]:
-        return messages.list_messages(conversation_id, after_seq=after_seq, limit=limit)
+        return conversations.list_messages(conversation_id, after_seq=after_seq, limit=limit)
 
     def ask(
         self,
@@ -163,14 +158,11 @@ class Client:
             mid = uuid.UUID(str(message_id))
         except ValueError:
             raise NotFound("message", message_id) from None
-        with reader() as session:
-            conv_id = session.scalar(select(Message.conversation_id).where(Message.id == mid))
-        if conv_id is None:
-            raise NotFound("message", message_id)
+        conv_id = replies.conversation_of(mid)
         pubsub = _subscribe(conv_id)
         try:
             while True:
-                reply = self._reply_to(mid)
+                reply = replies.reply_to(mid)
                 if reply is not None:
                     return reply
                 if time.monotonic() >= deadline:
@@ -179,24 +171,6 @@ class Client:
         finally:
             if pubsub is not None:
                 pubsub.close()
-
-    @staticmethod
-    def _reply_to(message_id: uuid.UUID) -> MessageOut | None:
-        with reader() as session:
-            rows = session.execute(
-                select(Job.id, Job.status, Job.failure_reason)
-                .join(MessageJob, MessageJob.job_id == Job.id)
-                .where(MessageJob.message_id == message_id, MessageJob.status == "trigger")
-                .order_by(Job.created_at)
-            ).all()
-            for job_id, status, reason in rows:
-                if status == "completed":
-                    reply = session.scalar(select(Message).where(Message.reply_to_job_id == job_id))
-                    if reply is not None:
-                        return MessageOut.model_validate(reply)
-                if status == "failed":
-                    raise ProviderError(f"job {job_id} failed: {reason}", retryable=False)
-        return None
 
     def get_job(self, job_id: uuid.UUID | str) -> JobOut:
         return jobs.get_job(job_id)

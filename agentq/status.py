@@ -25,9 +25,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from agentq import events
+from agentq.clock import utcnow
 from agentq.errors import InvalidInput
 from agentq.events import STATUS_CATEGORIES, Status
-from agentq.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
