@@ -6,16 +6,14 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import agentq
 from agentq.api import problems
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
+from agentq.ops.health import readiness
 from agentq.ops.metrics import render as render_metrics
-from agentq.runtime.redis import get_redis
-from agentq.store.session import reader
 
 #: methods whose body the size limit reads ahead
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -73,22 +71,6 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _check_ready() -> dict[str, str]:
-    checks: dict[str, str] = {}
-    try:
-        with reader() as session:
-            session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
-        checks["database"] = type(exc).__name__
-    try:
-        get_redis().ping()
-        checks["redis"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["redis"] = type(exc).__name__
-    return checks
-
-
 def create_app() -> FastAPI:
     """The API app (a factory: `uvicorn --factory agentq.api:create_app`)."""
     app = FastAPI(
@@ -110,7 +92,7 @@ def create_app() -> FastAPI:
     @app.get("/readyz", tags=["system"], responses={503: {"model": problems.Problem}})
     async def readyz() -> dict[str, Any]:
         """The database and Redis answer; 503 naming the failing one otherwise."""
-        checks = await run_in_threadpool(_check_ready)
+        checks = await run_in_threadpool(readiness)
         failing = [f"{k}: {v}" for k, v in checks.items() if v != "ok"]
         if failing:
             raise problems.NotReady("not ready: " + ", ".join(failing))

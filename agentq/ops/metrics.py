@@ -44,6 +44,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agentq import events
+from agentq.states import AgentStatus, JobStatus
+from agentq.store import stats
 
 log = logging.getLogger(__name__)
 
@@ -211,48 +213,13 @@ class StateCollector(Collector):
     """Gauges computed from PostgreSQL/SQLite and Redis when Prometheus scrapes."""
 
     def collect(self) -> Iterator[Any]:
-        from sqlalchemy import func, select
-
-        from agentq.store.models import Agent, Conversation, Job, Message
-        from agentq.store.session import reader
-
         up = GaugeMetricFamily("agentq_state_up", "1 if the last state scrape succeeded.")
         try:
             now = datetime.now().astimezone()
-            with reader() as session:
-                by_status = dict(
-                    session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-                )
-                agents = session.execute(
-                    select(Agent.name, Agent.status, Agent.total_responses)
-                ).all()
-                active = dict(
-                    session.execute(
-                        select(Agent.name, func.count())
-                        .join(Job, Job.agent_id == Agent.id)
-                        .where(Job.status == "active")
-                        .group_by(Agent.name)
-                    ).all()
-                )
-                conversations = (
-                    session.scalar(
-                        select(func.count())
-                        .select_from(Conversation)
-                        .where(
-                            Conversation.last_message_at
-                            >= now - timedelta(seconds=ACTIVE_CONVERSATION_SECONDS)
-                        )
-                    )
-                    or 0
-                )
-                last_minute = (
-                    session.scalar(
-                        select(func.count())
-                        .select_from(Message)
-                        .where(Message.created_at >= now - timedelta(seconds=60))
-                    )
-                    or 0
-                )
+            state = stats.queue_state(
+                active_since=now - timedelta(seconds=ACTIVE_CONVERSATION_SECONDS),
+                messages_since=now - timedelta(seconds=60),
+            )
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even with the DB down
             log.warning("metrics: database state unavailable: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -262,23 +229,24 @@ class StateCollector(Collector):
         jobs = GaugeMetricFamily(
             "agentq_jobs", "Jobs in the database, by status.", labels=["status"]
         )
-        for status in ("waiting", "active", "delayed", "completed", "failed", "cancelled"):
-            jobs.add_metric([status], by_status.get(status, 0))
+        by_status = state.jobs_by_status
+        for job_status in JobStatus:
+            jobs.add_metric([job_status], by_status.get(job_status, 0))
         yield jobs
         yield GaugeMetricFamily(
             "agentq_queued_jobs",
             "Jobs waiting for their turn or for a retry.",
-            value=by_status.get("waiting", 0) + by_status.get("delayed", 0),
+            value=by_status.get(JobStatus.WAITING, 0) + by_status.get(JobStatus.DELAYED, 0),
         )
         yield GaugeMetricFamily(
             "agentq_active_conversations",
             f"Conversations with a message in the last {int(ACTIVE_CONVERSATION_SECONDS)}s.",
-            value=conversations,
+            value=state.active_conversations,
         )
         yield GaugeMetricFamily(
             "agentq_messages_last_minute",
             "Messages created in the last 60 seconds.",
-            value=last_minute,
+            value=state.recent_messages,
         )
         per_agent = GaugeMetricFamily(
             "agentq_agent_active_jobs", "Jobs running now, by agent.", labels=["agent"]
@@ -288,17 +256,17 @@ class StateCollector(Collector):
             "Replies written, by agent (from the database).",
             labels=["agent"],
         )
-        status = GaugeMetricFamily("agentq_agents", "Agents by status.", labels=["status"])
+        by_agent_status = GaugeMetricFamily("agentq_agents", "Agents by status.", labels=["status"])
         counts: dict[str, int] = {}
-        for name, st, total in agents:
-            per_agent.add_metric([name], active.get(name, 0))
-            responses.add_metric([name], total)
-            counts[st] = counts.get(st, 0) + 1
-        for st in ("active", "busy", "paused", "inactive"):
-            status.add_metric([st], counts.get(st, 0))
+        for agent in state.agents:
+            per_agent.add_metric([agent.name], state.active_jobs_by_agent.get(agent.name, 0))
+            responses.add_metric([agent.name], agent.total_responses)
+            counts[agent.status] = counts.get(agent.status, 0) + 1
+        for agent_status in AgentStatus:
+            by_agent_status.add_metric([agent_status], counts.get(agent_status, 0))
         yield per_agent
         yield responses
-        yield status
+        yield by_agent_status
 
         depth = GaugeMetricFamily(
             "agentq_queue_depth", "Tasks ready in each Celery queue.", labels=["queue"]

@@ -1,0 +1,83 @@
+"""Counts an operator reads: the state gauges of `/metrics`, and the readiness probe.
+
+Prometheus scrapes often, so each count is one statement, all in one session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, select, text
+
+from agentq.states import JobStatus
+from agentq.store.models import Agent, Conversation, Job, Message
+from agentq.store.session import reader
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """An agent as the gauges see it."""
+
+    name: str
+    status: str
+    total_responses: int
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """The queue's state in the database at one moment."""
+
+    #: job count by status (statuses with no job are absent)
+    jobs_by_status: dict[str, int]
+    agents: list[AgentRow]
+    #: active jobs by agent name (agents with none are absent)
+    active_jobs_by_agent: dict[str, int]
+    #: conversations with a message since the `active_since` asked for
+    active_conversations: int
+    #: messages created since the `messages_since` asked for
+    recent_messages: int
+
+
+# Statements built once.
+#: (status, count) of jobs, one row a status
+_JOBS_BY_STATUS = select(Job.status, func.count()).group_by(Job.status)
+#: (name, status, total_responses) of every agent
+_AGENTS = select(Agent.name, Agent.status, Agent.total_responses)
+#: (agent name, count) of active jobs, one row an agent with any
+_ACTIVE_BY_AGENT = (
+    select(Agent.name, func.count())
+    .join(Job, Job.agent_id == Agent.id)
+    .where(Job.status == JobStatus.ACTIVE)
+    .group_by(Agent.name)
+)
+#: how many conversations have a message since :since
+_ACTIVE_CONVERSATIONS = (
+    select(func.count())
+    .select_from(Conversation)
+    .where(Conversation.last_message_at >= bindparam("since"))
+)
+#: how many messages were created since :since
+_RECENT_MESSAGES = (
+    select(func.count()).select_from(Message).where(Message.created_at >= bindparam("since"))
+)
+#: the cheapest statement a database answers
+_PING = text("SELECT 1")
+
+
+def queue_state(*, active_since: datetime, messages_since: datetime) -> QueueState:
+    """Jobs by status, agents, active jobs by agent, and the conversations and messages
+    active since the given times: five statements in one read session."""
+    with reader() as session:
+        by_status = {status: n for status, n in session.execute(_JOBS_BY_STATUS)}
+        agents = [AgentRow(n, s, t) for n, s, t in session.execute(_AGENTS)]
+        active = {name: n for name, n in session.execute(_ACTIVE_BY_AGENT)}
+        conversations = session.scalar(_ACTIVE_CONVERSATIONS, {"since": active_since}) or 0
+        messages = session.scalar(_RECENT_MESSAGES, {"since": messages_since}) or 0
+    return QueueState(by_status, agents, active, conversations, messages)
+
+
+def ping() -> None:
+    """Run `SELECT 1`; raises whatever the driver raises if the database does not answer."""
+    with reader() as session:
+        session.execute(_PING)
