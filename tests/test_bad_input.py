@@ -17,7 +17,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from agentq import errors
+from agentq import errors, turn
 from agentq.client import Client
 from agentq.runtime.embedded import EmbeddedRedis, stored_values
 from agentq.store.migrate import upgrade
@@ -25,8 +25,6 @@ from agentq.store.models import Event, Job, Message
 from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMServer
 from agentq.testing.stack import Stack
-from agentq.turn import dispatch as ordering
-from agentq.turn import finish as jobs
 from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database
 from tests.helpers import make_dm, wait_until
 
@@ -214,12 +212,12 @@ def runaway() -> Iterator[str]:
 
 def _run_in_process(conv_id: uuid.UUID, *, until: float = 30.0) -> Job:
     """Play the worker's part: dispatch, then claim and run attempts until the job ends."""
-    ordering.dispatch_due(conv_id)
+    turn.dispatch_due(conv_id)
     deadline = time.monotonic() + until
     while time.monotonic() < deadline:
-        claim = ordering.advance(conv_id)
+        claim = turn.advance(conv_id)
         if claim is not None:
-            jobs.run_job(claim.job_id, claim.token)
+            turn.run_job(claim.job_id, claim.token)
         with reader() as s:
             job = s.scalar(select(Job).where(Job.conversation_id == conv_id))
         if job is not None and job.status in ("completed", "failed"):

@@ -9,13 +9,12 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from agentq import turn
 from agentq.providers import call_with_retries, get_provider
 from agentq.runtime import broker
 from agentq.store.models import Agent, Job, LLMMessage, Message, MessageJob
 from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMServer
-from agentq.turn import dispatch as ordering
-from agentq.turn import finish as jobs
 from tests.conftest import Live
 from tests.helpers import count, jobs_of, make_dm, replies_of, wait_until
 
@@ -26,15 +25,15 @@ def test_completion_delivered_twice_writes_one_reply(isolated: Live) -> None:
     conv, user, agent_id = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
     client.post_message(conv.id, user.id, "hello")
     # No worker runs yet: drive the job by hand up to its stored answer.
-    job_id = ordering.dispatch_due(conv.id).jobs[0]
-    claim = ordering.advance(conv.id)
+    job_id = turn.dispatch_due(conv.id).jobs[0]
+    claim = turn.advance(conv.id)
     assert claim is not None and claim.job_id == job_id
-    call = jobs.prepare(job_id, claim.token)
+    call = turn.prepare(job_id, claim.token)
     assert call is not None
     result = call_with_retries(
         get_provider(call.provider), call.request, max_retries=0, backoff_base=0.01, backoff_max=0.1
     )
-    assert jobs.store_result(job_id, claim.token, result)
+    assert turn.store_result(job_id, claim.token, result)
 
     # The completion task is delivered twice through the broker, and run concurrently
     # in this process too.
@@ -42,7 +41,7 @@ def test_completion_delivered_twice_writes_one_reply(isolated: Live) -> None:
     broker.send(broker.COMPLETE, job_id)
     outcomes: list[bool] = []
     threads = [
-        threading.Thread(target=lambda: outcomes.append(jobs.complete(job_id))) for _ in range(4)
+        threading.Thread(target=lambda: outcomes.append(turn.complete(job_id))) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -76,20 +75,20 @@ def test_an_answer_for_a_stale_claim_writes_nothing(db: str) -> None:
     client = Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
     client.post_message(conv.id, user.id, "hello")
-    job_id = ordering.dispatch_due(conv.id, start=True).jobs[0]
+    job_id = turn.dispatch_due(conv.id, start=True).jobs[0]
     (job,) = jobs_of(conv.id)
     stale = job.lease_token
     # Its worker is presumed dead: the lease runs out and the job is claimed again.
     with transaction() as s:
         s.execute(update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(1)))
-    claim = ordering.advance(conv.id)
+    claim = turn.advance(conv.id)
     assert claim is not None and claim.token == stale + 1
 
-    assert not jobs.complete(job_id, ChatResult(content="late", model="m"), stale)
+    assert not turn.complete(job_id, ChatResult(content="late", model="m"), stale)
     assert replies_of(conv.id) == []
-    assert jobs.complete(job_id, ChatResult(content="current", model="m"), claim.token)
+    assert turn.complete(job_id, ChatResult(content="current", model="m"), claim.token)
     assert [m.content for m in replies_of(conv.id)] == ["current"]
-    assert not jobs.complete(job_id, ChatResult(content="again", model="m"), claim.token)
+    assert not turn.complete(job_id, ChatResult(content="again", model="m"), claim.token)
 
 
 @pytest.mark.integration
@@ -132,11 +131,11 @@ def test_a_reply_in_an_autonomous_channel_is_dispatched_to_the_next_agent(db: st
     client.add_participant(conv.id, agent=second.id)
     user = client.add_participant(conv.id, user_id="u1")
     client.post_message(conv.id, user.id, f"@{first.name} start us off")
-    job_id = ordering.dispatch_due(conv.id, start=True).jobs[0]
+    job_id = turn.dispatch_due(conv.id, start=True).jobs[0]
     (job,) = jobs_of(conv.id)
     assert job.agent_id == first.id and job.status == "active"
 
-    assert jobs.complete(job_id, ChatResult(content="over to you", model="m"), job.lease_token)
+    assert turn.complete(job_id, ChatResult(content="over to you", model="m"), job.lease_token)
 
     # The reply opened a window that was due at once: the completion dispatched it
     # (no worker and no reconciler run here), and the other agent answers it.

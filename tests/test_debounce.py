@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agentq import turn
 from agentq.client import Client
 from agentq.store.models import Conversation
 from agentq.turn import debounce
-from agentq.turn import dispatch as ordering
 from tests.conftest import Live
 from tests.helpers import jobs_of, make_dm, replies_of, trigger_links, wait_until
 
@@ -43,13 +43,13 @@ def test_dispatch_waits_for_the_window_then_covers_every_pending_message(db: str
     client = Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0.5, "max_wait_seconds": 5})
     posted = [client.post_message(conv.id, user.id, f"m{i}") for i in range(3)]
-    early = ordering.dispatch_due(conv.id)
+    early = turn.dispatch_due(conv.id)
     assert early.due is not None and early.jobs == []
     time.sleep(0.6)
-    outcome = ordering.dispatch_due(conv.id)
+    outcome = turn.dispatch_due(conv.id)
     assert len(outcome.jobs) == 1 and outcome.handled == 3
     assert trigger_links(outcome.jobs[0]) == [m.seq for m in posted]
-    again = ordering.dispatch_due(conv.id)
+    again = turn.dispatch_due(conv.id)
     assert again.jobs == [] and again.due is None  # idempotent: nothing left pending
 
 
@@ -99,12 +99,12 @@ def test_a_timer_firing_early_rearms_and_dispatch_claims_in_the_same_step(db: st
     timer = key("debounce", conv.id)
     assert get_redis().exists(timer)  # the post armed the conversation's one timer
 
-    early = ordering.fire(conv.id)  # as if a stale timer fired before the window ended
+    early = turn.fire(conv.id)  # as if a stale timer fired before the window ended
     assert early.due is not None and early.jobs == []
     assert get_redis().exists(timer)  # re-armed for the window's end
 
     time.sleep(0.6)
-    due = ordering.fire(conv.id)
+    due = turn.fire(conv.id)
     assert len(due.jobs) == 1
     (job,) = jobs_of(conv.id)
     assert job.status == "active" and job.lease_token == 1  # claimed with the dispatch

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from agentq import turn
 from agentq.client import Client
 from agentq.ops.reconcile import reconcile_once
 from agentq.runtime import limits
-from agentq.turn import dispatch as ordering
 from tests.helpers import jobs_of, make_dm
 
 
@@ -36,8 +36,8 @@ def test_reconciler_restores_running_slots_but_not_finished_ones(db: str) -> Non
     client = Client()
     conv, user, agent_id = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
     client.post_message(conv.id, user.id, "hello")
-    ordering.dispatch_due(conv.id)
-    claim = ordering.advance(conv.id)
+    turn.dispatch_due(conv.id)
+    claim = turn.advance(conv.id)
     assert claim is not None and limits.running(agent_id) == 1
     limits.release(agent_id, claim.job_id)  # as if Redis lost it
     reconcile_once()

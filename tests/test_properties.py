@@ -1,8 +1,8 @@
 """Property-based tests (hypothesis) of the debounce and ordering rules.
 
 The pure rule (`debounce.due_at`) is checked on arbitrary arrivals. The database rules are
-checked by driving `messages.post_message`, `ordering.dispatch_due`, `ordering.advance`
-and `jobs.store_result`/`jobs.complete` directly, on SQLite and PostgreSQL, with a clock
+checked by driving `messages.post_message`, `turn.dispatch_due`, `turn.advance`
+and `turn.store_result`/`turn.complete` directly, on SQLite and PostgreSQL, with a clock
 the test moves: whatever the interleaving of arrivals, dispatches and completions, the
 jobs' trigger sets partition the messages, in seq order, each made exactly when the
 window said so, with one open job at a time.
@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-import agentq.turn.finish
-import agentq.turn.post  # noqa: F401 - imported so that the clock below reaches them
+import agentq.turn  # noqa: F401 - imported so that the clock below reaches its steps
+from agentq import turn
 from agentq.client import Client
 from agentq.providers import ChatResult
 from agentq.runtime.embedded import EmbeddedRedis
@@ -28,7 +28,7 @@ from agentq.store import models
 from agentq.store.models import OPEN_JOB_STATES, Conversation, Job, Message, MessageJob
 from agentq.store.session import reader
 from agentq.turn import debounce
-from agentq.turn import dispatch as ordering  # noqa: F401
+from agentq.turn.outcome import Effects
 from tests.conftest import FAST, apply_env
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -133,18 +133,17 @@ def _jobs(conv_id: uuid.UUID) -> list[tuple[Job, list[int]]]:
 
 def _finish_one(conv_id: uuid.UUID) -> bool:
     """Play the LLM task for the conversation's running job (claiming the next if none)."""
-    jobs = agentq.turn.finish
     running = [j for j in _open_jobs(conv_id) if j.status == "active"]
     if running:
         job_id, token = running[0].id, running[0].lease_token
     else:
-        claim = ordering.advance(conv_id)
+        claim = turn.advance(conv_id)
         if claim is None:
             return False
         job_id, token = claim.job_id, claim.token
-    assert jobs.store_result(job_id, token, ChatResult(content="ok", model="m"))
-    assert jobs.complete(job_id)
-    assert not jobs.complete(job_id)  # run twice, it writes once
+    assert turn.store_result(job_id, token, ChatResult(content="ok", model="m"))
+    assert turn.complete(job_id)
+    assert not turn.complete(job_id)  # run twice, it writes once
     return True
 
 
@@ -158,8 +157,8 @@ def _crash_one(clock: Clock, conv_id: uuid.UUID) -> None:
         return
     job = running[0]
     clock.now += timedelta(seconds=get_settings().job_lease_seconds + 1)
-    ordering.advance(conv_id)
-    assert not agentq.turn.finish.store_result(
+    turn.advance(conv_id)
+    assert not turn.store_result(
         job.id, job.lease_token, ChatResult(content="late", model="m")
     )
 
@@ -207,14 +206,14 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
 
     for kind, gap, n in ops:
         clock.now += timedelta(seconds=gap)
-        dispatched: ordering.DispatchOutcome | None = None
+        dispatched: Effects | None = None
         if kind == "post":
             for i in range(n):
                 msg = client.post_message(conv.id, user.id, f"m{len(posted)}-{i}")
                 pending.append((msg.seq, clock.now))
                 posted.append(msg.seq)
         elif kind == "dispatch":
-            dispatched = ordering.dispatch_due(conv.id)
+            dispatched = turn.dispatch_due(conv.id)
         elif kind == "finish":
             _finish_one(conv.id)
         else:
@@ -239,7 +238,7 @@ def test_any_interleaving_partitions_messages_into_ordered_jobs(
 
     # Drain: the window ends, every job runs in turn.
     clock.now += timedelta(seconds=max_wait + 1)
-    ordering.dispatch_due(conv.id)
+    turn.dispatch_due(conv.id)
     for _ in range(len(posted) + 2):
         if not _finish_one(conv.id):
             break

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from agentq import turn
 from agentq.client import Client
-from agentq.turn import dispatch as ordering
 from tests.helpers import jobs_of, make_dm, trigger_links
 
 NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
@@ -26,7 +26,7 @@ def test_mention_routes_to_that_agent(db: str) -> None:
     client = Client()
     conv, user, chef, cash = channel(client)
     client.post_message(conv.id, user.id, f"@{cash.name} can you check this?")
-    (job_id,) = ordering.dispatch_due(conv.id).jobs
+    (job_id,) = turn.dispatch_due(conv.id).jobs
     assert client.get_job(job_id).agent_id == cash.id
 
 
@@ -34,24 +34,24 @@ def test_without_mention_the_most_relevant_agent_answers(db: str) -> None:
     client = Client()
     conv, user, chef, cash = channel(client)
     client.post_message(conv.id, user.id, "what should I bake for dinner tonight? any recipes?")
-    (job_id,) = ordering.dispatch_due(conv.id).jobs
+    (job_id,) = turn.dispatch_due(conv.id).jobs
     assert client.get_job(job_id).agent_id == chef.id
 
 
 def test_user_messages_pending_behind_a_reply_still_get_a_job(db: str) -> None:
     """A reply written while newer user messages waited must not swallow them."""
+    from agentq import turn
     from agentq.providers.base import ChatResult
-    from agentq.turn import finish as jobs
 
     client = Client()
     conv, user, _ = make_dm(client, settings=NOW)
     client.post_message(conv.id, user.id, "first")
-    first = ordering.dispatch_due(conv.id).jobs[0]
-    claim = ordering.advance(conv.id)
+    first = turn.dispatch_due(conv.id).jobs[0]
+    claim = turn.advance(conv.id)
     client.post_message(conv.id, user.id, "second, while the first is answered")
-    jobs.store_result(first, claim.token, ChatResult(content="answer", model="m"))
-    jobs.complete(first)  # then dispatches what waited, as it is due
-    ordering.dispatch_due(conv.id)
+    turn.store_result(first, claim.token, ChatResult(content="answer", model="m"))
+    turn.complete(first)  # then dispatches what waited, as it is due
+    turn.dispatch_due(conv.id)
     first_job, second_job = jobs_of(conv.id)
     assert trigger_links(first_job.id) == [1]
     assert trigger_links(second_job.id) == [2]

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
+from agentq import turn
 from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
 from agentq.runtime.embedded import stored_values
-from agentq.turn import dispatch as ordering
 from tests.conftest import Live
 from tests.helpers import make_dm
 
@@ -32,8 +32,8 @@ def test_task_messages_carry_ids_only(isolated: Live) -> None:
     client = isolated.client
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
     client.post_message(conv.id, user.id, SECRET_TEXT)
-    ordering.dispatch_due(conv.id)
-    ordering.advance(conv.id)  # queues agentq.run_job; no worker consumes it
+    turn.dispatch_due(conv.id)
+    turn.advance(conv.id)  # queues agentq.run_job; no worker consumes it
 
     messages = queued_messages(isolated.redis.url)
     tasks = [m for m in messages if "headers" in m and "body" in m]

@@ -47,7 +47,7 @@ def post_schedule(
 ) -> list[float]:
     """Post `count` messages round-robin over `targets`, `rate` a second (0: at once);
     returns each post's API latency in ms."""
-    from agentq.turn.post import post_message
+    from agentq.turn import post_message
 
     start = time.monotonic()
     api_ms: list[float] = []

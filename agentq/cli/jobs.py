@@ -204,7 +204,7 @@ def jobs_show(
 ) -> None:
     """One job: state, attempts, failure reason, triggering messages, reply id."""
     from agentq.errors import AgentqError
-    from agentq.turn.finish import get_job
+    from agentq.ops.jobs import get_job
 
     try:
         job = get_job(job_id)
@@ -233,7 +233,7 @@ def jobs_retry(
 ) -> None:
     """Give a failed or cancelled job fresh attempts; it runs in its conversation's turn."""
     from agentq.errors import AgentqError
-    from agentq.turn.finish import retry_job
+    from agentq.ops.jobs import retry_job
 
     if bool(job_id) == all_failed:
         raise typer.BadParameter("give a job id or --all-failed (not both)")

@@ -6,14 +6,14 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from agentq import events
-from agentq.errors import AgentNotFound, Conflict, InvalidInput
+from agentq.errors import Conflict, InvalidInput
 from agentq.schemas import AgentOut
-from agentq.store.models import Agent
-from agentq.store.session import ROW_LOCK, reader, transaction
+from agentq.states import AgentStatus
+from agentq.store import agents, jobs, outbox
+from agentq.store.session import reader, transaction
+from agentq.turn import effects, finish
+from agentq.turn.outcome import Effects
 
 #: names are used in @mentions, so they are one word
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -52,10 +52,11 @@ def create_agent(
         raise InvalidInput("max_concurrent_jobs", "must be >= 1")
     if rate_limit_per_minute < 1:
         raise InvalidInput("rate_limit_per_minute", "must be >= 1")
-    with transaction() as session:
-        if session.scalar(select(Agent.id).where(Agent.name == name)):
+    with transaction() as tx:
+        if agents.exists_named(tx, name):
             raise Conflict(f"an agent named {name!r} already exists")
-        agent = Agent(
+        out = agents.create(
+            tx,
             name=name,
             role=role,
             backstory=backstory,
@@ -67,41 +68,23 @@ def create_agent(
             rate_limit_per_minute=rate_limit_per_minute,
             tenant_id=tenant_id,
         )
-        session.add(agent)
-        session.flush()
-        row = events.record(
-            session,
-            events.AgentLifecycle(
-                agent_id=agent.id, status=agent.status, name=name, event_type="agent.created"
-            ),
+        created = events.AgentLifecycle(
+            agent_id=out.id, status=out.status, name=name, event_type="agent.created"
         )
-        out = AgentOut.model_validate(agent)
-    events.publish([row])
+        rows = outbox.insert_events(tx, [created])
+    effects.run(Effects(events=rows))
     return out
 
 
-def load_agent(session: Session, agent: uuid.UUID | str) -> Agent:
-    """The agent by id or by name, or AgentNotFound."""
-    row: Agent | None
-    try:
-        row = session.get(Agent, uuid.UUID(str(agent)))
-    except ValueError:
-        row = session.scalar(select(Agent).where(Agent.name == str(agent)))
-    if row is None:
-        raise AgentNotFound(agent)
-    return row
-
-
 def get_agent(agent: uuid.UUID | str) -> AgentOut:
-    with reader() as session:
-        return AgentOut.model_validate(load_agent(session, agent))
+    """The agent by id or by name, or AgentNotFound."""
+    with reader() as tx:
+        return agents.find(tx, agent)
 
 
 def list_agents() -> list[AgentOut]:
-    with reader() as session:
-        return [
-            AgentOut.model_validate(a) for a in session.scalars(select(Agent).order_by(Agent.name))
-        ]
+    with reader() as tx:
+        return agents.all_agents(tx)
 
 
 #: what each lifecycle command does: the statuses it applies to, the status it sets, its event
@@ -114,42 +97,30 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
 
 
 def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
-    from agentq.store.models import Job, utcnow
-    from agentq.turn.finish import fail
-
     allowed, target, event_name = TRANSITIONS[command]
-    rows = []
-    with transaction() as session:
-        row = load_agent(session, agent)
-        session.refresh(row, with_for_update=ROW_LOCK)
-        if row.status == target:
-            return AgentOut.model_validate(row)
-        if row.status not in allowed:
-            raise Conflict(f"agent {row.name} is {row.status}; cannot {command} it")
-        row.status = target
-        rows.append(
-            events.record(
-                session,
-                events.AgentLifecycle(
-                    agent_id=row.id, status=target, name=row.name, event_type=event_name
-                ),
-            )
+    after = Effects()
+    with transaction() as tx:
+        found = agents.find(tx, agent, lock=True)
+        if found.status == target:
+            return found
+        if found.status not in allowed:
+            raise Conflict(f"agent {found.name} is {found.status}; cannot {command} it")
+        agents.set_status(tx, found.id, AgentStatus(target))
+        changed = events.AgentLifecycle(
+            agent_id=found.id, status=target, name=found.name, event_type=event_name
         )
+        after.events = outbox.insert_events(tx, [changed])
+        failed: list[Effects | None] = []
         if command == "stop":
             # No new jobs; the ones still waiting fail visibly now (a running one finishes).
-            pending = session.scalars(
-                select(Job)
-                .where(Job.agent_id == row.id, Job.status.in_(("waiting", "delayed")))
-                .with_for_update(key_share=True)
-            )
-            for job in pending:
-                rows += fail(session, job, f"agent {row.name} was stopped", utcnow())
-        out = AgentOut.model_validate(row)
-    events.publish(rows)
+            for job_id in jobs.not_started(tx, found.id):
+                failed.append(finish.fail(tx, job_id, f"agent {found.name} was stopped"))
+        out = found.model_copy(update={"status": target})
+    effects.run(after)
+    for done in failed:
+        effects.run(done)
     if command in ("resume", "start"):
-        from agentq.turn.dispatch import wake_agent
-
-        wake_agent(out.id)
+        effects.wake_agent(out.id)
     return out
 
 

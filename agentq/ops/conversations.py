@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
+from agentq import ids
+from agentq.clock import utcnow
 from agentq.errors import Conflict, ConversationNotFound, InvalidInput
-from agentq.ops.agents import load_agent
-from agentq.schemas import ConversationOut, ParticipantOut
-from agentq.store.models import Conversation, Participant
-from agentq.store.session import ROW_LOCK, reader, transaction
+from agentq.schemas import ConversationOut, MessageOut, ParticipantOut
+from agentq.states import ConversationKind, ParticipantKind
+from agentq.store import agents, conversations, messages
+from agentq.store.session import Tx, reader, transaction
+
+#: seq is a 32-bit integer column
+MAX_SEQ = 2**31 - 1
 
 KINDS = ("dm", "channel")
 #: per-conversation settings a caller may set, with the type each must have
@@ -69,34 +71,22 @@ def create_conversation(
     if kind not in KINDS:
         raise InvalidInput("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     checked = _check_settings(settings or {})
-    with transaction() as session:
-        conv = Conversation(kind=kind, title=title, settings=checked, tenant_id=tenant_id)
-        session.add(conv)
-        session.flush()
-        return ConversationOut.model_validate(conv)
+    with transaction() as tx:
+        return ConversationOut.model_validate(
+            conversations.create(tx, kind, title, checked, tenant_id)
+        )
 
 
-def conversation_uuid(conversation_id: uuid.UUID | str) -> uuid.UUID:
-    """`conversation_id` as a UUID; one that cannot be is a conversation not found."""
-    try:
-        return uuid.UUID(str(conversation_id))
-    except ValueError:
-        raise ConversationNotFound(conversation_id) from None
-
-
-def load_conversation(
-    session: Any, conversation_id: uuid.UUID | str, *, lock: bool = False
-) -> Conversation:
-    cid = conversation_uuid(conversation_id)
-    conv = session.get(Conversation, cid, with_for_update=ROW_LOCK if lock else None)
-    if conv is None:
+def _load(tx: Tx, conversation_id: uuid.UUID | str, *, lock: bool = False) -> Any:
+    found = conversations.get(tx, ids.conversation(conversation_id), lock=lock)
+    if found is None:
         raise ConversationNotFound(conversation_id)
-    return conv
+    return found
 
 
 def get_conversation(conversation_id: uuid.UUID | str) -> ConversationOut:
-    with reader() as session:
-        return ConversationOut.model_validate(load_conversation(session, conversation_id))
+    with reader() as tx:
+        return ConversationOut.model_validate(_load(tx, conversation_id))
 
 
 def add_participant(
@@ -112,68 +102,44 @@ def add_participant(
     """
     if (agent is None) == (user_id is None):
         raise InvalidInput("participant", "give exactly one of agent or user_id")
-    with transaction() as session:
-        conv = load_conversation(session, conversation_id, lock=True)
+    with transaction() as tx:
+        conv = _load(tx, conversation_id, lock=True)
         if agent is not None:
-            a = load_agent(session, agent)
-            existing = session.scalar(
-                select(Participant).where(
-                    Participant.conversation_id == conv.id, Participant.agent_id == a.id
-                )
-            )
-            if existing:
+            a = agents.find(tx, agent)
+            existing = conversations.participant(tx, conv.id, agent_id=a.id)
+            if existing is not None:
                 return ParticipantOut.model_validate(existing)
-            if conv.kind == "dm" and _agent_count(session, conv.id) >= 1:
+            if conv.kind == ConversationKind.DM and conversations.agent_count(tx, conv.id) >= 1:
                 raise Conflict(f"conversation {conv.id} is a DM and already has its agent")
-            p = Participant(
-                conversation_id=conv.id,
-                kind="agent",
+            added = conversations.add_participant(
+                tx,
+                conv.id,
+                ParticipantKind.AGENT,
+                display_name or a.name,
                 agent_id=a.id,
-                display_name=display_name or a.name,
+                now=utcnow(),
             )
         else:
             if not user_id or len(user_id) > 200:
                 raise InvalidInput("user_id", "must be 1 to 200 characters")
-            existing = session.scalar(
-                select(Participant).where(
-                    Participant.conversation_id == conv.id, Participant.user_id == user_id
-                )
-            )
-            if existing:
+            existing = conversations.participant(tx, conv.id, user_id=user_id)
+            if existing is not None:
                 return ParticipantOut.model_validate(existing)
-            p = Participant(
-                conversation_id=conv.id,
-                kind="user",
+            added = conversations.add_participant(
+                tx,
+                conv.id,
+                ParticipantKind.USER,
+                display_name or str(user_id),
                 user_id=user_id,
-                display_name=display_name or user_id,
+                now=utcnow(),
             )
-        session.add(p)
-        try:
-            session.flush()
-        except IntegrityError:
-            raise Conflict("that participant was added concurrently; read it again") from None
-        return ParticipantOut.model_validate(p)
-
-
-def _agent_count(session: Any, conversation_id: uuid.UUID) -> int:
-    return len(
-        session.scalars(
-            select(Participant.id).where(
-                Participant.conversation_id == conversation_id, Participant.kind == "agent"
-            )
-        ).all()
-    )
+        return ParticipantOut.model_validate(added)
 
 
 def list_participants(conversation_id: uuid.UUID | str) -> list[ParticipantOut]:
-    with reader() as session:
-        conv = load_conversation(session, conversation_id)
-        rows = session.scalars(
-            select(Participant)
-            .where(Participant.conversation_id == conv.id)
-            .order_by(Participant.joined_at)
-        )
-        return [ParticipantOut.model_validate(p) for p in rows]
+    with reader() as tx:
+        conv = _load(tx, conversation_id)
+        return [ParticipantOut.model_validate(p) for p in conversations.participants(tx, conv.id)]
 
 
 def start_session(agent: uuid.UUID | str, user_id: str) -> tuple[ConversationOut, ParticipantOut]:
@@ -185,3 +151,16 @@ def start_session(agent: uuid.UUID | str, user_id: str) -> tuple[ConversationOut
     add_participant(conv.id, agent=agent)
     user = add_participant(conv.id, user_id=user_id)
     return conv, user
+
+
+def list_messages(
+    conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
+) -> list[MessageOut]:
+    """Messages of a conversation with seq > `after_seq`, oldest first (soft-deleted left out)."""
+    if not 0 <= after_seq <= MAX_SEQ:
+        raise InvalidInput("after_seq", f"must be between 0 and {MAX_SEQ}")
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit", "must be between 1 and 1000")
+    with reader() as tx:
+        conv = _load(tx, conversation_id)
+        return [MessageOut.model_validate(m) for m in messages.page(tx, conv.id, after_seq, limit)]

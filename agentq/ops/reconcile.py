@@ -20,16 +20,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select
-
-from agentq import events
+from agentq import events, turn
+from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.runtime import limits
-from agentq.store.models import Conversation, Job, utcnow
+from agentq.store import conversations, jobs
 from agentq.store.session import reader
 from agentq.turn import debounce
-from agentq.turn import dispatch as ordering
-from agentq.turn import finish as jobs
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +53,16 @@ def reconcile_once() -> Report:
     report = Report()
     report.events_published = events.publish_unpublished(older_than=now - grace)
 
-    with reader() as session:
-        pending = session.execute(
-            select(
-                Conversation.id,
-                Conversation.pending_since,
-                Conversation.last_message_at,
-                Conversation.settings,
-            )
-            .where(Conversation.pending_since.is_not(None))
-            .order_by(Conversation.pending_since)
-            .limit(BATCH)
-        ).all()
-        stalled = session.scalars(
-            select(Job.conversation_id)
-            .where(
-                or_(
-                    and_(Job.status == "waiting", Job.created_at < now - grace),
-                    and_(Job.status == "active", Job.lease_until < now),
-                    and_(Job.status == "delayed", Job.next_attempt_at < now - grace),
-                )
-            )
-            .distinct()
-            .limit(BATCH)
-        ).all()
-        running = session.execute(
-            select(Job.agent_id, Job.id).where(Job.status == "active", Job.lease_until >= now)
-        ).all()
-        answered = session.scalars(
-            select(Job.id)
-            .where(Job.status == "active", Job.result.is_not(None), Job.updated_at < now - grace)
-            .limit(BATCH)
-        ).all()
+    with reader() as tx:
+        pending = conversations.pending_windows(tx, BATCH)
+        stalled = jobs.stalled_conversations(tx, now, now - grace, BATCH)
+        running = jobs.running(tx, now)
+        answered = jobs.answered(tx, now - grace, BATCH)
 
-    for conv_id, since, last, settings in pending:
-        probe = Conversation(pending_since=since, last_message_at=last, settings=settings)
-        due = debounce.due_at(probe)
+    for window in pending:
+        due = debounce.due_at(window)
         if due is not None and due + grace < now:
-            _safely(ordering.fire, conv_id)
+            _safely(turn.fire, window.id)
             report.dispatched += 1
     # Slots of running jobs, in case Redis lost them (limits must keep holding).
     by_agent: dict[uuid.UUID, list[uuid.UUID]] = {}
@@ -105,10 +74,10 @@ def reconcile_once() -> Report:
             _forget_finished(agent_id, added)
     # Answers already stored are written first, so that no LLM call is made again.
     for job_id in answered:
-        if _safely(jobs.complete, job_id):
+        if _safely(turn.complete, job_id):
             report.completed += 1
     for conv_id in stalled:
-        if _safely(ordering.advance, conv_id):
+        if _safely(turn.advance, conv_id):
             report.advanced += 1
     if any(report.as_dict().values()):
         log.info("reconciled: %s", report.as_dict())
@@ -121,10 +90,8 @@ def _forget_finished(agent_id: uuid.UUID, job_ids: list[uuid.UUID]) -> None:
     A job that finishes after this read releases its slot itself, after our restore, so
     between the two no finished job keeps a slot.
     """
-    with reader() as session:
-        still = set(
-            session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "active"))
-        )
+    with reader() as tx:
+        still = jobs.still_active(tx, job_ids)
     for job_id in job_ids:
         if job_id not in still:
             limits.release(agent_id, job_id)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError
-
+from agentq import turn
 from agentq.ops import reconcile
 from agentq.runtime.app import app
-from agentq.turn import dispatch as ordering
-from agentq.turn import finish as jobs
+from agentq.store.session import DatabaseError
 
 #: database hiccups (deadlock victim, failover, a restart) are retried; tasks are idempotent
 RETRY = {
-    "autoretry_for": (DBAPIError, ConnectionError),
+    "autoretry_for": (DatabaseError, ConnectionError),
     "retry_backoff": 0.5,
     "retry_backoff_max": 10,
     "retry_jitter": True,
@@ -22,25 +20,25 @@ RETRY = {
 @app.task(name="agentq.dispatch", **RETRY)
 def dispatch(conversation_id: str) -> None:
     """Debounce timer: dispatch the conversation's pending messages if they are due."""
-    ordering.fire(conversation_id)
+    turn.fire(conversation_id)
 
 
 @app.task(name="agentq.advance", **RETRY)
 def advance(conversation_id: str) -> None:
     """Start the conversation's next job (or its delayed retry) if none is running."""
-    ordering.advance(conversation_id)
+    turn.advance(conversation_id)
 
 
 @app.task(name="agentq.run_job", **RETRY)
 def run_job(job_id: str, token: int) -> None:
     """Call the LLM for a claimed job, then complete it."""
-    jobs.run_job(job_id, token)
+    turn.run_job(job_id, token)
 
 
 @app.task(name="agentq.complete", **RETRY)
 def complete(job_id: str) -> None:
     """Write a job's stored answer as its reply (once, however often it runs)."""
-    jobs.complete(job_id)
+    turn.complete(job_id)
 
 
 @app.task(name="agentq.ops.reconcile", **RETRY)

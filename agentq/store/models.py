@@ -26,6 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from agentq.clock import utcnow  # noqa: F401 - re-exported
+from agentq.states import FINISHED_JOB_STATES, OPEN_JOB_STATES  # noqa: F401 - re-exported
+
 # Stable constraint names, so that Alembic migrations read the same on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -34,15 +37,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-#: job states that hold a conversation's one slot: nothing else of it may run meanwhile
-OPEN_JOB_STATES = ("active", "delayed")
-#: job states from which nothing more happens unless an operator retries
-FINISHED_JOB_STATES = ("completed", "failed", "cancelled")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_id() -> uuid.UUID:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agentq.config import get_settings
@@ -18,6 +19,12 @@ from agentq.config import get_settings
 #: foreign key to its agent). With plain FOR UPDATE, two transactions that each insert a
 #: job and then lock the job's agent deadlock. SQLite locks the whole database instead.
 ROW_LOCK = {"key_share": True}
+
+#: a database error (a deadlock victim, a failover, a restart): worth retrying
+DatabaseError = DBAPIError
+
+#: what a step of a turn works in: one transaction, opened by `transaction()`
+Tx = Session
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}

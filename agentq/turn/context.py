@@ -12,24 +12,33 @@ import re
 import uuid
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
-
+from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.providers.base import ChatMessage, ChatRequest
-from agentq.store import tables
-from agentq.store.models import utcnow
+from agentq.states import Role
+from agentq.store import contexts
+from agentq.store import messages as stored_messages
+from agentq.store.session import Tx
+
+#: seq is a 32-bit integer column
+MAX_SEQ = 2**31 - 1
 
 
 class AgentProfile(Protocol):
-    """What a prompt needs of an agent: an Agent, or a row with its columns."""
+    """What a prompt needs of an agent: a row with these columns."""
 
-    id: uuid.UUID
-    name: str
-    role: str
-    backstory: str
-    goal: str
-    system_prompt: str | None
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def backstory(self) -> str: ...
+    @property
+    def goal(self) -> str: ...
+    @property
+    def system_prompt(self) -> str | None: ...
 
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -54,71 +63,33 @@ def _speaker(name: str) -> str:
     return _NAME_RE.sub("_", name)[:64] or "user"
 
 
-_CTX, _M, _P = tables.contexts, tables.messages, tables.participants
-# Built once: every LLM call reads the cache and the messages after it.
-_CACHED = select(_CTX.c.id, _CTX.c.last_seq, _CTX.c.messages).where(
-    _CTX.c.agent_id == bindparam("agent_id"), _CTX.c.conversation_id == bindparam("conv_id")
-)
-_FRESH = (
-    select(_M.c.seq, _M.c.content, _P.c.agent_id, _P.c.display_name)
-    .outerjoin(_P, _M.c.author_id == _P.c.id)
-    .where(
-        _M.c.conversation_id == bindparam("conv_id"),
-        _M.c.seq > bindparam("after"),
-        _M.c.deleted_at.is_(None),
-        _M.c.role != "system",
-    )
-    .order_by(_M.c.seq.desc())
-    .limit(bindparam("limit"))
-)
-_INSERT_CACHE = insert(_CTX)
-_UPDATE_CACHE = update(_CTX).where(_CTX.c.id == bindparam("cache_id"))
-
-
-def history(
-    session: Session, agent_id: uuid.UUID, conversation_id: uuid.UUID, limit: int
-) -> list[dict[str, Any]]:
-    """The last `limit` messages, mapped for the agent, updating the cache in `session`."""
-    conn = session.connection()
-    ids = {"agent_id": agent_id, "conv_id": conversation_id}
-    cache = conn.execute(_CACHED, ids).first()
-    rows = conn.execute(
-        _FRESH, {**ids, "after": cache.last_seq if cache else 0, "limit": limit}
-    ).all()
+def history(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` messages, mapped for the agent, updating its cache."""
+    cache = contexts.cached(tx, agent_id, conv_id)
+    rows = stored_messages.history(tx, conv_id, cache.last_seq if cache else 0, MAX_SEQ, limit)
     fresh = [
         {
             "seq": r.seq,
-            "role": "assistant" if r.agent_id == agent_id else "user",
+            "role": Role.ASSISTANT if r.agent_id == agent_id else Role.USER,
             "name": _speaker(r.display_name) if r.display_name is not None else None,
             "content": r.content,
         }
         for r in reversed(rows)
     ]
-    merged = ((cache.messages if cache else []) + fresh)[-limit:]
+    merged: list[dict[str, Any]] = ((cache.messages if cache else []) + fresh)[-limit:]
     if fresh:
-        values = {"last_seq": fresh[-1]["seq"], "messages": merged, "updated_at": utcnow()}
-        if cache is None:
-            conn.execute(
-                _INSERT_CACHE,
-                {
-                    "id": uuid.uuid4(),
-                    "agent_id": agent_id,
-                    "conversation_id": conversation_id,
-                    **values,
-                },
-            )
-        else:
-            conn.execute(_UPDATE_CACHE, {"cache_id": cache.id, **values})
+        contexts.save(
+            tx, cache.id if cache else None, agent_id, conv_id, fresh[-1]["seq"], merged, utcnow()
+        )
     return merged
 
 
 def build_messages(
-    session: Session, agent: AgentProfile, conversation_id: uuid.UUID, limit: int
+    tx: Tx, agent: AgentProfile, conversation_id: uuid.UUID, limit: int
 ) -> list[ChatMessage]:
-    """The request's messages: the agent's system prompt, then its view of the history.
-    `agent` is an Agent or a row with its columns."""
+    """The request's messages: the agent's system prompt, then its view of the history."""
     msgs = [ChatMessage(role="system", content=system_prompt(agent))]
-    for h in history(session, agent.id, conversation_id, limit):
+    for h in history(tx, agent.id, conversation_id, limit):
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
 

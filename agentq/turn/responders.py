@@ -14,56 +14,63 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from agentq.store.models import Agent, Participant
+from agentq.states import AgentStatus, ConversationKind, Responders, Role
 
 MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
 WORD_RE = re.compile(r"[a-z0-9]{3,}")
 
 
 class ConversationView(Protocol):
-    """What a selector sees of the conversation: a Conversation, or a row of its columns."""
+    """What a selector sees of the conversation: a row of its columns."""
 
-    id: uuid.UUID
-    kind: str
-    settings: dict[str, Any] | None
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def settings(self) -> dict[str, Any] | None: ...
 
 
 class MessageView(Protocol):
-    """What a selector sees of a pending message: a Message, or a row of its columns."""
+    """What a selector sees of a pending message: a row of its columns."""
 
-    id: uuid.UUID
-    seq: int
-    author_id: uuid.UUID | None
-    role: str
-    content: str
-
-
-#: (session, conversation, pending messages oldest first) -> the agents that answer
-Selector = Callable[[Session, ConversationView, Sequence[MessageView]], list[Agent]]
-
-
-def conversation_agents(
-    session: Session, conv: ConversationView
-) -> list[tuple[Participant, Agent]]:
-    """The conversation's agents with their participant rows, in joining order (read once
-    a transaction: dispatch and the selector both need them)."""
-    cache_key = ("conversation_agents", conv.id)
-    cached: list[tuple[Participant, Agent]] | None = session.info.get(cache_key)
-    if cached is None:
-        rows = session.execute(
-            select(Participant, Agent)
-            .join(Agent, Participant.agent_id == Agent.id)
-            .where(Participant.conversation_id == conv.id, Participant.kind == "agent")
-            .order_by(Participant.joined_at)
-        )
-        cached = session.info[cache_key] = [(p, a) for p, a in rows]
-    return cached
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def author_id(self) -> uuid.UUID | None: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
 
 
-def relevance(text: str, agent: Agent) -> int:
+class Member(Protocol):
+    """An agent of the conversation, as a selector sees it."""
+
+    @property
+    def participant_id(self) -> uuid.UUID: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def backstory(self) -> str: ...
+    @property
+    def goal(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+#: (conversation, its agents in joining order, pending messages oldest first) -> the agents
+#: that answer
+Selector = Callable[[ConversationView, Sequence[Member], Sequence[MessageView]], list[Member]]
+
+
+def relevance(text: str, agent: Member) -> int:
     """How many distinct words of `text` appear in the agent's role, backstory and goal."""
     profile = set(
         WORD_RE.findall(f"{agent.name} {agent.role} {agent.backstory} {agent.goal}".lower())
@@ -72,26 +79,26 @@ def relevance(text: str, agent: Agent) -> int:
 
 
 def select_responders(
-    session: Session, conv: ConversationView, messages: Sequence[MessageView]
-) -> list[Agent]:
+    conv: ConversationView, members: Sequence[Member], messages: Sequence[MessageView]
+) -> list[Member]:
     """The default selector. `messages` is the pending batch, oldest first."""
-    agents = [(p, a) for p, a in conversation_agents(session, conv) if a.status != "inactive"]
+    agents = [a for a in members if a.status != AgentStatus.INACTIVE]
     if not agents:
         return []
-    by_participant = {p.id: a for p, a in agents}
-    human = [m for m in messages if m.role == "user" and m.author_id not in by_participant]
+    by_participant = {a.participant_id: a for a in agents}
+    human = [m for m in messages if m.role == Role.USER and m.author_id not in by_participant]
     if human:
-        speaking, candidates = human, [a for _, a in agents]
+        speaking, candidates = human, agents
     elif could_answer_agent(conv) and messages:
         # Autonomous turn: another agent answers the last agent's message.
         last = messages[-1]
         speaking = [last]
-        candidates = [a for p, a in agents if p.id != last.author_id]
+        candidates = [a for a in agents if a.participant_id != last.author_id]
     else:
         return []
     if not candidates:
         return []
-    if conv.kind == "dm":
+    if conv.kind == ConversationKind.DM:
         return candidates[:1]
     names = {a.name.lower(): a for a in candidates}
     mentioned = [
@@ -102,7 +109,7 @@ def select_responders(
     ]
     if mentioned:
         return list(dict.fromkeys(mentioned))
-    if human and (conv.settings or {}).get("responders") == "all":
+    if human and (conv.settings or {}).get("responders") == Responders.ALL:
         return candidates
     text = " ".join(m.content for m in speaking)
     return [max(candidates, key=lambda a: relevance(text, a))]
@@ -116,7 +123,7 @@ def could_answer_agent(conv: ConversationView) -> bool:
 
 def autonomous(kind: str, settings: dict[str, Any] | None) -> bool:
     """`could_answer_agent` for a conversation's kind and settings."""
-    return kind == "channel" and bool((settings or {}).get("autonomous"))
+    return kind == ConversationKind.CHANNEL and bool((settings or {}).get("autonomous"))
 
 
 def get_selector(path: str | None) -> Selector:

@@ -1,0 +1,45 @@
+"""The `agent_conversation_context` table: each agent's mapped history of a conversation,
+a cache that the next call rebuilds if it is lost."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, insert, select, update
+
+from agentq.store import tables
+from agentq.store.session import Tx
+
+CTX = tables.contexts
+
+#: the cached history of an agent in a conversation
+_CACHED = select(CTX.c.id, CTX.c.last_seq, CTX.c.messages).where(
+    CTX.c.agent_id == bindparam("agent_id"), CTX.c.conversation_id == bindparam("conv_id")
+)
+_INSERT = insert(CTX)
+_UPDATE = update(CTX).where(CTX.c.id == bindparam("cache_id"))
+
+
+def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Row[Any] | None:
+    """(id, last_seq, messages) of the agent's cached history, if any."""
+    return tx.connection().execute(_CACHED, {"agent_id": agent_id, "conv_id": conv_id}).first()
+
+
+def save(
+    tx: Tx,
+    cache_id: uuid.UUID | None,
+    agent_id: uuid.UUID,
+    conv_id: uuid.UUID,
+    last_seq: int,
+    messages: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Store the agent's history up to `last_seq` (a new row when `cache_id` is None)."""
+    values = {"last_seq": last_seq, "messages": messages, "updated_at": now}
+    if cache_id is None:
+        row = {"id": uuid.uuid4(), "agent_id": agent_id, "conversation_id": conv_id, **values}
+        tx.connection().execute(_INSERT, row)
+    else:
+        tx.connection().execute(_UPDATE, {"cache_id": cache_id, **values})

@@ -1,0 +1,272 @@
+"""The `conversations` and `participants` tables: a conversation's numbering (`last_seq`),
+its debounce window (`pending_since`, `last_message_at`), how far dispatch got
+(`handled_seq`), and who takes part.
+
+A conversation's row lock is what makes its steps take turns: post, dispatch, claim and
+reply each lock it (after the job, before the agent: see `agentq.store.session`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agentq.clock import utcnow
+from agentq.errors import Conflict
+from agentq.states import AgentStatus, JobStatus, ParticipantKind, Role
+from agentq.store import tables
+from agentq.store.session import Tx
+
+C, P, M, J, A = (
+    tables.conversations,
+    tables.participants,
+    tables.messages,
+    tables.jobs,
+    tables.agents,
+)
+_WINDOW = (C.c.id, C.c.kind, C.c.settings, C.c.last_seq, C.c.handled_seq, C.c.pending_since)
+
+#: lock the conversation, with the author's kind (None: not a participant of it)
+_LOCK_FOR_POST = (
+    select(
+        *_WINDOW,
+        select(P.c.kind)
+        .where(P.c.id == bindparam("author_id"), P.c.conversation_id == bindparam("conv_id"))
+        .scalar_subquery()
+        .label("author_kind"),
+    )
+    .where(C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True, of=C)
+)
+#: lock the conversation with its window, for dispatch
+_LOCK_FOR_DISPATCH = (
+    select(*_WINDOW, C.c.last_message_at)
+    .where(C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True)
+)
+#: lock the reply's conversation, and read in the same round trip what completing needs:
+#: the agent's participant (the reply's author), when the trigger was asked, whether a job
+#: of the conversation waits, and whether others wait for the agent at its limit
+_LOCK_FOR_REPLY = (
+    select(
+        *_WINDOW,
+        select(P.c.id)
+        .where(P.c.conversation_id == bindparam("conv_id"), P.c.agent_id == bindparam("agent_id"))
+        .scalar_subquery()
+        .label("author_id"),
+        select(M.c.created_at)
+        .where(M.c.id == bindparam("trigger_id"))
+        .scalar_subquery()
+        .label("asked_at"),
+        exists()
+        .where(J.c.conversation_id == bindparam("conv_id"), J.c.status == JobStatus.WAITING)
+        .label("waiting"),
+        exists()
+        .where(
+            J.c.agent_id == bindparam("agent_id"),
+            J.c.status == JobStatus.WAITING,
+            J.c.conversation_id != bindparam("conv_id"),
+        )
+        .label("others_wait"),
+        (
+            select(A.c.status).where(A.c.id == bindparam("agent_id")).scalar_subquery()
+            == AgentStatus.BUSY
+        ).label("agent_was_busy"),
+    )
+    .where(C.c.id == bindparam("conv_id"))
+    .with_for_update(key_share=True, of=C)
+)
+#: lock the conversation, with its window
+_LOCK = select(*_WINDOW).where(C.c.id == bindparam("conv_id")).with_for_update(key_share=True)
+#: every message up to `handled` is dispatched; the window closes
+_MARK_HANDLED = (
+    update(C)
+    .where(C.c.id == bindparam("conv_id"))
+    .values(handled_seq=bindparam("handled"), pending_since=None)
+)
+#: the SET clause is the parameters' keys
+_UPDATE = update(C).where(C.c.id == bindparam("conv_id"))
+#: the seq of the last human message
+_LAST_HUMAN = select(func.max(M.c.seq)).where(
+    M.c.conversation_id == bindparam("conv_id"), M.c.role == Role.USER
+)
+#: agent replies after a seq
+_AGENT_TURNS = (
+    select(func.count())
+    .select_from(M)
+    .where(
+        M.c.conversation_id == bindparam("conv_id"),
+        M.c.role == Role.ASSISTANT,
+        M.c.seq > bindparam("after"),
+    )
+)
+#: a conversation's agents with their participants, in joining order
+_AGENTS = (
+    select(
+        P.c.id.label("participant_id"),
+        A.c.id,
+        A.c.name,
+        A.c.role,
+        A.c.backstory,
+        A.c.goal,
+        A.c.status,
+    )
+    .join(A, P.c.agent_id == A.c.id)
+    .where(P.c.conversation_id == bindparam("conv_id"), P.c.kind == ParticipantKind.AGENT)
+    .order_by(P.c.joined_at)
+)
+
+
+def lock_for_post(tx: Tx, conv_id: uuid.UUID, author_id: uuid.UUID | None) -> Row[Any] | None:
+    """The conversation locked, with `author_kind` (None if the author is not in it)."""
+    params = {"conv_id": conv_id, "author_id": author_id}
+    return tx.connection().execute(_LOCK_FOR_POST, params).first()
+
+
+def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+    """The conversation and its window, locked."""
+    return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()
+
+
+def lock_for_reply(
+    tx: Tx, conv_id: uuid.UUID, agent_id: uuid.UUID, trigger_id: uuid.UUID
+) -> Row[Any]:
+    """The conversation locked, with what writing a reply needs (see `_LOCK_FOR_REPLY`)."""
+    params = {"conv_id": conv_id, "agent_id": agent_id, "trigger_id": trigger_id}
+    return tx.connection().execute(_LOCK_FOR_REPLY, params).one()
+
+
+def lock(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+    """The conversation and its window, locked; None if there is none."""
+    return tx.connection().execute(_LOCK, {"conv_id": conv_id}).first()
+
+
+def mark_handled(tx: Tx, conv_id: uuid.UUID, handled: int) -> None:
+    """Messages up to seq `handled` are dispatched; the debounce window closes."""
+    tx.connection().execute(_MARK_HANDLED, {"conv_id": conv_id, "handled": handled})
+
+
+def update_numbering(
+    tx: Tx, conv_id: uuid.UUID, last_seq: int, now: datetime, **window: Any
+) -> None:
+    """The conversation's new `last_seq`, with its window columns as given."""
+    params = {"conv_id": conv_id, "last_seq": last_seq, "updated_at": now, **window}
+    tx.connection().execute(_UPDATE, params)
+
+
+def agent_turns_since_human(tx: Tx, conv_id: uuid.UUID) -> int:
+    """Agent replies since the last human message."""
+    conn = tx.connection()
+    last_human = conn.execute(_LAST_HUMAN, {"conv_id": conv_id}).scalar() or 0
+    return int(conn.execute(_AGENT_TURNS, {"conv_id": conv_id, "after": last_human}).scalar() or 0)
+
+
+def agent_turns(tx: Tx, conv_id: uuid.UUID) -> int:
+    """Agent replies in the whole conversation."""
+    return int(
+        tx.connection().execute(_AGENT_TURNS, {"conv_id": conv_id, "after": 0}).scalar() or 0
+    )
+
+
+def agents(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+    """The conversation's agents (participant_id, id, name, role, backstory, goal, status),
+    in joining order."""
+    return list(tx.connection().execute(_AGENTS, {"conv_id": conv_id}))
+
+
+def pending_windows(tx: Tx, limit: int) -> list[Row[Any]]:
+    """Conversations with messages not dispatched yet, oldest window first."""
+    query = (
+        select(C.c.id, C.c.pending_since, C.c.last_message_at, C.c.settings)
+        .where(C.c.pending_since.is_not(None))
+        .order_by(C.c.pending_since)
+        .limit(limit)
+    )
+    return list(tx.connection().execute(query))
+
+
+# -- conversations and participants, for producers and operators ---------------------------
+
+
+def create(
+    tx: Tx,
+    kind: str,
+    title: str | None,
+    settings: dict[str, Any],
+    tenant_id: uuid.UUID | None,
+) -> Row[Any]:
+    """A new conversation; its row."""
+    now = utcnow()
+    values = {
+        "id": uuid.uuid4(),
+        "kind": kind,
+        "title": title,
+        "settings": settings,
+        "tenant_id": tenant_id,
+        "last_seq": 0,
+        "handled_seq": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return tx.connection().execute(insert(C).values(values).returning(C)).one()
+
+
+def get(tx: Tx, conv_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    """The conversation's row (locked with `lock`)."""
+    query = select(C).where(C.c.id == conv_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    return tx.connection().execute(query).first()
+
+
+def participant(
+    tx: Tx, conv_id: uuid.UUID, *, agent_id: uuid.UUID | None = None, user_id: str | None = None
+) -> Row[Any] | None:
+    """The conversation's participant for an agent or a user."""
+    query = select(P).where(P.c.conversation_id == conv_id)
+    query = query.where(P.c.agent_id == agent_id if agent_id else P.c.user_id == user_id)
+    return tx.connection().execute(query).first()
+
+
+def agent_count(tx: Tx, conv_id: uuid.UUID) -> int:
+    """How many agents take part."""
+    query = select(func.count()).where(
+        P.c.conversation_id == conv_id, P.c.kind == ParticipantKind.AGENT
+    )
+    return int(tx.connection().execute(query).scalar() or 0)
+
+
+def add_participant(
+    tx: Tx,
+    conv_id: uuid.UUID,
+    kind: ParticipantKind,
+    display_name: str,
+    *,
+    agent_id: uuid.UUID | None = None,
+    user_id: str | None = None,
+    now: datetime,
+) -> Row[Any]:
+    """A new participant; Conflict if the same one was added concurrently."""
+    values = {
+        "id": uuid.uuid4(),
+        "conversation_id": conv_id,
+        "kind": kind,
+        "agent_id": agent_id,
+        "user_id": user_id,
+        "display_name": display_name,
+        "joined_at": now,
+    }
+    try:
+        return tx.connection().execute(insert(P).values(values).returning(P)).one()
+    except IntegrityError:
+        raise Conflict("that participant was added concurrently; read it again") from None
+
+
+def participants(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+    """The conversation's participants in joining order."""
+    query = select(P).where(P.c.conversation_id == conv_id).order_by(P.c.joined_at)
+    return list(tx.connection().execute(query))

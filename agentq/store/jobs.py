@@ -1,0 +1,429 @@
+"""The `jobs` and `message_jobs` tables: every change of a job's state, and nothing else.
+
+Each statement is built once (building a Core statement costs about as much CPU as running
+it) and named for what it does. Functions take the caller's transaction (`Tx`) and hold no
+policy: which state comes next is the turn's decision (`agentq.turn`); this module only
+writes it, fenced where a stale worker could otherwise write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, delete, func, insert, or_, select, update
+
+from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
+from agentq.store import tables
+from agentq.store.session import Tx
+
+J, L, A, C, M = (
+    tables.jobs,
+    tables.message_jobs,
+    tables.agents,
+    tables.conversations,
+    tables.messages,
+)
+
+#: the open job of a conversation if there is one (at most one: a unique index), else the
+#: oldest waiting
+_NEXT = (
+    select(
+        J.c.id,
+        J.c.status,
+        J.c.agent_id,
+        J.c.attempts,
+        J.c.max_attempts,
+        J.c.lease_until,
+        J.c.next_attempt_at,
+        J.c.created_at,
+    )
+    .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
+    .order_by(J.c.status == JobStatus.WAITING, J.c.created_at, J.c.id)
+    .limit(1)
+)
+#: claim a job: a new fencing token, an attempt, a lease
+_CLAIM = (
+    update(J)
+    .where(J.c.id == bindparam("job_id"))
+    .values(
+        status=JobStatus.ACTIVE,
+        attempts=J.c.attempts + 1,
+        lease_token=J.c.lease_token + 1,
+        lease_until=bindparam("lease_until"),
+        next_attempt_at=None,
+        started_at=func.coalesce(J.c.started_at, bindparam("now", type_=J.c.started_at.type)),
+    )
+    .returning(J.c.lease_token, J.c.attempts)
+)
+#: a job, its agent and its conversation: what an LLM call needs
+_FOR_CALL = (
+    select(
+        J.c.status,
+        J.c.lease_token,
+        J.c.conversation_id,
+        J.c.result,
+        J.c.trigger_message_id,
+        A.c.id,
+        A.c.name,
+        A.c.role,
+        A.c.backstory,
+        A.c.goal,
+        A.c.system_prompt,
+        A.c.provider,
+        A.c.model_config,
+        C.c.settings,
+    )
+    .join_from(J, A, A.c.id == J.c.agent_id)
+    .join(C, C.c.id == J.c.conversation_id)
+    .where(J.c.id == bindparam("job_id"))
+)
+#: keep the provider's answer while the claim is current
+_STORE_ANSWER = (
+    update(J)
+    .where(
+        J.c.id == bindparam("job_id"),
+        J.c.status == JobStatus.ACTIVE,
+        J.c.lease_token == bindparam("token"),
+    )
+    .values(result=bindparam("answer", type_=J.c.result.type))
+)
+#: the answer an earlier run stored, under the job's row lock
+_STORED_ANSWER = (
+    select(J.c.result)
+    .where(J.c.id == bindparam("job_id"), J.c.status == JobStatus.ACTIVE)
+    .with_for_update(key_share=True)
+)
+
+
+def _complete_statement(*, fenced: bool) -> Any:
+    done = update(J).where(J.c.id == bindparam("job_id"), J.c.status == JobStatus.ACTIVE)
+    if fenced:  # only the current claim may finish the job
+        done = done.where(J.c.lease_token == bindparam("token"))
+    return done.values(
+        status=JobStatus.COMPLETED,
+        result=bindparam("answer", type_=J.c.result.type),
+        finished_at=bindparam("now"),
+        lease_until=None,
+        next_attempt_at=None,
+    ).returning(
+        J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id, J.c.attempts, J.c.started_at
+    )
+
+
+#: finish the job of the current claim with its answer
+_COMPLETE = _complete_statement(fenced=True)
+#: finish the job with the answer stored on it
+_COMPLETE_STORED = _complete_statement(fenced=False)
+#: lock a job for a change of state
+_LOCK = (
+    select(
+        J.c.id,
+        J.c.conversation_id,
+        J.c.agent_id,
+        J.c.status,
+        J.c.attempts,
+        J.c.max_attempts,
+        J.c.lease_token,
+    )
+    .where(J.c.id == bindparam("job_id"))
+    .with_for_update(key_share=True)
+)
+#: a failed attempt: wait, holding no lease, until `next_attempt_at`
+_DELAY = (
+    update(J)
+    .where(J.c.id == bindparam("job_id"))
+    .values(
+        status=JobStatus.DELAYED,
+        next_attempt_at=bindparam("next_attempt_at"),
+        lease_until=None,
+        failure_reason=bindparam("reason"),
+    )
+)
+#: end a job without a reply (failed or cancelled), with its reason
+_END = (
+    update(J)
+    .where(J.c.id == bindparam("job_id"))
+    .values(
+        status=bindparam("status"),
+        failure_reason=bindparam("reason"),
+        finished_at=bindparam("now"),
+        lease_until=None,
+        next_attempt_at=None,
+    )
+)
+#: a finished job runs again in its turn, with fresh attempts
+_RETRY = (
+    update(J)
+    .where(J.c.id == bindparam("job_id"))
+    .values(
+        status=JobStatus.WAITING, attempts=0, failure_reason=None, finished_at=None, result=None
+    )
+)
+_INSERT = insert(J)
+_INSERT_LINK = insert(L)
+#: the messages a job answers, in seq order
+_TRIGGERS = (
+    select(M.c.id, M.c.seq, M.c.author_id, M.c.role, M.c.content, M.c.deleted_at)
+    .join(L, L.c.message_id == M.c.id)
+    .where(L.c.job_id == bindparam("job_id"), L.c.status == LinkStatus.TRIGGER)
+    .order_by(M.c.seq)
+)
+#: a conversation's jobs not finished yet, oldest first, locked
+_UNFINISHED = (
+    select(J.c.id, J.c.agent_id)
+    .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
+    .order_by(J.c.created_at)
+    .with_for_update(key_share=True)
+)
+#: an agent's jobs that have not started (waiting, or delayed between attempts), locked
+_NOT_STARTED = (
+    select(J.c.id)
+    .where(
+        J.c.agent_id == bindparam("agent_id"),
+        J.c.status.in_((JobStatus.WAITING, JobStatus.DELAYED)),
+    )
+    .with_for_update(key_share=True)
+)
+_DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
+
+
+def next_job(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+    """The conversation's job to run or watch next (open first, else oldest waiting)."""
+    return tx.connection().execute(_NEXT, {"conv_id": conv_id}).first()
+
+
+def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Row[Any]:
+    """Claim the job: (lease_token, attempts) of the new claim."""
+    return (
+        tx.connection()
+        .execute(_CLAIM, {"job_id": job_id, "now": now, "lease_until": lease_until})
+        .one()
+    )
+
+
+def for_call(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+    """The job with its agent's profile and its conversation's settings."""
+    return tx.connection().execute(_FOR_CALL, {"job_id": job_id}).first()
+
+
+def store_answer(tx: Tx, job_id: uuid.UUID, token: int, answer: dict[str, Any]) -> bool:
+    """Keep `answer` on the job if claim `token` is current; whether it was kept."""
+    done = tx.connection().execute(
+        _STORE_ANSWER, {"job_id": job_id, "token": token, "answer": answer}
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def stored_answer(tx: Tx, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The answer stored on an active job, locking it; None if there is none."""
+    answer: dict[str, Any] | None = (
+        tx.connection().execute(_STORED_ANSWER, {"job_id": job_id}).scalar()
+    )
+    return answer
+
+
+def complete(
+    tx: Tx, job_id: uuid.UUID, answer: dict[str, Any], now: datetime, token: int | None
+) -> Row[Any] | None:
+    """Mark the job completed with `answer` (fenced by `token` unless None: the answer was
+    stored by the claim that made it). None if it was not active (or the claim is stale)."""
+    if token is None:
+        params = {"job_id": job_id, "answer": answer, "now": now}
+        return tx.connection().execute(_COMPLETE_STORED, params).first()
+    params = {"job_id": job_id, "token": token, "answer": answer, "now": now}
+    return tx.connection().execute(_COMPLETE, params).first()
+
+
+def lock(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+    """The job, locked for a change of state."""
+    return tx.connection().execute(_LOCK, {"job_id": job_id}).first()
+
+
+def delay(tx: Tx, job_id: uuid.UUID, until: datetime, reason: str) -> None:
+    """An attempt failed: the job waits until `until` without a lease."""
+    tx.connection().execute(_DELAY, {"job_id": job_id, "next_attempt_at": until, "reason": reason})
+
+
+def end(tx: Tx, job_id: uuid.UUID, status: JobStatus, reason: str, now: datetime) -> None:
+    """End the job without a reply: `failed` or `cancelled`, with `reason`."""
+    tx.connection().execute(
+        _END, {"job_id": job_id, "status": status, "reason": reason, "now": now}
+    )
+
+
+def retry(tx: Tx, job_id: uuid.UUID) -> None:
+    """Make a finished job wait for its turn again, with fresh attempts."""
+    tx.connection().execute(_RETRY, {"job_id": job_id})
+
+
+def create(
+    tx: Tx,
+    conv_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    trigger_ids: Sequence[uuid.UUID],
+    max_attempts: int,
+    now: datetime,
+) -> uuid.UUID:
+    """A waiting job of `agent_id` answering `trigger_ids`, with its `message_jobs` links."""
+    job_id = uuid.uuid4()
+    conn = tx.connection()
+    conn.execute(
+        _INSERT,
+        {
+            "id": job_id,
+            "conversation_id": conv_id,
+            "agent_id": agent_id,
+            "trigger_message_id": trigger_ids[0],
+            "status": JobStatus.WAITING,
+            "max_attempts": max_attempts,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    conn.execute(
+        _INSERT_LINK,
+        [
+            {
+                "id": uuid.uuid4(),
+                "message_id": m,
+                "job_id": job_id,
+                "agent_id": agent_id,
+                "conversation_id": conv_id,
+                "status": LinkStatus.TRIGGER,
+                "created_at": now,
+            }
+            for m in trigger_ids
+        ],
+    )
+    return job_id
+
+
+def link_reply(
+    tx: Tx,
+    message_id: uuid.UUID,
+    job_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    conv_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    """The `message_jobs` row of a job's reply."""
+    tx.connection().execute(
+        _INSERT_LINK,
+        {
+            "id": uuid.uuid4(),
+            "message_id": message_id,
+            "job_id": job_id,
+            "agent_id": agent_id,
+            "conversation_id": conv_id,
+            "status": LinkStatus.REPLY,
+            "created_at": now,
+        },
+    )
+
+
+def triggers(tx: Tx, job_id: uuid.UUID) -> list[Row[Any]]:
+    """The messages the job answers, in seq order."""
+    return list(tx.connection().execute(_TRIGGERS, {"job_id": job_id}))
+
+
+def drop_links(tx: Tx, job_id: uuid.UUID) -> None:
+    """Forget which messages the job answered (a rollback leaves no trace of it)."""
+    tx.connection().execute(_DROP_LINKS, {"job_id": job_id})
+
+
+def unfinished(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+    """The conversation's unfinished jobs (id, agent_id), oldest first, locked."""
+    return list(tx.connection().execute(_UNFINISHED, {"conv_id": conv_id}))
+
+
+def not_started(tx: Tx, agent_id: uuid.UUID) -> list[uuid.UUID]:
+    """The agent's jobs that wait or are delayed between attempts, locked."""
+    return list(tx.connection().execute(_NOT_STARTED, {"agent_id": agent_id}).scalars())
+
+
+def waiting_for_agent(
+    tx: Tx, agent_id: uuid.UUID, limit: int, *, exclude: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Conversations whose next job waits for the agent, oldest first, at most `limit`."""
+    waiting = select(J.c.conversation_id).where(
+        J.c.agent_id == agent_id, J.c.status == JobStatus.WAITING
+    )
+    if exclude is not None:
+        waiting = waiting.where(J.c.conversation_id != exclude)
+    query = waiting.group_by(J.c.conversation_id).order_by(func.min(J.c.created_at)).limit(limit)
+    return list(tx.connection().execute(query).scalars())
+
+
+# -- operator reads --------------------------------------------------------------------------
+
+#: a job with its trigger seqs and its reply's id
+_TRIGGER_SEQS = (
+    select(M.c.seq)
+    .join(L, L.c.message_id == M.c.id)
+    .where(L.c.job_id == bindparam("job_id"), L.c.status == LinkStatus.TRIGGER)
+    .order_by(M.c.seq)
+)
+
+
+def get(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+    """Every column of the job."""
+    return tx.connection().execute(select(J).where(J.c.id == job_id)).first()
+
+
+def trigger_seqs(tx: Tx, job_id: uuid.UUID) -> list[int]:
+    """The seqs of the messages the job answers."""
+    return list(tx.connection().execute(_TRIGGER_SEQS, {"job_id": job_id}).scalars())
+
+
+def of_message(tx: Tx, message_id: uuid.UUID) -> list[uuid.UUID]:
+    """The jobs that answer a message."""
+    query = select(L.c.job_id).where(L.c.message_id == message_id, L.c.status == LinkStatus.TRIGGER)
+    return list(tx.connection().execute(query).scalars())
+
+
+# -- what the reconciler looks for -----------------------------------------------------------
+
+
+def stalled_conversations(tx: Tx, now: datetime, grace: datetime, limit: int) -> list[uuid.UUID]:
+    """Conversations whose next job should have started: waiting past `grace`, a lease run
+    out, or a retry delay over."""
+    query = (
+        select(J.c.conversation_id)
+        .where(
+            or_(
+                (J.c.status == JobStatus.WAITING) & (J.c.created_at < grace),
+                (J.c.status == JobStatus.ACTIVE) & (J.c.lease_until < now),
+                (J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at < grace),
+            )
+        )
+        .distinct()
+        .limit(limit)
+    )
+    return list(tx.connection().execute(query).scalars())
+
+
+def running(tx: Tx, now: datetime) -> list[Row[Any]]:
+    """(agent_id, id) of the jobs under a current lease."""
+    query = select(J.c.agent_id, J.c.id).where(
+        J.c.status == JobStatus.ACTIVE, J.c.lease_until >= now
+    )
+    return list(tx.connection().execute(query))
+
+
+def answered(tx: Tx, grace: datetime, limit: int) -> list[uuid.UUID]:
+    """Active jobs whose answer is stored but not written since before `grace`."""
+    query = (
+        select(J.c.id)
+        .where(J.c.status == JobStatus.ACTIVE, J.c.result.is_not(None), J.c.updated_at < grace)
+        .limit(limit)
+    )
+    return list(tx.connection().execute(query).scalars())
+
+
+def still_active(tx: Tx, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `job_ids` are still active."""
+    query = select(J.c.id).where(J.c.id.in_(job_ids), J.c.status == JobStatus.ACTIVE)
+    return set(tx.connection().execute(query).scalars())

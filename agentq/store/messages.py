@@ -1,0 +1,163 @@
+"""The `messages` and `llm_messages` tables: a conversation's messages, numbered by `seq`.
+
+A message is written with its conversation's numbering in one transaction: the caller
+holds the conversation's row lock (`agentq.store.conversations`) and passes its row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Row, bindparam, insert, select
+
+from agentq.states import Role
+from agentq.store import conversations, tables
+from agentq.store.session import Tx
+
+M, P, LM = tables.messages, tables.participants, tables.llm_messages
+_COLUMNS = (M.c.id, M.c.seq, M.c.author_id, M.c.role, M.c.content, M.c.deleted_at)
+
+_INSERT = insert(M)
+_INSERT_LLM = insert(LM)
+#: the message posted earlier with an idempotency key
+_BY_IDEMPOTENCY_KEY = select(M).where(
+    M.c.conversation_id == bindparam("conv_id"), M.c.idempotency_key == bindparam("key")
+)
+#: the messages after a seq, oldest first (what dispatch turns into jobs)
+_AFTER = (
+    select(*_COLUMNS)
+    .where(M.c.conversation_id == bindparam("conv_id"), M.c.seq > bindparam("after"))
+    .order_by(M.c.seq)
+)
+#: the newest messages after a seq up to another, newest first, as a prompt reads them
+_HISTORY = (
+    select(M.c.seq, M.c.content, P.c.agent_id, P.c.display_name)
+    .outerjoin(P, M.c.author_id == P.c.id)
+    .where(
+        M.c.conversation_id == bindparam("conv_id"),
+        M.c.seq > bindparam("after"),
+        M.c.seq <= bindparam("upto"),
+        M.c.deleted_at.is_(None),
+        M.c.role != Role.SYSTEM,
+    )
+    .order_by(M.c.seq.desc())
+    .limit(bindparam("limit"))
+)
+#: a page of visible messages after a seq, oldest first
+_PAGE = (
+    select(M)
+    .where(
+        M.c.conversation_id == bindparam("conv_id"),
+        M.c.seq > bindparam("after"),
+        M.c.deleted_at.is_(None),
+    )
+    .order_by(M.c.seq)
+    .limit(bindparam("limit"))
+)
+
+
+class Numbering(Protocol):
+    """A conversation's numbering and debounce window, locked by the caller."""
+
+    id: uuid.UUID
+    last_seq: int
+    handled_seq: int
+    pending_since: datetime | None
+
+
+def insert_message(
+    tx: Tx,
+    conv: Numbering,
+    *,
+    role: Role,
+    content: str,
+    author_id: uuid.UUID | None,
+    needs_dispatch: bool,
+    now: datetime,
+    reply_to_job_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[uuid.UUID, int]:
+    """Add a message with the conversation's next seq; (id, seq).
+
+    A message that `needs_dispatch` opens or extends the debounce window; one that does not
+    (a reply nobody else answers, a system notice) is marked handled at once when nothing
+    else is pending, so that it costs no dispatch. The caller records `message.created`.
+    """
+    seq = conv.last_seq + 1
+    window: dict[str, Any]
+    if needs_dispatch:
+        window = {"pending_since": conv.pending_since or now, "last_message_at": now}
+    elif conv.handled_seq == conv.last_seq:
+        window = {"handled_seq": seq}
+    else:
+        window = {}
+    conversations.update_numbering(tx, conv.id, seq, now, **window)
+    msg_id = uuid.uuid4()
+    tx.connection().execute(
+        _INSERT,
+        {
+            "id": msg_id,
+            "conversation_id": conv.id,
+            "seq": seq,
+            "author_id": author_id,
+            "role": role,
+            "content": content,
+            "reply_to_job_id": reply_to_job_id,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return msg_id, seq
+
+
+def insert_llm_message(
+    tx: Tx, message_id: uuid.UUID, answer: dict[str, Any], now: datetime
+) -> None:
+    """The provider's side of a reply: model, token counts, latency."""
+    tx.connection().execute(
+        _INSERT_LLM,
+        {
+            "id": uuid.uuid4(),
+            "message_id": message_id,
+            "role": Role.ASSISTANT,
+            "content": answer["content"],
+            "model": answer.get("model"),
+            "prompt_tokens": answer.get("prompt_tokens", 0),
+            "completion_tokens": answer.get("completion_tokens", 0),
+            "latency_ms": answer.get("latency_ms", 0),
+            "created_at": now,
+        },
+    )
+
+
+def by_idempotency_key(tx: Tx, conv_id: uuid.UUID, key: str) -> Row[Any] | None:
+    """The message posted with `key` in the conversation, if any."""
+    return tx.connection().execute(_BY_IDEMPOTENCY_KEY, {"conv_id": conv_id, "key": key}).first()
+
+
+def after(tx: Tx, conv_id: uuid.UUID, seq: int) -> list[Row[Any]]:
+    """(id, seq, author_id, role, content, deleted_at) of the messages after `seq`."""
+    return list(tx.connection().execute(_AFTER, {"conv_id": conv_id, "after": seq}))
+
+
+def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Row[Any]]:
+    """(seq, content, agent_id, display_name) of the last `limit` visible messages with
+    `after` < seq <= `upto`, newest first; `agent_id` is the author's agent, if any."""
+    params = {"conv_id": conv_id, "after": after, "upto": upto, "limit": limit}
+    return list(tx.connection().execute(_HISTORY, params))
+
+
+def page(tx: Tx, conv_id: uuid.UUID, after: int, limit: int) -> list[Row[Any]]:
+    """Visible messages with seq > `after`, oldest first, at most `limit`."""
+    params = {"conv_id": conv_id, "after": after, "limit": limit}
+    return list(tx.connection().execute(_PAGE, params))
+
+
+def reply_of(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+    """The reply a job wrote, if any."""
+    return tx.connection().execute(select(M).where(M.c.reply_to_job_id == job_id)).first()

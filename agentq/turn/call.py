@@ -1,0 +1,140 @@
+"""Call: the LLM request for a claimed job, the provider call itself, and the answer as it
+may be stored.
+
+The call runs outside any transaction. What comes back is cleaned before it is kept: a
+provider must not be able to fill the database or put bytes in it that it cannot store.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from agentq import logging as agentq_logging
+from agentq.config import get_settings
+from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
+from agentq.runtime import signals
+from agentq.states import CANCELLING, JobStatus
+from agentq.store import jobs
+from agentq.store.session import Tx
+from agentq.turn.context import build_messages, chat_request
+
+log = logging.getLogger(__name__)
+
+#: how much of a failure reason is kept and shown in the conversation
+REASON_MAX = 300
+#: how often a cancellable call looks for its cancel signal
+CANCEL_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a claimed job's LLM call needs: its request (None when the answer is stored
+    already: the last run died before writing it)."""
+
+    job_id: uuid.UUID
+    conversation_id: uuid.UUID
+    token: int
+    provider: str
+    request: ChatRequest | None
+    #: the conversation may cancel this call (double-texting interrupt or rollback)
+    cancellable: bool = False
+
+    @property
+    def answered(self) -> bool:
+        return self.request is None
+
+
+def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
+    """The call for the job's current claim, or None if the claim is stale. Writes only
+    the context cache, which the next call rebuilds if a crash loses it."""
+    found = jobs.for_call(tx, job_id)
+    if found is None or found.status != JobStatus.ACTIVE or found.lease_token != token:
+        return None
+    cid = found.conversation_id
+    if found.result is not None:  # (a JSON null reads as None too)
+        return Call(job_id, cid, token, found.provider, None)
+    limit = get_settings().context_messages
+    request = chat_request(found.model_config or {}, build_messages(tx, found, cid, limit))
+    agentq_logging.bind(agent=found.name, conversation_id=cid)
+    cancellable = (found.settings or {}).get("double_texting") in CANCELLING
+    return Call(job_id, cid, token, found.provider, request, cancellable)
+
+
+def call(c: Call) -> ChatResult | None:
+    """Call the provider, retrying transient errors (tenacity); None if the conversation
+    cancelled the call first. Raises what still fails."""
+    request = c.request
+    assert request is not None, "an answered call is written, not called"
+    s = get_settings().llm
+
+    def llm_call() -> ChatResult:
+        return call_with_retries(
+            get_provider(c.provider),
+            request,
+            max_retries=s.max_retries,
+            backoff_base=s.backoff_base,
+            backoff_max=s.backoff_max,
+        )
+
+    return _cancellable(c.job_id, llm_call) if c.cancellable else llm_call()
+
+
+#: threads that carry LLM calls a newer message may cancel; the task thread watches
+_calls = ThreadPoolExecutor(max_workers=256, thread_name_prefix="agentq-call")
+
+
+def _cancellable(job_id: uuid.UUID, fn: Callable[[], ChatResult]) -> ChatResult | None:
+    """Run `fn` while watching for the job's cancel signal; None if it came first.
+
+    A cancelled call is abandoned, not awaited: its connection is released when the
+    provider answers or the request times out, and its answer is never stored.
+    """
+    future = _calls.submit(fn)
+    while True:
+        try:
+            return future.result(timeout=CANCEL_POLL_SECONDS)
+        except FutureTimeout:
+            if signals.is_cancelled(job_id):
+                future.cancel()
+                return None
+
+
+def short_reason(exc: BaseException) -> str:
+    """What a failure shows in the conversation: the error's text, cut short."""
+    text = str(exc) or type(exc).__name__
+    return text[:REASON_MAX]
+
+
+def clean_reply(content: str) -> tuple[str, bool]:
+    """The reply as it can be stored: at most AGENTQ_MAX_REPLY_LENGTH characters, without
+    NUL or lone surrogates (no database takes them). Returns (text, truncated)."""
+    limit = get_settings().max_reply_length
+    truncated = len(content) > limit
+    text = content[:limit].replace("\x00", "")
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
+    return text, truncated
+
+
+def answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, Any]:
+    """The provider's answer as a job keeps it (cut to AGENTQ_MAX_REPLY_LENGTH characters:
+    a runaway provider must not fill the database)."""
+    content, truncated = clean_reply(result.content)
+    if truncated:
+        log.warning(
+            "job %s: reply of %d characters cut to %d", job_id, len(result.content), len(content)
+        )
+    return {
+        "content": content,
+        "truncated": truncated,
+        "model": result.model,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": int(result.latency * 1000),
+        "requests": result.requests,
+    }

@@ -1,0 +1,286 @@
+"""What happens next: the one place that acts once a step's transaction has committed.
+
+A step (`post`, `dispatch`, `schedule`, `call`, `finish`) runs inside one transaction and
+returns `Effects`; nothing it decides reaches Redis or Celery before its commit. `run`
+carries them out in this order, the whole table of a turn's "what next":
+
+==================================  =======================================================
+effect                              what follows the commit
+==================================  =======================================================
+events                              published (pub/sub, in-process handlers); a crash
+                                    before this leaves them to the reconciler
+cancelled (interrupt, rollback)     the running job's worker is told to stop; its slot
+                                    is given back
+release                             the finished job's agent slot is given back
+responded_after                     the response-time metric
+claim                               `agentq.run_job` goes to the LLM pool
+due                                 the debounce timer is armed for the window's end
+wake                                `agentq.advance` for each conversation a freed slot
+                                    lets start
+wake_agent                          the conversations waiting for the agent are advanced
+advance_in                          `agentq.advance` again after a countdown (a limit or
+                                    a retry delay)
+fail                                the job that cannot start fails visibly (own step)
+then = DISPATCH                     due messages are dispatched and the next job claimed,
+                                    in one transaction
+then = ADVANCE                      the conversation's next job is claimed
+==================================  =======================================================
+
+Below `run`, the entry points: each is one step (or two in one transaction) and `run`.
+Tasks, the client, the API and the operator commands call these, never a step directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from agentq import events, ids
+from agentq.errors import ProviderError
+from agentq.ops import metrics
+from agentq.providers import ChatResult
+from agentq.runtime import broker, limits, signals, timers
+from agentq.schemas import PostedMessage
+from agentq.store import jobs as stored_jobs
+from agentq.store.session import Tx, transaction
+from agentq.turn import call, dispatch, finish, post, schedule
+from agentq.turn.call import Call
+from agentq.turn.outcome import Claim, Effects, Then
+
+log = logging.getLogger(__name__)
+
+
+def run(effects: Effects | None) -> None:
+    """Carry out `effects` (see the table above), and the steps they call for."""
+    queue: deque[Effects | None] = deque([effects])
+    while queue:
+        e = queue.popleft()
+        if e is None:
+            continue
+        events.publish(e.events)
+        for job_id, agent_id in e.cancelled:
+            _cancel(job_id, agent_id)
+        for agent_id, job_id in e.release:
+            limits.release(agent_id, job_id)
+        if e.responded_after is not None:
+            metrics.responded(e.responded_after)
+        if e.claim is not None:
+            broker.send(broker.RUN_JOB, e.claim.job_id, e.claim.token)
+        if e.due is not None and e.conversation_id is not None:
+            timers.arm(e.conversation_id, e.due)
+        for conv_id in e.wake:
+            broker.send(broker.ADVANCE, conv_id)
+        if e.wake_agent is not None:
+            wake_agent(e.wake_agent, exclude=e.conversation_id)
+        if e.advance_in is not None:
+            broker.send(broker.ADVANCE, e.conversation_id, countdown=e.advance_in)
+        if e.fail is not None:
+            job_id, reason = e.fail
+            queue.append(_in_transaction(lambda tx, j=job_id, r=reason: finish.fail(tx, j, r)))
+        if e.conversation_id is not None and e.then is Then.DISPATCH:
+            queue.append(_dispatch(e.conversation_id, start=True))
+        elif e.conversation_id is not None and e.then is Then.ADVANCE:
+            queue.append(_advance(e.conversation_id))
+
+
+def _cancel(job_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    try:
+        signals.cancel(job_id)
+        limits.release(agent_id, job_id)
+    except Exception as exc:  # noqa: BLE001 - the job is cancelled in the DB regardless
+        log.warning("cancel signal for job %s not sent: %s", job_id, type(exc).__name__)
+
+
+@contextmanager
+def _giving_back(out: Effects) -> Iterator[None]:
+    """Around a transaction (its commit included): an agent slot taken in a transaction
+    that does not commit is given back."""
+    try:
+        yield
+    except BaseException:
+        if out.taken is not None:
+            limits.release(*out.taken)
+        raise
+
+
+def _in_transaction(
+    step: Callable[[Tx], Effects | None], *, durable: bool = True
+) -> Effects | None:
+    with transaction(durable=durable) as tx:
+        return step(tx)
+
+
+def _advance(conv_id: uuid.UUID) -> Effects:
+    out = Effects(conv_id)
+    with _giving_back(out), transaction() as tx:
+        schedule.lock_conversation(tx, conv_id)
+        schedule.start_next(tx, conv_id, out)
+    return out
+
+
+def _dispatch(conv_id: uuid.UUID, *, start: bool, advance_if_early: bool = True) -> Effects:
+    """Dispatch what is due; with `start`, claim the next job in the same transaction (and
+    advance afterwards if nothing new was made: a job may still wait its turn)."""
+    out = Effects(conv_id)
+    with _giving_back(out), transaction() as tx:
+        out = dispatch.dispatch(tx, conv_id)
+        # After an interrupt the cancelled jobs hold their agents' slots until this
+        # commits; the next job starts after that.
+        if start and out.jobs and not out.cancelled:
+            schedule.start_next(tx, conv_id, out)
+    if start and (out.cancelled or (not out.jobs and (advance_if_early or out.due is None))):
+        out.then = Then.ADVANCE
+    return out
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+
+def post_message(
+    conversation_id: uuid.UUID | str,
+    author_id: uuid.UUID | str,
+    content: str,
+    idempotency_key: str | None = None,
+) -> PostedMessage:
+    """Accept a message: it is in the database when this returns, and will be answered.
+
+    Raises ConversationNotFound, NotAParticipant, EmptyContent, ContentTooLong or
+    InvalidInput, having written nothing. With an `idempotency_key`, posting the same
+    author and content again returns the first message (`duplicate=True`); the same key
+    with other content raises Conflict.
+    """
+    content = post.check_content(content)
+    key = post.check_idempotency_key(idempotency_key)
+    cid = ids.conversation(conversation_id)
+    with transaction() as tx:
+        posted, out = post.post(tx, cid, ids.maybe(author_id), content, key, shown_id=author_id)
+    run(out)
+    return posted
+
+
+def dispatch_due(conversation_id: uuid.UUID | str, *, start: bool = False) -> Effects:
+    """If the conversation's pending messages are due, turn them into jobs; with `start`,
+    claim its next job in the same transaction. Idempotent. Returns what it did (`jobs`,
+    `handled`, and `due` when the window is not over)."""
+    out = _dispatch(ids.conversation(conversation_id), start=start)
+    run(out)
+    return out
+
+
+def fire(conversation_id: uuid.UUID | str) -> Effects:
+    """The debounce timer fired: dispatch what is due and start the next job, in one
+    transaction; re-arm if the window is not over yet.
+
+    The timer is forgotten BEFORE the database is read: a message committed before that
+    found the timer armed and relied on it, and this read sees the message; one committed
+    after it finds no timer and arms its own (so re-arming here never forces).
+    """
+    cid = ids.conversation(conversation_id)
+    timers.disarm(cid)
+    out = _dispatch(cid, start=True, advance_if_early=False)
+    run(out)
+    return out
+
+
+def advance(conversation_id: uuid.UUID | str) -> Claim | None:
+    """Start the conversation's next job if none is running, and send it to the LLM pool.
+    Returns the claim, or None when there is nothing to start now."""
+    out = _advance(ids.conversation(conversation_id))
+    run(out)
+    return out.claim
+
+
+def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
+    """Advance conversations whose next job waits for this agent (a slot freed, or it was
+    resumed). Returns how many were woken."""
+    with transaction() as tx:
+        conv_ids = schedule.waiting_for(tx, agent_id, exclude=exclude)
+    for conv_id in conv_ids:
+        broker.send(broker.ADVANCE, conv_id)
+    return len(conv_ids)
+
+
+def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
+    """The LLM call for the job's current claim, or None if the claim is stale."""
+    jid = ids.job(job_id)
+    # It writes only the context cache, which the next call rebuilds if a crash loses it.
+    with transaction(durable=False) as tx:
+        return call.prepare(tx, jid, token)
+
+
+def run_job(job_id: uuid.UUID | str, token: int) -> None:
+    """The LLM task: call the provider for the claimed job and complete it.
+
+    Transient provider errors are retried inside the call (tenacity); what still fails
+    costs the job an attempt. If writing the reply fails, the answer is kept on the job,
+    so a retry (or the reconciler) writes it without calling the provider again.
+    """
+    c = prepare(job_id, token)
+    if c is None:
+        log.info("job %s claim %s is stale; nothing to do", job_id, token)
+        return
+    if c.answered:
+        complete(c.job_id)
+        return
+    try:
+        result = call.call(c)
+    except ProviderError as exc:
+        attempt_failed(c.job_id, token, call.short_reason(exc), retryable=exc.retryable)
+        return
+    except Exception as exc:  # noqa: BLE001 - a bug or an odd provider costs one attempt
+        log.exception("job %s: unexpected error in the LLM call", c.job_id)
+        attempt_failed(c.job_id, token, call.short_reason(exc), retryable=True)
+        return
+    if result is None:
+        log.info("job %s was cancelled during its LLM call", c.job_id)
+        return
+    try:
+        complete(c.job_id, result, token)
+    except BaseException:
+        try:
+            store_result(c.job_id, token, result)
+        except Exception:  # noqa: BLE001 - the retry calls the provider again
+            log.warning("job %s: answer not kept after a failed completion", c.job_id)
+        raise
+
+
+def store_result(job_id: uuid.UUID | str, token: int, result: ChatResult) -> bool:
+    """Keep the provider's answer on the job, if claim `token` is still current."""
+    jid = ids.job(job_id)
+    answer = call.answer(jid, result)
+    with transaction() as tx:
+        return stored_jobs.store_answer(tx, jid, token, answer)
+
+
+def complete(
+    job_id: uuid.UUID | str, result: ChatResult | None = None, token: int | None = None
+) -> bool:
+    """Write the job's reply and finish it. Idempotent: run twice, it writes once.
+
+    With `result`, the provider's answer for the claim `token` is written, if that claim
+    is still current; without, the answer stored on the job earlier. Returns whether this
+    call did the writing.
+    """
+    jid = ids.job(job_id)
+    answer = call.answer(jid, result) if result is not None else None
+    out = _in_transaction(lambda tx: finish.complete(tx, jid, answer, token))
+    if out is None:
+        return False
+    log.info("job %s completed", jid, extra={"conversation_id": str(out.conversation_id)})
+    run(out)
+    return True
+
+
+def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: bool) -> None:
+    """Record a failed attempt: retry after a backoff, or fail the job visibly."""
+    out = _in_transaction(
+        lambda tx: finish.attempt_failed(tx, job_id, token, reason, retryable=retryable)
+    )
+    if out is not None and out.advance_in is not None:
+        log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, out.advance_in, reason)
+    elif out is not None:
+        log.warning("job %s failed: %s", job_id, reason)
+    run(out)

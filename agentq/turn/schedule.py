@@ -1,0 +1,105 @@
+"""Schedule: start a conversation's next job, one at a time, in order, within its agent's
+limits.
+
+- A partial UNIQUE index lets a conversation have one open (active or delayed) job.
+- Claiming a job bumps its `lease_token`, a fencing token: a worker that lost its lease
+  (it was presumed dead) finds its token stale and its writes refused.
+- A claimed job carries `lease_until`; past it the job is claimed again by whoever
+  advances the conversation next (the reconciler, at the latest).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from agentq import events
+from agentq.clock import utcnow
+from agentq.config import get_settings
+from agentq.errors import ConversationNotFound
+from agentq.ops import metrics
+from agentq.runtime import limits
+from agentq.states import HOLDING_AGENT_STATES, AgentStatus, JobStatus
+from agentq.store import agents, conversations, jobs, outbox
+from agentq.store.session import Tx
+from agentq.turn.outcome import Claim, Effects
+
+log = logging.getLogger(__name__)
+
+#: how often a conversation whose agent is at its concurrency limit looks again, at most
+#: (a freed slot wakes it at once; this covers a wake-up lost with Redis)
+LIMIT_POLL_SECONDS = 2.0
+#: why a job whose every attempt ended with its worker gone fails
+WORKER_LOST = "its worker was lost during the last attempt"
+
+
+def lock_conversation(tx: Tx, conv_id: uuid.UUID) -> None:
+    """Take the conversation's turn (its row lock), or ConversationNotFound."""
+    if conversations.lock(tx, conv_id) is None:
+        raise ConversationNotFound(conv_id)
+
+
+def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
+    """Claim the conversation's next job if none runs, in the caller's transaction (which
+    holds the conversation locked); what it did goes into `out`.
+
+    Re-claims a job whose lease ran out (its worker is presumed dead) or whose retry delay
+    is over. A job of a paused agent, or of one at its limits, waits (the conversation
+    with it): resuming, a freed slot or the rate limit's countdown advances it again.
+    """
+    now = utcnow()
+    job = jobs.next_job(tx, conv_id)
+    if job is None:
+        return
+    if job.status == JobStatus.ACTIVE and job.lease_until and job.lease_until > now:
+        return
+    if job.status == JobStatus.DELAYED and job.next_attempt_at and job.next_attempt_at > now:
+        return
+    if job.status == JobStatus.ACTIVE:
+        log.warning("job %s lease expired; claiming it again", job.id)
+    agent = agents.lock_for_claim(tx, job.agent_id)
+    if agent.status == AgentStatus.PAUSED:
+        return
+    if agent.status == AgentStatus.INACTIVE:
+        out.fail = (job.id, f"agent {agent.name} is stopped")
+        return
+    if job.status == JobStatus.ACTIVE and job.attempts >= job.max_attempts:
+        out.fail = (job.id, WORKER_LOST)
+        return
+    verdict = limits.acquire(
+        job.agent_id,
+        job.id,
+        max_running=agent.max_concurrent_jobs,
+        per_minute=agent.rate_limit_per_minute,
+    )
+    if not verdict.ok:
+        if verdict.retry_in is None and agent.status == AgentStatus.ACTIVE:
+            agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
+        out.advance_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+        return
+    out.taken = (job.agent_id, job.id)
+    # The start is when the slot was taken, not when this transaction began.
+    now = utcnow()
+    lease = now + timedelta(seconds=get_settings().job_lease_seconds)
+    claimed = jobs.claim(tx, job.id, now, lease)
+    if agent.status == AgentStatus.ACTIVE and verdict.running >= agent.max_concurrent_jobs:
+        agents.mark_busy(tx, job.agent_id)
+    if claimed.attempts == 1:
+        metrics.queue_waited(now - job.created_at)
+    out.claim = Claim(job.id, conv_id, claimed.lease_token, claimed.attempts)
+    responding = events.AgentResponding(
+        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=claimed.attempts
+    )
+    out.events += outbox.insert_events(tx, [responding])
+
+
+def waiting_for(
+    tx: Tx, agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Conversations whose next job waits for the agent, oldest first, as many as it may
+    run at once; none while it is paused or stopped."""
+    agent = agents.limits_of(tx, agent_id)
+    if agent is None or agent.status in HOLDING_AGENT_STATES:
+        return []
+    return jobs.waiting_for_agent(tx, agent_id, agent.max_concurrent_jobs, exclude=exclude)
