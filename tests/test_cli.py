@@ -55,3 +55,29 @@ def test_every_command_has_help() -> None:
         out = agentq(*cmd, "--help")
         assert out.returncode == 0, (cmd, out.stderr)
         assert "Usage" in out.stdout
+
+
+#: what `agentq --help` must not load: each command imports its own work when it runs
+NOT_FOR_HELP = (
+    "agentq.api",
+    "fastapi",
+    "uvicorn",
+    "agentq.bench.run",
+    "agentq.testing",
+    "agentq.demo",
+    "ops",
+)
+
+
+def test_help_loads_no_command_s_work() -> None:
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "agentq.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    heavy = [m for m in loaded for p in NOT_FOR_HELP if m == p or m.startswith(p + ".")]
+    assert not heavy, f"agentq --help imported {sorted(heavy)}"
+    assert "bench" in out.stdout and "worker" in out.stdout
