@@ -26,7 +26,8 @@ agentq. This file imports nothing, so that the command line loads only `command.
     config.py    BenchConfig, SHORT (CI) and FULL
     phases.py    latency, throughput and capacity of agentq
     baseline.py  the bare-Celery baselines, found in a checkout (ops/bench/baseline.py)
-    reads.py     what a run reads back from the database
+    turns.py     how far a run got, each turn timed
+    reads.py     the statements behind them (to move to agentq/store/bench.py)
     measure.py   percentiles, peak RSS, waiting
     run.py       run_bench, ratios, format_report
 """

@@ -22,7 +22,7 @@ from typing import Any
 from agentq.bench.config import BenchConfig
 from agentq.bench.measure import wait_for
 from agentq.bench.phases import make_dms
-from agentq.bench.reads import pipeline_done
+from agentq.bench.turns import pipeline_done
 
 #: the baselines' module, importable from the root of a checkout
 BASELINE_MODULE = "ops.bench.baseline"

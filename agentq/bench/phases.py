@@ -11,7 +11,7 @@ from typing import Any
 
 from agentq.bench.config import BENCH_ENV, BenchConfig
 from agentq.bench.measure import RSSSampler, percentiles, span_rate, wait_for, worker_pids
-from agentq.bench.reads import backlog, settled, turns_of
+from agentq.bench.turns import backlog, settled, turns_of
 
 
 def make_dms(n: int, producers: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
