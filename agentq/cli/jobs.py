@@ -17,6 +17,7 @@ jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
 
 #: seconds to wait for workers to answer a ping; an idle cluster answers in milliseconds
 PING_TIMEOUT = 1.0
+#: `agentq.states.JobStatus`, spelled out so that `--help` need not import it
 JOB_STATUSES = ("waiting", "active", "delayed", "completed", "failed", "cancelled")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -56,34 +57,25 @@ def _workers() -> list[dict[str, Any]]:
 
 def collect_status() -> dict[str, Any]:
     """Queue depths, workers, jobs by status and agents, read from Redis and the DB."""
-    from sqlalchemy import func, select
-
+    from agentq.clock import utcnow
+    from agentq.ops.agents import list_agents
     from agentq.ops.metrics import queue_depths
-    from agentq.store.models import Agent, Job
-    from agentq.store.session import reader
+    from agentq.store.stats import queue_state
 
-    with reader() as session:
-        by_status = dict(
-            session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-        )
-        active = dict(
-            session.execute(
-                select(Job.agent_id, func.count())
-                .where(Job.status == "active")
-                .group_by(Job.agent_id)
-            ).all()
-        )
-        agents = [
-            {
-                "name": a.name,
-                "status": a.status,
-                "provider": a.provider,
-                "active_jobs": active.get(a.id, 0),
-                "max_concurrent_jobs": a.max_concurrent_jobs,
-                "total_responses": a.total_responses,
-            }
-            for a in session.scalars(select(Agent).order_by(Agent.name))
-        ]
+    now = utcnow()
+    state = queue_state(active_since=now, messages_since=now)
+    by_status = state.jobs_by_status
+    agents = [
+        {
+            "name": a.name,
+            "status": a.status,
+            "provider": a.provider,
+            "active_jobs": state.active_jobs_by_agent.get(a.name, 0),
+            "max_concurrent_jobs": a.max_concurrent_jobs,
+            "total_responses": a.total_responses,
+        }
+        for a in sorted(list_agents(), key=lambda a: a.name)
+    ]
     try:
         queues: dict[str, int | None] = dict(queue_depths())
     except Exception:  # noqa: BLE001 - Redis down is itself worth showing
@@ -131,32 +123,9 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
-    from sqlalchemy import select
+    from agentq.cli.reads import operator_jobs
 
-    from agentq.store.models import Agent, Job
-    from agentq.store.session import reader
-
-    with reader() as session:
-        q = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
-        if status_:
-            q = q.where(Job.status == status_)
-        if agent:
-            q = q.where(Agent.name == agent)
-        q = q.order_by(Job.created_at.desc()).limit(limit)
-        return [
-            {
-                "id": str(j.id),
-                "conversation_id": str(j.conversation_id),
-                "agent": name,
-                "status": j.status,
-                "attempts": j.attempts,
-                "max_attempts": j.max_attempts,
-                "failure_reason": j.failure_reason,
-                "created_at": j.created_at,
-                "finished_at": j.finished_at,
-            }
-            for j, name in session.execute(q).all()
-        ]
+    return operator_jobs(status_, agent, limit)
 
 
 @jobs_app.command("list")
