@@ -15,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY agentq ./agentq
 # Not installed (the wheel holds only the agentq package): kept beside it so that
 # `celery -A workers.app ...` run from /app finds it (celery puts the working directory on
-# its path). `celery -A agentq.runtime.app` works from anywhere.
+# its path). `celery -A agentq.worker` works from anywhere.
 COPY workers ./workers
 RUN pip install . \
     && useradd --system --uid 10001 --home /app agentq \

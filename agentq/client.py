@@ -9,10 +9,11 @@ from typing import Any
 
 from redis.client import PubSub
 
-from agentq import events, turn
+from agentq import turn
 from agentq.config import get_settings
 from agentq.errors import NotFound, Timeout
 from agentq.ops import agents, conversations, jobs, replies
+from agentq.runtime import bus
 from agentq.runtime.redis import get_redis
 from agentq.schemas import (
     AgentOut,
@@ -34,7 +35,7 @@ WAKE_EVENTS = ("agent.responded", "job.failed")
 def _subscribe(conversation_id: uuid.UUID) -> PubSub | None:
     try:
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(events.channel(conversation_id))
+        pubsub.subscribe(bus.channel(conversation_id))
         return pubsub
     except Exception:  # noqa: BLE001 - without Redis we still poll the database
         return None
@@ -181,7 +182,7 @@ class Client:
 
     def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The stored event feed after event id `since`, oldest first."""
-        return events.read_feed(after=since, limit=limit)
+        return bus.read_feed(after=since, limit=limit)
 
     @property
     def settings(self) -> Any:

@@ -28,6 +28,7 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.errors import InvalidInput
 from agentq.events import STATUS_CATEGORIES, Status
+from agentq.runtime import bus
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class StatusBroadcaster:
     `emit` never blocks on Redis: it appends to a bounded buffer (`max_buffer`, oldest
     dropped first) that a background thread drains every `flush_interval` seconds, or as
     soon as `batch_size` updates wait. Each batch is split by (conversation, category)
-    into one pub/sub message each on `agentq.events.channel(conversation_id)`.
+    into one pub/sub message each on `agentq.bus.channel(conversation_id)`.
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class StatusBroadcaster:
         if event.conversation_id is None:
             raise InvalidInput("conversation_id", "live status belongs to a conversation")
         rec = status_record(event)
-        events._dispatch_local(rec)
+        bus._dispatch_local(rec)
         with self._lock:
             if len(self._buffer) >= self.max_buffer:
                 self._buffer.popleft()
@@ -143,7 +144,7 @@ class StatusBroadcaster:
                     "category": category,
                     "items": items,
                 }
-                pipe.publish(events.channel(conv_id), json.dumps(message))
+                pipe.publish(bus.channel(conv_id), json.dumps(message))
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - live status is best effort, never stored
             log.warning("status batch dropped (%d updates): %s", len(batch), type(exc).__name__)

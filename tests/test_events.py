@@ -8,6 +8,7 @@ import pytest
 
 import agentq
 from agentq import events
+from agentq.runtime import bus
 from tests.conftest import Live
 from tests.helpers import make_dm, wait_until
 
@@ -22,7 +23,7 @@ def test_handlers_see_replies_committed_by_workers_once_listening(live: Live) ->
         with lock:
             seen.append(event)
 
-    listener = events.listen()
+    listener = bus.listen()
     try:
         conv, user, _ = make_dm(
             live.client, settings={"debounce_seconds": 0, "max_wait_seconds": 0}
@@ -62,7 +63,7 @@ def test_published_events_are_marked_in_batches(db: str) -> None:
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 60, "max_wait_seconds": 60})
     for i in range(5):
         client.post_message(conv.id, user.id, f"m{i}")
-    events.flush_marks()
+    bus.flush_marks()
 
     def unmarked() -> list[int]:
         with reader() as s:

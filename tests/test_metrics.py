@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from agentq.ops import metrics
+from agentq.runtime import metrics
 from agentq.store.models import Agent, Job, Message
 from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer

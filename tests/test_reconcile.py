@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from agentq.ops.reconcile import reconcile_once
+from agentq.runtime import bus
 from agentq.store.models import Event, Message, MessageJob
 from agentq.store.session import reader
 from tests.conftest import Live
@@ -53,6 +54,7 @@ def test_reconciler_publishes_events_a_crash_left_behind(isolated: Live) -> None
     client = isolated.client
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 60, "max_wait_seconds": 60})
     client.post_message(conv.id, user.id, "hello")
+    bus.flush_marks()  # the marks thread must not mark them after we unmark them below
     with reader() as s:
         s.query(Event).update({Event.published_at: None})
         s.commit()

@@ -17,8 +17,10 @@ from agentq import events, status
 from agentq.client import Client
 from agentq.errors import InvalidInput
 from agentq.events import Status
+from agentq.runtime import bus
 from agentq.runtime.redis import get_redis
 from agentq.status import StatusBroadcaster
+from agentq.store import outbox
 from agentq.store.session import transaction
 from tests.conftest import apply_env
 from tests.helpers import wait_until
@@ -35,7 +37,7 @@ class Subscriber:
 
     def __init__(self, *conversation_ids: uuid.UUID) -> None:
         self.pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(*(events.channel(c) for c in conversation_ids))
+        self.pubsub.subscribe(*(bus.channel(c) for c in conversation_ids))
         self.messages: list[dict[str, Any]] = []
 
     def items(self) -> list[dict[str, Any]]:
@@ -181,18 +183,20 @@ def test_in_process_handlers_get_stored_and_live_events(db: str) -> None:
         user = client.add_participant(conv.id, user_id="u")
         posted = client.post_message(conv.id, user.id, "hello")
         # completion commits agent.responded in a worker; here we commit one ourselves
-        with transaction() as session:
-            row = events.record(
-                session,
-                events.AgentResponded(
-                    conversation_id=conv.id,
-                    agent_id=uuid.uuid4(),
-                    job_id=uuid.uuid4(),
-                    message_id=posted.id,
-                    seq=2,
-                ),
+        with transaction() as tx:
+            rows = outbox.insert_events(
+                tx,
+                [
+                    events.AgentResponded(
+                        conversation_id=conv.id,
+                        agent_id=uuid.uuid4(),
+                        job_id=uuid.uuid4(),
+                        message_id=posted.id,
+                        seq=2,
+                    )
+                ],
             )
-        events.publish([row])
+        bus.publish(rows)
         status.progress(conv.id, "50%", done=1)
         wait_until(lambda: len(got) == 3, timeout=5, what="three handled events")
     finally:

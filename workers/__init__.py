@@ -1,4 +1,4 @@
 """The Celery app operators point `celery -A workers.app` at, in a checkout.
 
-It is the package's own app (`agentq.runtime.app`); this folder is not installed.
+It is the package's own app (`agentq.worker`); this folder is not installed.
 """

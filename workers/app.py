@@ -1,5 +1,5 @@
-"""`celery -A workers.app worker`: the same app as `celery -A agentq.runtime.app worker`."""
+"""`celery -A workers.app worker`: the same app as `celery -A agentq.worker worker`."""
 
-from agentq.runtime.app import app
+from agentq.worker import app
 
 __all__ = ["app"]

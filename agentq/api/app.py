@@ -13,7 +13,7 @@ from agentq.api import problems
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
 from agentq.ops.health import readiness
-from agentq.ops.metrics import render as render_metrics
+from agentq.runtime.metrics import render as render_metrics
 
 #: methods whose body the size limit reads ahead
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -59,7 +59,7 @@ def collect_status() -> dict[str, Any]:
     """Queue depths, workers, jobs by status and agents, read from Redis and the DB."""
     from agentq.clock import utcnow
     from agentq.ops.agents import list_agents
-    from agentq.ops.metrics import queue_depths
+    from agentq.runtime.metrics import queue_depths
     from agentq.store.stats import queue_state
 
     now = utcnow()

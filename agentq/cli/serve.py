@@ -56,7 +56,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option("--name", "-n", help="Worker node name.")] = None,
 ) -> None:
     """Run a Celery worker. LLM calls wait on the network: use a threads or gevent pool."""
-    from agentq.runtime.app import app as celery_app
+    from agentq.worker import app as celery_app
 
     names = [QUEUE_ALIASES.get(q.strip(), q.strip()) for q in queues.split(",") if q.strip()]
     argv = [
@@ -125,13 +125,13 @@ def flower(
         list[str] | None, typer.Argument(help="More flower options, after --.")
     ] = None,
 ) -> None:
-    """Start Flower against the agentq workers (Celery app `agentq.runtime.app`)."""
+    """Start Flower against the agentq workers (Celery app `agentq.worker`)."""
     argv = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "agentq.runtime.app",
+        "agentq.worker",
         "flower",
         f"--port={port}",
         f"--address={address}",

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from agentq import events, turn
+from agentq import turn
 from agentq.clock import utcnow
 from agentq.config import get_settings
-from agentq.runtime import limits
+from agentq.runtime import bus, limits
 from agentq.store import conversations, jobs
 from agentq.store.session import reader
 from agentq.turn import debounce
@@ -51,7 +51,7 @@ def reconcile_once() -> Report:
     now = utcnow()
     grace = timedelta(seconds=s.reconcile_grace_seconds)
     report = Report()
-    report.events_published = events.publish_unpublished(older_than=now - grace)
+    report.events_published = bus.publish_unpublished(older_than=now - grace)
 
     with reader() as tx:
         pending = conversations.pending_windows(tx, BATCH)
@@ -66,8 +66,8 @@ def reconcile_once() -> Report:
             report.dispatched += 1
     # Slots of running jobs, in case Redis lost them (limits must keep holding).
     by_agent: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for agent_id, job_id in running:
-        by_agent.setdefault(agent_id, []).append(job_id)
+    for job in running:
+        by_agent.setdefault(job.agent_id, []).append(job.id)
     for agent_id, job_ids in by_agent.items():
         added = limits.restore(agent_id, job_ids)
         if added:

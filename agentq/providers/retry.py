@@ -15,8 +15,8 @@ from dataclasses import replace
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from agentq.errors import ProviderError
-from agentq.ops import metrics
 from agentq.providers.base import ChatRequest, ChatResult, Provider
+from agentq.runtime import metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 
 from agentq.errors import AgentNotFound
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus, JobStatus
 from agentq.store import tables
 from agentq.store.models import Agent
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 
 A, J = tables.agents, tables.jobs
 
@@ -73,17 +73,17 @@ _FREE_SLOT_RESPONDED = (
 )
 
 
-def lock_for_claim(tx: Tx, agent_id: uuid.UUID) -> Row[Any]:
+def lock_for_claim(tx: Tx, agent_id: uuid.UUID) -> Record:
     """(status, name, max_concurrent_jobs, rate_limit_per_minute), locked."""
     return tx.connection().execute(_LOCK_FOR_CLAIM, {"agent_id": agent_id}).one()
 
 
-def lock(tx: Tx, agent_id: uuid.UUID) -> Row[Any]:
+def lock(tx: Tx, agent_id: uuid.UUID) -> Record:
     """(id, name, status, max_concurrent_jobs), locked."""
     return tx.connection().execute(_LOCK, {"agent_id": agent_id}).one()
 
 
-def limits_of(tx: Tx, agent_id: uuid.UUID) -> Row[Any] | None:
+def limits_of(tx: Tx, agent_id: uuid.UUID) -> Record | None:
     """(status, max_concurrent_jobs) of the agent, if it exists."""
     query = select(A.c.status, A.c.max_concurrent_jobs).where(A.c.id == agent_id)
     return tx.connection().execute(query).first()
@@ -94,7 +94,7 @@ def mark_busy(tx: Tx, agent_id: uuid.UUID) -> None:
     tx.connection().execute(_MARK_BUSY, {"agent_id": agent_id})
 
 
-def free_slot(tx: Tx, agent_id: uuid.UUID, *, responded_at: datetime | None = None) -> Row[Any]:
+def free_slot(tx: Tx, agent_id: uuid.UUID, *, responded_at: datetime | None = None) -> Record:
     """A job of the agent left `active`: (status, max_concurrent_jobs) after freeing its
     slot. With `responded_at`, the job replied: the agent's counters move too."""
     conn = tx.connection()

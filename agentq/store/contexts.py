@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from agentq.store import tables
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 
 CTX = tables.contexts
 
@@ -22,7 +22,7 @@ _INSERT = insert(CTX)
 _UPDATE = update(CTX).where(CTX.c.id == bindparam("cache_id"))
 
 
-def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Row[Any] | None:
+def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Record | None:
     """(id, last_seq, messages) of the agent's cached history, if any."""
     return tx.connection().execute(_CACHED, {"agent_id": agent_id, "conv_id": conv_id}).first()
 

@@ -12,14 +12,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, exists, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agentq.clock import utcnow
 from agentq.errors import Conflict
 from agentq.states import AgentStatus, JobStatus, ParticipantKind, Role
 from agentq.store import tables
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 
 C, P, M, J, A = (
     tables.conversations,
@@ -121,26 +121,26 @@ _AGENTS = (
 )
 
 
-def lock_for_post(tx: Tx, conv_id: uuid.UUID, author_id: uuid.UUID | None) -> Row[Any] | None:
+def lock_for_post(tx: Tx, conv_id: uuid.UUID, author_id: uuid.UUID | None) -> Record | None:
     """The conversation locked, with `author_kind` (None if the author is not in it)."""
     params = {"conv_id": conv_id, "author_id": author_id}
     return tx.connection().execute(_LOCK_FOR_POST, params).first()
 
 
-def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation and its window, locked."""
     return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()
 
 
 def lock_for_reply(
     tx: Tx, conv_id: uuid.UUID, agent_id: uuid.UUID, trigger_id: uuid.UUID
-) -> Row[Any]:
+) -> Record:
     """The conversation locked, with what writing a reply needs (see `_LOCK_FOR_REPLY`)."""
     params = {"conv_id": conv_id, "agent_id": agent_id, "trigger_id": trigger_id}
     return tx.connection().execute(_LOCK_FOR_REPLY, params).one()
 
 
-def lock(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+def lock(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation and its window, locked; None if there is none."""
     return tx.connection().execute(_LOCK, {"conv_id": conv_id}).first()
 
@@ -172,13 +172,13 @@ def agent_turns(tx: Tx, conv_id: uuid.UUID) -> int:
     )
 
 
-def agents(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+def agents(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
     """The conversation's agents (participant_id, id, name, role, backstory, goal, status),
     in joining order."""
     return list(tx.connection().execute(_AGENTS, {"conv_id": conv_id}))
 
 
-def pending_windows(tx: Tx, limit: int) -> list[Row[Any]]:
+def pending_windows(tx: Tx, limit: int) -> list[Record]:
     """Conversations with messages not dispatched yet, oldest window first."""
     query = (
         select(C.c.id, C.c.pending_since, C.c.last_message_at, C.c.settings)
@@ -198,7 +198,7 @@ def create(
     title: str | None,
     settings: dict[str, Any],
     tenant_id: uuid.UUID | None,
-) -> Row[Any]:
+) -> Record:
     """A new conversation; its row."""
     now = utcnow()
     values = {
@@ -215,7 +215,7 @@ def create(
     return tx.connection().execute(insert(C).values(values).returning(C)).one()
 
 
-def get(tx: Tx, conv_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+def get(tx: Tx, conv_id: uuid.UUID, *, lock: bool = False) -> Record | None:
     """The conversation's row (locked with `lock`)."""
     query = select(C).where(C.c.id == conv_id)
     if lock:
@@ -225,7 +225,7 @@ def get(tx: Tx, conv_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
 
 def participant(
     tx: Tx, conv_id: uuid.UUID, *, agent_id: uuid.UUID | None = None, user_id: str | None = None
-) -> Row[Any] | None:
+) -> Record | None:
     """The conversation's participant for an agent or a user."""
     query = select(P).where(P.c.conversation_id == conv_id)
     query = query.where(P.c.agent_id == agent_id if agent_id else P.c.user_id == user_id)
@@ -249,7 +249,7 @@ def add_participant(
     agent_id: uuid.UUID | None = None,
     user_id: str | None = None,
     now: datetime,
-) -> Row[Any]:
+) -> Record:
     """A new participant; Conflict if the same one was added concurrently."""
     values = {
         "id": uuid.uuid4(),
@@ -266,7 +266,7 @@ def add_participant(
         raise Conflict("that participant was added concurrently; read it again") from None
 
 
-def participants(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+def participants(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
     """The conversation's participants in joining order."""
     query = select(P).where(P.c.conversation_id == conv_id).order_by(P.c.joined_at)
     return list(tx.connection().execute(query))

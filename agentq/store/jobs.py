@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
 from agentq.store import tables
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 
 J, L, A, C, M = (
     tables.jobs,
@@ -190,12 +190,12 @@ _NOT_STARTED = (
 _DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
 
 
-def next_job(tx: Tx, conv_id: uuid.UUID) -> Row[Any] | None:
+def next_job(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation's job to run or watch next (open first, else oldest waiting)."""
     return tx.connection().execute(_NEXT, {"conv_id": conv_id}).first()
 
 
-def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Row[Any]:
+def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Record:
     """Claim the job: (lease_token, attempts) of the new claim."""
     return (
         tx.connection()
@@ -204,7 +204,7 @@ def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Ro
     )
 
 
-def for_call(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+def for_call(tx: Tx, job_id: uuid.UUID) -> Record | None:
     """The job with its agent's profile and its conversation's settings."""
     return tx.connection().execute(_FOR_CALL, {"job_id": job_id}).first()
 
@@ -227,7 +227,7 @@ def stored_answer(tx: Tx, job_id: uuid.UUID) -> dict[str, Any] | None:
 
 def complete(
     tx: Tx, job_id: uuid.UUID, answer: dict[str, Any], now: datetime, token: int | None
-) -> Row[Any] | None:
+) -> Record | None:
     """Mark the job completed with `answer` (fenced by `token` unless None: the answer was
     stored by the claim that made it). None if it was not active (or the claim is stale)."""
     if token is None:
@@ -237,7 +237,7 @@ def complete(
     return tx.connection().execute(_COMPLETE, params).first()
 
 
-def lock(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+def lock(tx: Tx, job_id: uuid.UUID) -> Record | None:
     """The job, locked for a change of state."""
     return tx.connection().execute(_LOCK, {"job_id": job_id}).first()
 
@@ -324,7 +324,7 @@ def link_reply(
     )
 
 
-def triggers(tx: Tx, job_id: uuid.UUID) -> list[Row[Any]]:
+def triggers(tx: Tx, job_id: uuid.UUID) -> list[Record]:
     """The messages the job answers, in seq order."""
     return list(tx.connection().execute(_TRIGGERS, {"job_id": job_id}))
 
@@ -334,7 +334,7 @@ def drop_links(tx: Tx, job_id: uuid.UUID) -> None:
     tx.connection().execute(_DROP_LINKS, {"job_id": job_id})
 
 
-def unfinished(tx: Tx, conv_id: uuid.UUID) -> list[Row[Any]]:
+def unfinished(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
     """The conversation's unfinished jobs (id, agent_id), oldest first, locked."""
     return list(tx.connection().execute(_UNFINISHED, {"conv_id": conv_id}))
 
@@ -368,7 +368,7 @@ _TRIGGER_SEQS = (
 )
 
 
-def get(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+def get(tx: Tx, job_id: uuid.UUID) -> Record | None:
     """Every column of the job."""
     return tx.connection().execute(select(J).where(J.c.id == job_id)).first()
 
@@ -405,7 +405,7 @@ def stalled_conversations(tx: Tx, now: datetime, grace: datetime, limit: int) ->
     return list(tx.connection().execute(query).scalars())
 
 
-def running(tx: Tx, now: datetime) -> list[Row[Any]]:
+def running(tx: Tx, now: datetime) -> list[Record]:
     """(agent_id, id) of the jobs under a current lease."""
     query = select(J.c.agent_id, J.c.id).where(
         J.c.status == JobStatus.ACTIVE, J.c.lease_until >= now

@@ -10,11 +10,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Row, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 
 from agentq.states import Role
 from agentq.store import conversations, tables
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 
 M, P, LM = tables.messages, tables.participants, tables.llm_messages
 _COLUMNS = (M.c.id, M.c.seq, M.c.author_id, M.c.role, M.c.content, M.c.deleted_at)
@@ -135,29 +135,29 @@ def insert_llm_message(
     )
 
 
-def by_idempotency_key(tx: Tx, conv_id: uuid.UUID, key: str) -> Row[Any] | None:
+def by_idempotency_key(tx: Tx, conv_id: uuid.UUID, key: str) -> Record | None:
     """The message posted with `key` in the conversation, if any."""
     return tx.connection().execute(_BY_IDEMPOTENCY_KEY, {"conv_id": conv_id, "key": key}).first()
 
 
-def after(tx: Tx, conv_id: uuid.UUID, seq: int) -> list[Row[Any]]:
+def after(tx: Tx, conv_id: uuid.UUID, seq: int) -> list[Record]:
     """(id, seq, author_id, role, content, deleted_at) of the messages after `seq`."""
     return list(tx.connection().execute(_AFTER, {"conv_id": conv_id, "after": seq}))
 
 
-def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Row[Any]]:
+def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Record]:
     """(seq, content, agent_id, display_name) of the last `limit` visible messages with
     `after` < seq <= `upto`, newest first; `agent_id` is the author's agent, if any."""
     params = {"conv_id": conv_id, "after": after, "upto": upto, "limit": limit}
     return list(tx.connection().execute(_HISTORY, params))
 
 
-def page(tx: Tx, conv_id: uuid.UUID, after: int, limit: int) -> list[Row[Any]]:
+def page(tx: Tx, conv_id: uuid.UUID, after: int, limit: int) -> list[Record]:
     """Visible messages with seq > `after`, oldest first, at most `limit`."""
     params = {"conv_id": conv_id, "after": after, "limit": limit}
     return list(tx.connection().execute(_PAGE, params))
 
 
-def reply_of(tx: Tx, job_id: uuid.UUID) -> Row[Any] | None:
+def reply_of(tx: Tx, job_id: uuid.UUID) -> Record | None:
     """The reply a job wrote, if any."""
     return tx.connection().execute(select(M).where(M.c.reply_to_job_id == job_id)).first()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Row, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,9 @@ ROW_LOCK = {"key_share": True}
 
 #: a database error (a deadlock victim, a failover, a restart): worth retrying
 DatabaseError = DBAPIError
+
+#: a row a named statement returns (any number of columns, read by name)
+Record = Row[*tuple[Any, ...]]
 
 #: what a step of a turn works in: one transaction, opened by `transaction()`
 Tx = Session

@@ -75,7 +75,7 @@ class Stack:
                 "-m",
                 "celery",
                 "-A",
-                "agentq.runtime.app",
+                "agentq.worker",
                 "worker",
                 "-Q",
                 ",".join(queues),

@@ -16,7 +16,7 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.config import Settings, get_settings
 from agentq.errors import ConversationNotFound
-from agentq.ops import metrics
+from agentq.runtime import metrics
 from agentq.states import (
     CANCELLING,
     ConversationSettings,

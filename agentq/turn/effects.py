@@ -38,11 +38,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from agentq import events, ids
+from agentq import ids
 from agentq.errors import ProviderError
-from agentq.ops import metrics
 from agentq.providers import ChatResult
-from agentq.runtime import broker, limits, signals, timers
+from agentq.runtime import broker, bus, limits, metrics, signals, timers
 from agentq.schemas import PostedMessage
 from agentq.store import jobs as stored_jobs
 from agentq.store.session import Tx, transaction
@@ -60,7 +59,7 @@ def run(effects: Effects | None) -> None:
         e = queue.popleft()
         if e is None:
             continue
-        events.publish(e.events)
+        bus.publish(e.events)
         for job_id, agent_id in e.cancelled:
             _cancel(job_id, agent_id)
         for agent_id, job_id in e.release:
@@ -78,8 +77,7 @@ def run(effects: Effects | None) -> None:
         if e.advance_in is not None:
             broker.send(broker.ADVANCE, e.conversation_id, countdown=e.advance_in)
         if e.fail is not None:
-            job_id, reason = e.fail
-            queue.append(_in_transaction(lambda tx, j=job_id, r=reason: finish.fail(tx, j, r)))
+            queue.append(_fail(*e.fail))
         if e.conversation_id is not None and e.then is Then.DISPATCH:
             queue.append(_dispatch(e.conversation_id, start=True))
         elif e.conversation_id is not None and e.then is Then.ADVANCE:
@@ -111,6 +109,11 @@ def _in_transaction(
 ) -> Effects | None:
     with transaction(durable=durable) as tx:
         return step(tx)
+
+
+def _fail(job_id: uuid.UUID, reason: str) -> Effects | None:
+    with transaction() as tx:
+        return finish.fail(tx, job_id, reason)
 
 
 def _advance(conv_id: uuid.UUID) -> Effects:

@@ -18,8 +18,7 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.errors import ConversationNotFound
-from agentq.ops import metrics
-from agentq.runtime import limits
+from agentq.runtime import limits, metrics
 from agentq.states import HOLDING_AGENT_STATES, AgentStatus, JobStatus
 from agentq.store import agents, conversations, jobs, outbox
 from agentq.store.session import Tx

@@ -27,8 +27,9 @@ from agentq.api.routes.conversations import MAX_CURSOR
 from agentq.api.settings import api_settings
 from agentq.config import get_settings
 from agentq.errors import InvalidInput
-from agentq.events import STATUS_CATEGORIES, channel, read_feed
+from agentq.events import STATUS_CATEGORIES
 from agentq.ops.tenancy import own_conversation
+from agentq.runtime.bus import channel, read_feed
 from agentq.status import BATCH_TYPE
 
 router = APIRouter(tags=["stream"])

@@ -1,11 +1,38 @@
-"""Celery tasks: ids in, a call into `agentq` out. Every task is idempotent."""
+"""The Celery app and its tasks: `celery -A agentq.worker worker` (or `agentq worker`;
+`celery -A workers.app` in a checkout is the same app).
+
+Queues: `agentq.control` (short work: debounce timers, dispatch, completion,
+reconciliation) and `agentq.llm` (LLM calls: seconds each, run them on a threads or
+gevent pool). Tasks are thin: ids in, one entry point of `agentq.turn` out. Every task is
+idempotent.
+"""
 
 from __future__ import annotations
 
-from agentq import turn
+from celery.signals import worker_process_init
+
+from agentq import logging as agentq_logging
+from agentq import tracing, turn
 from agentq.ops import reconcile
-from agentq.runtime.app import app
-from agentq.store.session import DatabaseError
+from agentq.providers import close_providers
+from agentq.runtime import metrics
+from agentq.runtime.broker import make_celery
+from agentq.runtime.redis import close_redis
+from agentq.store.session import DatabaseError, dispose_engines
+
+app = make_celery(main="agentq")
+metrics.connect_worker_signals()  # /metrics on AGENTQ_METRICS_PORT
+agentq_logging.connect_celery_signals()  # JSON logs with ids, secrets redacted
+tracing.connect_worker_signals()  # no-op unless AGENTQ_OTEL=1 and the otel extra
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # A prefork child must not reuse its parent's sockets.
+    dispose_engines()
+    close_redis()
+    close_providers()
+
 
 #: database hiccups (deadlock victim, failover, a restart) are retried; tasks are idempotent
 RETRY = {
