@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 from sqlalchemy.orm import aliased
 
 from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
@@ -37,7 +37,7 @@ class TurnTimes:
     last_trigger_at: datetime
 
 
-_IDS = bindparam("conv_ids", expanding=True)
+_IDS: BindParameter[Any] = bindparam("conv_ids", expanding=True)
 _REPLY = aliased(Message)
 
 #: how many of the conversations :conv_ids have messages not yet handled
