@@ -66,6 +66,8 @@ NOT_FOR_HELP = (
     "agentq.testing",
     "agentq.demo",
     "ops",
+    "sqlalchemy",
+    "celery",
 )
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from agentq import turn
-from agentq.providers import call_with_retries, get_provider
+from agentq.providers import ChatResult, call_with_retries, get_provider
 from agentq.runtime import broker
 from agentq.store.models import Agent, Job, LLMMessage, Message, MessageJob
 from agentq.store.session import reader
@@ -144,3 +144,27 @@ def test_a_reply_in_an_autonomous_channel_is_dispatched_to_the_next_agent(db: st
     with reader() as s:
         trigger = s.get(Message, answering[0].trigger_message_id)
         assert trigger.role == "assistant" and trigger.reply_to_job_id == job_id
+
+
+@pytest.mark.integration
+def test_redelivered_llm_task_writes_the_stored_answer_without_calling_the_provider(
+    isolated: Live, fake_llm: FakeLLMServer
+) -> None:
+    # Regression: a run_job redelivered after its answer was stored built a ChatRequest
+    # without its model and crashed, so the answer was never written by that path.
+    client = isolated.client
+    conv, user, _ = make_dm(client, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
+    client.post_message(conv.id, user.id, "hello")
+    job_id = turn.dispatch_due(conv.id).jobs[0]
+    claim = turn.advance(conv.id)
+    assert claim is not None
+    assert turn.store_result(job_id, claim.token, ChatResult(content="kept", model="m"))
+    fake_llm.reset_stats()
+
+    turn.run_job(job_id, claim.token)  # as the redelivered LLM task would
+
+    assert fake_llm.stats()["requests"] == 0
+    (reply,) = replies_of(conv.id)
+    assert reply.content == "kept" and reply.reply_to_job_id == job_id
+    with reader() as s:
+        assert s.get(Job, job_id).status == "completed"

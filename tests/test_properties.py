@@ -158,9 +158,7 @@ def _crash_one(clock: Clock, conv_id: uuid.UUID) -> None:
     job = running[0]
     clock.now += timedelta(seconds=get_settings().job_lease_seconds + 1)
     turn.advance(conv_id)
-    assert not turn.store_result(
-        job.id, job.lease_token, ChatResult(content="late", model="m")
-    )
+    assert not turn.store_result(job.id, job.lease_token, ChatResult(content="late", model="m"))
 
 
 op = st.one_of(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from agentq.bench.reads import completed_jobs, jobs_by_status, open_work, turn_times
+from agentq.store.bench import completed_jobs, jobs_by_status, open_work, turn_times
 
 
 def settled(conv_ids: list[uuid.UUID]) -> bool:

@@ -17,7 +17,8 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
 from agentq.store import tables
-from agentq.store.session import Record, Tx
+from agentq.store.models import Agent, Job
+from agentq.store.session import Record, Tx, reader
 
 J, L, A, C, M = (
     tables.jobs,
@@ -214,7 +215,7 @@ def store_answer(tx: Tx, job_id: uuid.UUID, token: int, answer: dict[str, Any]) 
     done = tx.connection().execute(
         _STORE_ANSWER, {"job_id": job_id, "token": token, "answer": answer}
     )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(done.rowcount == 1)
 
 
 def stored_answer(tx: Tx, job_id: uuid.UUID) -> dict[str, Any] | None:
@@ -382,6 +383,36 @@ def of_message(tx: Tx, message_id: uuid.UUID) -> list[uuid.UUID]:
     """The jobs that answer a message."""
     query = select(L.c.job_id).where(L.c.message_id == message_id, L.c.status == LinkStatus.TRIGGER)
     return list(tx.connection().execute(query).scalars())
+
+
+#: every job with its agent's name, newest first (filters are added per call)
+_OPERATOR_JOBS = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
+
+
+def operator_jobs(status: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
+    """At most `limit` jobs, newest first, optionally of one status and one agent (by name):
+    ids, agent, status, attempts, failure reason and times; never message bodies."""
+    q = _OPERATOR_JOBS
+    if status:
+        q = q.where(Job.status == status)
+    if agent:
+        q = q.where(Agent.name == agent)
+    q = q.order_by(Job.created_at.desc()).limit(limit)
+    with reader() as session:
+        return [
+            {
+                "id": str(j.id),
+                "conversation_id": str(j.conversation_id),
+                "agent": name,
+                "status": j.status,
+                "attempts": j.attempts,
+                "max_attempts": j.max_attempts,
+                "failure_reason": j.failure_reason,
+                "created_at": j.created_at,
+                "finished_at": j.finished_at,
+            }
+            for j, name in session.execute(q).all()
+        ]
 
 
 # -- what the reconciler looks for -----------------------------------------------------------
