@@ -96,7 +96,12 @@ class ProviderError(AgentqError):
     """An LLM provider call failed.
 
     `retryable` says whether the same request may succeed later (timeouts, connection
-    errors, 429, 5xx, 529); `retry_after` carries the provider's Retry-After in seconds.
+    errors, 408, 409, 429, 5xx, 529, or the provider's `x-should-retry: true`; never a 429
+    for `insufficient_quota`); `retry_after` carries the wait the provider asked for
+    (`retry-after-ms` or `Retry-After`) in seconds, on retryable errors; `provider_code`
+    is the provider's own error code when its body had one (e.g. "insufficient_quota",
+    "unsupported_parameter", "overloaded_error"). The message never holds the API key and
+    is one clean line of at most a few hundred characters.
     """
 
     code = "provider_error"
@@ -108,11 +113,13 @@ class ProviderError(AgentqError):
         retryable: bool,
         status_code: int | None = None,
         retry_after: float | None = None,
+        provider_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
         self.retry_after = retry_after
+        self.provider_code = provider_code
 
 
 class UnknownProvider(InvalidInput):

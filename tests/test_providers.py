@@ -101,8 +101,10 @@ def test_anthropic_round_trip(llm: FakeLLMServer) -> None:
     result = get_provider("anthropic").complete(request_for(llm, "hi"), on_token=tokens.append)
     # The Messages API has no `name`, so the speaker is written before the text.
     assert result.content == "reply to: Ada Lovelace: hi"
-    assert tokens == [result.content]
+    # it streams (server-sent events), word by word
+    assert tokens == ["reply ", "to: ", "Ada ", "Lovelace: ", "hi"]
     assert result.prompt_tokens > 0 and result.completion_tokens == 5
+    assert result.finish_reason == "stop"
 
 
 def test_max_tokens_truncates_reply(llm: FakeLLMServer) -> None:

@@ -2,6 +2,9 @@
 
 Built in: `openai` (and every OpenAI-compatible server), `anthropic` and `echo`. Plug
 your own with `register_provider(MyProvider)` or name it as "package.module:ClassName".
+
+Every provider answers blocking (`complete`, `call_with_retries`) and on an event loop
+(`acomplete`, `acall_with_retries`; a cancelled task closes its HTTP request at once).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from agentq.providers.anthropic import AnthropicProvider
 from agentq.providers.base import ChatMessage, ChatRequest, ChatResult, Provider
 from agentq.providers.echo import EchoProvider
 from agentq.providers.openai import OpenAIProvider
-from agentq.providers.retry import call_with_retries, retry_wait
+from agentq.providers.retry import acall_with_retries, call_with_retries, retry_wait
 
 __all__ = [
     "ChatMessage",
     "ChatRequest",
     "ChatResult",
     "Provider",
+    "acall_with_retries",
+    "aclose_providers",
     "call_with_retries",
     "close_providers",
     "get_provider",
@@ -103,6 +108,17 @@ def close_providers() -> None:
         _instances.clear()
     for provider in instances:
         provider.close()
+
+
+async def aclose_providers() -> None:
+    """On an event loop: close the connections every cached provider pooled for this
+    loop (call it before the loop ends); the instances stay cached and usable."""
+    if _instances_pid != os.getpid():
+        return
+    with _lock:
+        instances = list(_instances.values())
+    for provider in instances:
+        await provider.aclose()
 
 
 def _forget_after_fork() -> None:

@@ -36,3 +36,9 @@ class EchoProvider(Provider):
             prompt_tokens=prompt,
             completion_tokens=len(content.split()),
         )
+
+    async def acomplete(
+        self, request: ChatRequest, *, on_token: Callable[[str], None] | None = None
+    ) -> ChatResult:
+        """As `complete`, on the loop's thread (there is nothing to wait for)."""
+        return self.complete(request, on_token=on_token)

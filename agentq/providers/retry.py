@@ -6,13 +6,20 @@ invalid response, a bug) fails at once, since repeating it cannot help.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
 
 from agentq.errors import ProviderError
 from agentq.providers.base import ChatRequest, ChatResult, Provider
@@ -52,6 +59,32 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
 
 
+def _waiter(base: float, cap: float) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return retry_wait(state.attempt_number - 1, error, base, cap)
+
+    return wait
+
+
+def _before_sleep(
+    name: str, on_retry: Callable[[ProviderError, float], None] | None
+) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        metrics.llm_retry(name)
+        if on_retry is None or state.outcome is None or state.next_action is None:
+            return
+        error = state.outcome.exception()
+        if not isinstance(error, ProviderError):
+            return
+        try:
+            on_retry(error, state.next_action.sleep)
+        except Exception:  # a metrics hook must not turn a retry into a failure
+            log.exception("on_retry callback failed")
+
+    return before_sleep
+
+
 def call_with_retries(
     provider: Provider,
     request: ChatRequest,
@@ -80,29 +113,54 @@ def call_with_retries(
         with metrics.llm_request(getattr(provider, "name", "unknown")):
             return provider.complete(request, on_token=on_token)
 
-    def wait(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        return retry_wait(state.attempt_number - 1, error, backoff_base, backoff_max)
-
-    def before_sleep(state: RetryCallState) -> None:
-        metrics.llm_retry(getattr(provider, "name", "unknown"))
-        if on_retry is None or state.outcome is None or state.next_action is None:
-            return
-        error = state.outcome.exception()
-        if not isinstance(error, ProviderError):
-            return
-        try:
-            on_retry(error, state.next_action.sleep)
-        except Exception:  # a metrics hook must not turn a retry into a failure
-            log.exception("on_retry callback failed")
-
     retrying = Retrying(
         retry=retry_if_exception(_retryable),
         stop=stop_after_attempt(max(max_retries, 0) + 1),
-        wait=wait,
-        before_sleep=before_sleep,
+        wait=_waiter(backoff_base, backoff_max),
+        before_sleep=_before_sleep(getattr(provider, "name", "unknown"), on_retry),
         sleep=sleep,
         reraise=True,  # the caller sees the ProviderError, not tenacity's RetryError
     )
     result = retrying(attempt)
+    return replace(result, latency=time.monotonic() - start, requests=requests)
+
+
+async def acall_with_retries(
+    provider: Provider,
+    request: ChatRequest,
+    *,
+    max_retries: int,
+    backoff_base: float,
+    backoff_max: float,
+    on_token: Callable[[str], None] | None = None,
+    on_retry: Callable[[ProviderError, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ChatResult:
+    """`await provider.acomplete(request)` with the rules of `call_with_retries`: at most
+    `max_retries + 1` requests, retryable `ProviderError`s only, waits of `retry_wait`
+    (Retry-After honoured) slept with `asyncio.sleep`. Returns the result with `latency`
+    and `requests` filled in; raises the last `ProviderError` itself.
+
+    Cancelling the awaiting task ends it at once, during a request (whose connection is
+    closed) or a wait; the CancelledError is never retried.
+    """
+    start = time.monotonic()
+    requests = 0
+    name = getattr(provider, "name", "unknown")
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop_after_attempt(max(max_retries, 0) + 1),
+        wait=_waiter(backoff_base, backoff_max),
+        before_sleep=_before_sleep(name, on_retry),
+        sleep=sleep,
+        reraise=True,
+    )
+
+    async def attempt() -> ChatResult:
+        nonlocal requests
+        requests += 1
+        with metrics.llm_request(name):
+            return await provider.acomplete(request, on_token=on_token)
+
+    result: ChatResult = await retrying(attempt)
     return replace(result, latency=time.monotonic() - start, requests=requests)

@@ -8,12 +8,20 @@ retry and timeout paths are exercised over real sockets.
 Run it with `python -m agentq.testing.fake_llm --port 8099` (or `agentq fake-llm`); from a test,
 use `FakeLLMServer`, which runs it in a subprocess on a free port.
 
+It also behaves like today's APIs when told to (`reject_max_tokens_for`,
+`reject_trailing_assistant`) and can be scripted to answer as they do at their edges:
+cut and refused replies, 408/409/429 with their retry headers, hostile model names and
+token counts (the script words are listed in `agentq.testing.fake_llm_app`).
+
 Control endpoints (not part of any provider API):
-    POST /_control      JSON with any `FakeLLMConfig` field, and/or `script`: statuses to
+    POST /_control      JSON with any `FakeLLMConfig` field, and/or `script`: what to
                         answer the next requests with, in order, before the knobs apply
-                        (ints such as 429 or 500, "ok", "badjson", "nocontent", "hang")
-    GET  /_stats        {requests, in_flight, peak_in_flight, by_status, last_request_at,
-                        arrivals, script_remaining, config}
+                        (statuses such as 429 or 500, "hold:5", or a script word)
+    GET  /_stats        {requests, completed, client_disconnects, in_flight,
+                        peak_in_flight, by_status, last_request_at, last_body, arrivals,
+                        disconnects_at, script_remaining, config}; a request whose client
+                        closed the connection before its answer was complete counts in
+                        client_disconnects and by_status["499"], not in completed
     POST /_stats/reset  zero the statistics
     POST /_reset        statistics, script and knobs back to how the server started
 """
@@ -35,7 +43,8 @@ from typing import Any
 
 import httpx
 
-from agentq.testing.fake_llm_app import _FIELD_TYPES, FakeLLMConfig, _coerce_knobs, create_app
+from agentq.testing.fake_llm_app import create_app
+from agentq.testing.fake_llm_config import _FIELD_TYPES, FakeLLMConfig, _coerce_knobs
 
 __all__ = ["FakeLLMConfig", "FakeLLMServer", "create_app", "main", "run"]
 

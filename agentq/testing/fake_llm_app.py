@@ -1,111 +1,50 @@
 """The fake LLM's HTTP app: its knobs (`FakeLLMConfig`), its script and statistics, and the
-OpenAI- and Anthropic-compatible routes. `agentq.testing.fake_llm` runs it (see there)."""
+OpenAI- and Anthropic-compatible routes. `agentq.testing.fake_llm` runs it (see there);
+`agentq.testing.fake_llm_replies` writes the answers.
+
+The script words are listed in `agentq.testing.fake_llm_config`.
+
+A request whose client closes the connection before its answer is complete (during the
+wait before it, or mid-stream) stops there: it counts in `client_disconnects` (status 499
+in `by_status`), leaves `in_flight` at once, and is not `completed`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import random
 import re
 import time
-import types
-import typing
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import asdict, replace
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-#: the reply quotes at most this much of the user's message
-REPLY_QUOTE_CHARS = 200
-#: scripted outcomes besides plain HTTP statuses
-SCRIPT_WORDS = frozenset({"ok", "badjson", "nocontent", "hang"})
+from agentq.testing import fake_llm_replies as replies
+from agentq.testing.fake_llm_config import (
+    _HOLD,
+    SCRIPT_WORDS,
+    FakeLLMConfig,
+    _check_script,
+    _coerce_knobs,
+)
+from agentq.testing.fake_llm_replies import REPLY_QUOTE_CHARS, Flavour, Reply
+
+__all__ = ["REPLY_QUOTE_CHARS", "SCRIPT_WORDS", "FakeLLMConfig", "create_app"]
+
 #: statuses that tell the client when to come back
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 529})
-_TOKEN = re.compile(r"\S+\s*")
-
-Flavour = Literal["openai", "anthropic"]
-
-
-@dataclass
-class FakeLLMConfig:
-    """How the fake LLM behaves. Rates are fractions of requests in [0, 1]; their sum
-    should not exceed 1 (they are checked in the order timeout, error, 429)."""
-
-    latency: float = field(default=0.05, metadata={"help": "seconds before each answer"})
-    jitter: float = field(default=0.0, metadata={"help": "extra seconds, uniform 0..jitter"})
-    error_rate: float = field(default=0.0, metadata={"help": "fraction answered 500"})
-    rate_429: float = field(default=0.0, metadata={"help": "fraction answered 429"})
-    retry_after: float = field(default=1.0, metadata={"help": "Retry-After seconds of 429s"})
-    timeout_rate: float = field(
-        default=0.0, metadata={"help": "fraction that hang for hang_seconds first"}
-    )
-    hang_seconds: float = field(default=30.0, metadata={"help": "how long a hang lasts"})
-    max_tokens: int | None = field(
-        default=None, metadata={"help": "cut replies to this many words (finish: length)"}
-    )
-    token_delay: float = field(default=0.0, metadata={"help": "seconds between stream chunks"})
-    api_key: str | None = field(
-        default=None, metadata={"help": "when set, requests must carry this key"}
-    )
-    model: str = field(default="fake-model", metadata={"help": "model id /v1/models lists"})
-    seed: int | None = field(default=None, metadata={"help": "seed of the random knobs"})
-
-
-_RATES = ("error_rate", "rate_429", "timeout_rate")
-
-
-def _converter(hint: Any) -> Callable[[Any], Any]:
-    """The plain type of a config field (`int | None` -> int)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint  # type: ignore[no-any-return]
-
-
-_FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
-    name: _converter(hint) for name, hint in typing.get_type_hints(FakeLLMConfig).items()
-}
-
-
-def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
-    """Knob values converted to their field types; ValueError names a bad one."""
-    out: dict[str, Any] = {}
-    for name, value in knobs.items():
-        if name not in _FIELD_TYPES:
-            raise ValueError(f"unknown knob {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
-        if value is None:
-            out[name] = None
-            continue
-        try:
-            out[name] = _FIELD_TYPES[name](value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: {value!r} is not a valid value") from None
-        if isinstance(out[name], float | int) and out[name] < 0:
-            raise ValueError(f"{name}: must be >= 0")
-        if name in _RATES and out[name] > 1:
-            raise ValueError(f"{name}: must be a fraction between 0 and 1")
-    return out
-
-
-def _check_script(script: Any) -> list[int | str]:
-    if not isinstance(script, list):
-        raise ValueError("script: must be a list of statuses")
-    out: list[int | str] = []
-    for item in script:
-        if isinstance(item, str) and item.isdigit():
-            item = int(item)
-        valid_status = isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599
-        if not (valid_status or (isinstance(item, str) and item in SCRIPT_WORDS)):
-            raise ValueError(
-                f"script: {item!r} is neither an HTTP status nor one of {sorted(SCRIPT_WORDS)}"
-            )
-        out.append(item)
-    return out
+#: the status a request whose client went away is counted under (nginx's convention)
+CLIENT_CLOSED = 499
+#: what "hugetokens" reports
+HUGE_TOKENS = 3_000_000_000
 
 
 class _State:
@@ -127,9 +66,13 @@ class _State:
         self.in_flight = getattr(self, "in_flight", 0)
         self.peak_in_flight = self.in_flight
         self.requests = 0
+        self.completed = 0
+        self.client_disconnects = 0
         self.by_status: dict[str, int] = {}
         self.last_request_at: float | None = None
+        self.last_body: Any = None
         self.arrivals: deque[float] = deque(maxlen=10_000)
+        self.disconnects_at: deque[float] = deque(maxlen=10_000)
 
     def arrive(self) -> None:
         now = time.time()  # wall clock, so that another process can compare
@@ -139,8 +82,14 @@ class _State:
         self.last_request_at = now
         self.arrivals.append(now)
 
-    def leave(self, status: int) -> None:
+    def leave(self, status: int, *, disconnected: bool = False) -> None:
         self.in_flight -= 1
+        if disconnected:
+            status = CLIENT_CLOSED
+            self.client_disconnects += 1
+            self.disconnects_at.append(time.time())
+        else:
+            self.completed += 1
         self.by_status[str(status)] = self.by_status.get(str(status), 0) + 1
 
     def outcome(self) -> int | str:
@@ -164,45 +113,21 @@ class _State:
     def stats(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "completed": self.completed,
+            "client_disconnects": self.client_disconnects,
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
             "by_status": dict(self.by_status),
             "last_request_at": self.last_request_at,
+            "last_body": self.last_body,
             "arrivals": list(self.arrivals),
+            "disconnects_at": list(self.disconnects_at),
             "script_remaining": list(self.script),
             "config": asdict(self.config),
         }
 
 
 # -- request helpers ------------------------------------------------------------------------
-
-
-def _text(content: Any) -> str:
-    """The text of a message's content: a string, or a list of text parts/blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
-def _reply(messages: list[Any], limit: int | None) -> tuple[str, bool, int]:
-    """(reply, truncated, prompt_tokens) for the request's messages."""
-    last_user = ""
-    prompt_tokens = 0
-    for m in messages:
-        if isinstance(m, dict):
-            text = _text(m.get("content"))
-            prompt_tokens += len(text.split())
-            if m.get("role") == "user":
-                last_user = text
-    tokens = _TOKEN.findall(f"reply to: {last_user[:REPLY_QUOTE_CHARS]}")
-    truncated = limit is not None and len(tokens) > limit
-    if truncated:
-        tokens = tokens[: max(limit or 0, 1)]
-    return "".join(tokens).rstrip(), truncated, prompt_tokens
 
 
 def _key_of(request: Request) -> str:
@@ -212,25 +137,145 @@ def _key_of(request: Request) -> str:
     return request.headers.get("x-api-key", "")
 
 
-def _error(
-    flavour: Flavour, status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    kind = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        429: "rate_limit_error",
-        529: "overloaded_error",
-    }.get(status, "api_error")
-    body: dict[str, Any]
-    if flavour == "anthropic":
-        body = {"type": "error", "error": {"type": kind, "message": message}}
-    else:
-        body = {"error": {"message": message, "type": kind, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+async def _client_gone(request: Request) -> None:
+    """Returns when the client closes the connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
-def _retry_after_header(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+async def _hold(request: Request, seconds: float) -> bool:
+    """Wait `seconds` before answering; True if the client went away meanwhile (seen at
+    once: the wait races the server's disconnect message rather than polling)."""
+    if seconds <= 0:
+        return False
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({watcher}, timeout=seconds)
+        return bool(done)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+
+
+def _rejection(body: dict[str, Any], flavour: Flavour, c: FakeLLMConfig) -> Response | None:
+    """The 400 today's APIs give to a request in yesterday's shape, if the knobs ask."""
+    model = str(body.get("model") or "")
+    if (
+        flavour == "openai"
+        and c.reject_max_tokens_for
+        and "max_tokens" in body
+        and re.search(c.reject_max_tokens_for, model)
+    ):
+        return replies.error(
+            flavour,
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            code="unsupported_parameter",
+            param="max_tokens",
+        )
+    if flavour == "anthropic" and c.reject_trailing_assistant:
+        roles = [m.get("role") if isinstance(m, dict) else None for m in body["messages"]]
+        if not roles or roles[0] != "user":
+            return replies.error(flavour, 400, "messages: the first message must be the user's")
+        if any(a == b for a, b in zip(roles, roles[1:], strict=False)):
+            return replies.error(
+                flavour, 400, "messages: roles must alternate between user and assistant"
+            )
+        if roles[-1] == "assistant":
+            return replies.error(
+                flavour,
+                400,
+                "This model does not support assistant message prefill. "
+                "The conversation must end with a user message.",
+            )
+    return None
+
+
+def _scripted_error(flavour: Flavour, outcome: int | str, c: FakeLLMConfig) -> Response | None:
+    if isinstance(outcome, int) and outcome != 200:
+        headers = None
+        if outcome in _RETRY_AFTER_STATUSES:
+            headers = replies.retry_after_seconds(c.retry_after)
+        return replies.error(flavour, outcome, f"fake error {outcome}", headers)
+    match outcome:
+        case "s408":
+            return replies.error(flavour, 408, "fake request timeout")
+        case "s409_retry":
+            return replies.error(flavour, 409, "fake conflict", {"x-should-retry": "true"})
+        case "s500_noretry":
+            return replies.error(flavour, 500, "fake final error", {"x-should-retry": "false"})
+        case "quota":
+            return replies.quota_error(flavour)
+        case "ra_seconds":
+            return replies.error(
+                flavour, 429, "slow down", replies.retry_after_seconds(c.retry_after)
+            )
+        case "ra_ms":
+            return replies.error(flavour, 429, "slow down", replies.retry_after_ms(c.retry_after))
+        case "ra_date":
+            return replies.error(flavour, 429, "slow down", replies.retry_after_date(c.retry_after))
+        case "nulerror":
+            return replies.nul_error()
+    return None
+
+
+def _limit(body: dict[str, Any], c: FakeLLMConfig) -> int | None:
+    keys = (body.get("max_tokens"), body.get("max_completion_tokens"), c.max_tokens)
+    limits = [n for n in keys if isinstance(n, int) and not isinstance(n, bool)]
+    return min(limits) if limits else None
+
+
+def _reply(body: dict[str, Any], outcome: int | str, c: FakeLLMConfig) -> Reply:
+    """The successful answer `outcome` calls for."""
+    limit = 2 if outcome == "length" else _limit(body, c)
+    content, truncated, prompt_tokens = replies.reply_text(body["messages"], limit)
+    reply = Reply(
+        content=content,
+        model=str(body.get("model") or c.model),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(content.split()),
+        finish="length" if truncated or outcome == "length" else "stop",
+    )
+    match outcome:
+        case "refusal":
+            reply.refusal, reply.content = replies.REFUSAL_TEXT, ""
+            reply.completion_tokens = len(replies.REFUSAL_TEXT.split())
+        case "empty":
+            reply.content, reply.completion_tokens = "", 0
+        case "cut":
+            reply.cut = True
+        case "longmodel":
+            reply.model = ("long-model-" * 30)[:300]
+        case "nulmodel":
+            reply.model = "fake\x00model"
+        case "hugetokens":
+            reply.prompt_tokens = reply.completion_tokens = HUGE_TOKENS
+    return reply
+
+
+class _CountedStream(StreamingResponse):
+    """A stream that tells the statistics, when it ends, whether all of it was sent."""
+
+    def __init__(self, state: _State, chunks: list[str], token_delay: Callable[[], float]) -> None:
+        self.state = state
+        self.finished = False
+
+        async def body() -> AsyncIterator[str]:
+            for i, piece in enumerate(chunks):
+                if i and token_delay() > 0:
+                    await asyncio.sleep(token_delay())
+                yield piece
+            self.finished = True
+
+        super().__init__(body(), media_type="text/event-stream")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.state.leave(200, disconnected=not self.finished)
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -243,147 +288,68 @@ def create_app(config: FakeLLMConfig | None = None) -> Starlette:
     async def chat(request: Request, flavour: Flavour) -> Response:
         state.arrive()
         status = 500
-        streaming = False
+        left = False
         try:
             response = await _answer(request, flavour)
             status = response.status_code
-            streaming = isinstance(response, StreamingResponse)
+            left = isinstance(response, _CountedStream)  # leaves when its end is sent
             return response
         finally:
-            if not streaming:  # a stream leaves when its last chunk is sent
-                state.leave(status)
+            if not left:
+                state.leave(status, disconnected=status == CLIENT_CLOSED)
 
     async def _answer(request: Request, flavour: Flavour) -> Response:
         c = state.config
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return _error(flavour, 400, "body is not JSON")
+            return replies.error(flavour, 400, "body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _error(flavour, 400, "messages: must be a list")
+            return replies.error(flavour, 400, "messages: must be a list")
+        state.last_body = body
         if c.api_key is not None and _key_of(request) != c.api_key:
             # Real providers echo (part of) the rejected key; this one echoes all of it,
             # so that tests can check clients keep it out of their errors.
-            return _error(flavour, 401, f"Incorrect API key provided: {_key_of(request)}")
+            return replies.error(flavour, 401, f"Incorrect API key provided: {_key_of(request)}")
+        rejected = _rejection(body, flavour, c)
+        if rejected is not None:
+            return rejected
         stream = bool(body.get("stream"))
-        if stream and flavour == "anthropic":
-            return _error(flavour, 400, "stream: not supported by the fake Messages API")
 
         outcome = state.outcome()
         delay = state.delay()
         if outcome == "hang":
             delay += c.hang_seconds
-            outcome = "ok"
-        await asyncio.sleep(delay)
+        elif isinstance(outcome, str) and (hold := _HOLD.fullmatch(outcome)):
+            delay += float(hold.group(1))
+        if await _hold(request, delay):
+            return Response(status_code=CLIENT_CLOSED)
 
-        if isinstance(outcome, int) and outcome != 200:
-            headers = None
-            if outcome in _RETRY_AFTER_STATUSES:
-                headers = {"Retry-After": _retry_after_header(c.retry_after)}
-            return _error(flavour, outcome, f"fake error {outcome}", headers)
+        failed = _scripted_error(flavour, outcome, c)
+        if failed is not None:
+            return failed
         if outcome == "badjson":
             if stream:
-                return _stream(["data: {this is not json\n\n"], "text/event-stream")
+                return _CountedStream(state, ["data: {this is not json\n\n"], lambda: 0.0)
             return Response("{this is not json", media_type="application/json")
         if outcome == "nocontent":
             return JSONResponse({"id": "x", "choices": [], "content": None})
 
-        limits = [n for n in (body.get("max_tokens"), c.max_tokens) if isinstance(n, int)]
-        content, truncated, prompt_tokens = _reply(
-            body["messages"], min(limits) if limits else None
-        )
-        model = str(body.get("model") or c.model)
-        completion_tokens = len(content.split())
+        reply = _reply(body, outcome, c)
         if flavour == "anthropic":
-            return JSONResponse(
-                {
-                    "id": f"msg_{uuid.uuid4().hex}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [{"type": "text", "text": content}],
-                    "stop_reason": "max_tokens" if truncated else "end_turn",
-                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-                }
-            )
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        finish = "length" if truncated else "stop"
+            if stream:
+                return _CountedStream(
+                    state, replies.anthropic_sse(reply), lambda: state.config.token_delay
+                )
+            return replies.anthropic_json(reply)
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return _stream(
-                _sse_chunks(model, content, finish, usage if include_usage else None),
-                "text/event-stream",
+            return _CountedStream(
+                state,
+                replies.openai_sse(reply, include_usage),
+                lambda: state.config.token_delay,
             )
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            }
-        )
-
-    def _sse_chunks(
-        model: str, content: str, finish: str, usage: dict[str, int] | None
-    ) -> list[str]:
-        ident = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None, **extra: Any) -> str:
-            data = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-                **extra,
-            }
-            return f"data: {json.dumps(data)}\n\n"
-
-        out = [chunk({"role": "assistant", "content": ""}, None)]
-        out += [chunk({"content": token}, None) for token in _TOKEN.findall(content)]
-        out.append(chunk({}, finish))
-        if usage is not None:
-            out.append(
-                "data: "
-                + json.dumps(
-                    {
-                        "id": ident,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
-                + "\n\n"
-            )
-        out.append("data: [DONE]\n\n")
-        return out
-
-    def _stream(chunks: list[str], media_type: str) -> StreamingResponse:
-        async def body() -> AsyncIterator[str]:
-            try:
-                for i, piece in enumerate(chunks):
-                    if i and state.config.token_delay > 0:
-                        await asyncio.sleep(state.config.token_delay)
-                    yield piece
-            finally:
-                state.leave(200)
-
-        return StreamingResponse(body(), media_type=media_type)
+        return replies.openai_json(reply)
 
     async def chat_completions(request: Request) -> Response:
         return await chat(request, "openai")
