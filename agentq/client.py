@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from redis.client import PubSub
@@ -23,6 +24,7 @@ from agentq.schemas import (
     ParticipantOut,
     PostedMessage,
 )
+from agentq.status import BATCH_TYPE
 
 #: how often `ask` looks at the database when no event woke it
 POLL_SECONDS = 0.25
@@ -57,6 +59,27 @@ def _wait_for_event(pubsub: PubSub | None, until: float) -> PubSub | None:
         if msg and json.loads(msg["data"]).get("type") in WAKE_EVENTS:
             break
     return pubsub
+
+
+def _follow(pubsub: PubSub, timeout: float | None) -> Iterator[dict[str, Any]]:
+    try:
+        quiet_since = time.monotonic()
+        while True:
+            wait = 1.0 if timeout is None else timeout - (time.monotonic() - quiet_since)
+            if wait <= 0:
+                return
+            # None also after a subscribe confirmation, not only after `wait`
+            msg = pubsub.get_message(timeout=wait)
+            if msg is None:
+                continue
+            quiet_since = time.monotonic()
+            data = json.loads(msg["data"])
+            if data.get("type") == BATCH_TYPE:
+                yield from data.get("items", [])
+            else:
+                yield data
+    finally:
+        pubsub.close()
 
 
 class Client:
@@ -183,6 +206,22 @@ class Client:
     def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The stored event feed after event id `since`, oldest first."""
         return bus.read_feed(after=since, limit=limit)
+
+    def stream(
+        self, conversation_id: uuid.UUID | str, *, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Live records of a conversation as they happen: `agent.token` (streamed text of
+        a reply being written: `job_id`, `seq` from 1, `offset` of its first character,
+        `text`), stored events (`message.created`, `agent.responded`, ...) and live status.
+
+        Subscribed when this returns. Not a replay: a subscriber joining mid-reply sees
+        its first `agent.token` with an `offset` above 0, and the whole reply comes with
+        `agent.responded`. The iterator ends after `timeout` seconds without a record
+        (None: never); close it to stop earlier."""
+        conv = conversations.get_conversation(conversation_id)
+        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(bus.channel(conv.id))
+        return _follow(pubsub, timeout)
 
     @property
     def settings(self) -> Any:

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: the embedded default: a SQLite file in the working directory, nothing to install
 DEFAULT_DATABASE_URL = "sqlite:///agentq.db"
+#: the shortest job lease allowed, in seconds
+MIN_LEASE_SECONDS = 1.0
 #: where a local Redis usually listens
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -34,6 +36,9 @@ class LLMSettings(BaseSettings):
     #: base and cap of the exponential backoff with full jitter, in seconds
     backoff_base: float = 0.5
     backoff_max: float = 20.0
+    #: the most one attempt may take, retries and their waits included: it bounds a server
+    #: that trickles bytes (httpx's timeout is per read) or never ends its stream
+    attempt_deadline: float = 600.0
 
 
 class Settings(BaseSettings):
@@ -49,8 +54,10 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # job-level attempts before the job fails visibly
     retry_backoff_seconds: float = 2.0  # first wait between job attempts, doubled each time
     retry_backoff_max_seconds: float = 60.0
-    #: how long a claimed job may run before the reconciler treats its worker as dead
-    job_lease_seconds: float = 300.0
+    #: how long a claimed job's worker may stay silent before the job is claimed again; a
+    #: live worker renews the lease every third of it, however long its LLM call takes, so
+    #: this is how long a dead worker's job waits, not how long a call may last
+    job_lease_seconds: float = 15.0
     #: how often the reconciler looks for unfinished work
     reconcile_interval_seconds: float = 5.0
     #: how late past its due time work must be before the reconciler re-drives it
@@ -68,6 +75,10 @@ class Settings(BaseSettings):
     #: characters of an LLM reply kept; a runaway provider must not fill the database
     max_reply_length: int = 32_000
     context_messages: int = 20  # history given to the LLM
+    #: ask providers to stream, and publish the text live as `agent.token` records
+    stream_tokens: bool = True
+    #: how often streamed tokens are published, batched
+    token_flush_seconds: float = 0.05
 
     #: Celery broker visibility timeout; must exceed every countdown agentq schedules
     visibility_timeout_seconds: int = 3600
@@ -89,6 +100,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "AGENTQ_VISIBILITY_TIMEOUT_SECONDS must exceed max wait and retry backoff"
             )
+        if self.job_lease_seconds < MIN_LEASE_SECONDS:
+            # A worker renews at a third of the lease: below this, a renewal's round trip
+            # and a busy host's scheduling delay would be too close to losing it.
+            raise ValueError(f"AGENTQ_JOB_LEASE_SECONDS must be >= {MIN_LEASE_SECONDS:g}")
         if self.max_attempts < 1:
             raise ValueError("AGENTQ_MAX_ATTEMPTS must be >= 1")
         return self

@@ -16,6 +16,10 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+#: streamed text of a reply being written (`job_id`, `seq`, `offset`, `text`): published
+#: live in batches, never stored; the reply itself comes with `agent.responded`
+AGENT_TOKEN = "agent.token"
+
 #: live status categories (DESIGN.md, Events)
 STATUS_CATEGORIES = (
     "engine",

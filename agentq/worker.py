@@ -68,7 +68,7 @@ def complete(job_id: str) -> None:
     turn.complete(job_id)
 
 
-@app.task(name="agentq.ops.reconcile", **RETRY)
+@app.task(name="agentq.reconcile", **RETRY)
 def reconcile_pass() -> dict[str, int]:
     """Re-drive whatever the database says is unfinished."""
     return reconcile.reconcile_once().as_dict()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +170,28 @@ def isolated(base_env: dict[str, str], tmp_path: object) -> Iterator[Live]:
         with Stack(env, log_dir=f"{tmp_path}/logs") as stack:
             yield Live(Client(), stack, env, server)
     drop_pg_database(url)
+
+
+@contextmanager
+def stack_with(
+    base_env: dict[str, str], tmp_path: Path, llm: FakeLLMServer, **env: str
+) -> Iterator[Stack]:
+    """A stack of its own (fresh database, own Redis) against `llm`, with `env` over the
+    suite's settings; no process started yet."""
+    url = create_pg_database()
+    upgrade(url)
+    try:
+        with EmbeddedRedis() as redis:
+            full = {
+                **base_env,
+                "AGENTQ_DATABASE_URL": url,
+                "AGENTQ_REDIS_URL": redis.url,
+                "LLM_ENDPOINT": llm.url,
+                "LLM_TIMEOUT": "30",
+                **env,
+            }
+            apply_env(full)
+            with Stack(full, log_dir=tmp_path / "logs") as stack:
+                yield stack
+    finally:
+        drop_pg_database(url)

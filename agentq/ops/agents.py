@@ -112,9 +112,10 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
         after.events = outbox.insert_events(tx, [changed])
         failed: list[Effects | None] = []
         if command == "stop":
-            # No new jobs; the ones still waiting fail visibly now (a running one finishes).
-            for job_id in jobs.not_started(tx, found.id):
-                failed.append(finish.fail(tx, job_id, f"agent {found.name} was stopped"))
+            # No new jobs; its unfinished ones fail visibly now, and running calls stop.
+            for job_id in jobs.unfinished_of_agent(tx, found.id):
+                reason = f"agent {found.name} was stopped"
+                failed.append(finish.fail(tx, job_id, reason, stop_call=True))
         out = found.model_copy(update={"status": target})
     effects.run(after)
     for done in failed:
@@ -134,7 +135,8 @@ def resume_agent(agent: uuid.UUID | str) -> AgentOut:
 
 
 def stop_agent(agent: uuid.UUID | str) -> AgentOut:
-    """Stop: no new jobs; its waiting jobs fail visibly with the reason."""
+    """Stop: no new jobs; its unfinished jobs fail visibly with the reason, and their
+    running LLM calls are stopped."""
     return _transition(agent, "stop")
 
 

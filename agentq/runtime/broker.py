@@ -29,7 +29,7 @@ DISPATCH = "agentq.dispatch"
 ADVANCE = "agentq.advance"
 RUN_JOB = "agentq.run_job"
 COMPLETE = "agentq.complete"
-RECONCILE = "agentq.ops.reconcile"
+RECONCILE = "agentq.reconcile"
 
 ROUTES = {
     DISPATCH: CONTROL_QUEUE,

@@ -57,6 +57,21 @@ def release(agent_id: uuid.UUID | str, job_id: uuid.UUID | str) -> None:
     get_redis().zrem(_keys(agent_id)[0], str(job_id))
 
 
+def extend(slots: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Renew the slots (agent, job) of jobs still running here, by one lease from now
+    (their worker is alive); a slot already given back stays given back."""
+    if not slots:
+        return
+    s = get_settings()
+    r = get_redis()
+    now_s, now_us = r.time()
+    expiry = now_s * 1000 + now_us // 1000 + int(s.job_lease_seconds * 1000)
+    pipe = r.pipeline(transaction=False)
+    for agent_id, job_id in slots:
+        pipe.zadd(_keys(agent_id)[0], {str(job_id): expiry}, xx=True)
+    pipe.execute()
+
+
 def running(agent_id: uuid.UUID | str) -> int:
     return int(get_redis().zcard(_keys(agent_id)[0]))
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 
 from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
 from agentq.store import tables
@@ -179,14 +179,9 @@ _UNFINISHED = (
     .order_by(J.c.created_at)
     .with_for_update(key_share=True)
 )
-#: an agent's jobs that have not started (waiting, or delayed between attempts), locked
-_NOT_STARTED = (
-    select(J.c.id)
-    .where(
-        J.c.agent_id == bindparam("agent_id"),
-        J.c.status.in_((JobStatus.WAITING, JobStatus.DELAYED)),
-    )
-    .with_for_update(key_share=True)
+#: an agent's unfinished jobs (waiting, running, or delayed between attempts)
+_OF_AGENT = select(J.c.id).where(
+    J.c.agent_id == bindparam("agent_id"), J.c.status.in_(UNFINISHED_JOB_STATES)
 )
 _DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
 
@@ -203,6 +198,25 @@ def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Re
         .execute(_CLAIM, {"job_id": job_id, "now": now, "lease_until": lease_until})
         .one()
     )
+
+
+def renew(tx: Tx, claims: Sequence[tuple[uuid.UUID, int]], lease_until: datetime) -> set[uuid.UUID]:
+    """Extend the leases of the claims (job, token) still current; the jobs renewed. A
+    claim left out was finished, cancelled or taken over: its worker must stop."""
+    if not claims:
+        return set()
+    renewed = (
+        update(J)
+        .where(tuple_(J.c.id, J.c.lease_token).in_(claims), J.c.status == JobStatus.ACTIVE)
+        .values(lease_until=lease_until)
+        .returning(J.c.id)
+    )
+    return set(tx.connection().execute(renewed).scalars())
+
+
+def status_of(tx: Tx, job_id: uuid.UUID) -> str | None:
+    """The job's status, if it exists."""
+    return tx.connection().execute(select(J.c.status).where(J.c.id == job_id)).scalar()
 
 
 def for_call(tx: Tx, job_id: uuid.UUID) -> Record | None:
@@ -340,9 +354,9 @@ def unfinished(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
     return list(tx.connection().execute(_UNFINISHED, {"conv_id": conv_id}))
 
 
-def not_started(tx: Tx, agent_id: uuid.UUID) -> list[uuid.UUID]:
-    """The agent's jobs that wait or are delayed between attempts, locked."""
-    return list(tx.connection().execute(_NOT_STARTED, {"agent_id": agent_id}).scalars())
+def unfinished_of_agent(tx: Tx, agent_id: uuid.UUID) -> list[uuid.UUID]:
+    """The agent's jobs not finished yet (each is locked by the step that changes it)."""
+    return list(tx.connection().execute(_OF_AGENT, {"agent_id": agent_id}).scalars())
 
 
 def waiting_for_agent(

@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
 from agentq import logging as agentq_logging
 from agentq.config import get_settings
-from agentq.providers import ChatRequest, ChatResult, call_with_retries, get_provider
-from agentq.runtime import signals
+from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_provider
 from agentq.states import CANCELLING, JobStatus
 from agentq.store import jobs
 from agentq.store.session import Tx
@@ -28,8 +25,6 @@ log = logging.getLogger(__name__)
 
 #: how much of a failure reason is kept and shown in the conversation
 REASON_MAX = 300
-#: how often a cancellable call looks for its cancel signal
-CANCEL_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -39,6 +34,7 @@ class Call:
 
     job_id: uuid.UUID
     conversation_id: uuid.UUID
+    agent_id: uuid.UUID
     token: int
     provider: str
     request: ChatRequest | None
@@ -58,51 +54,28 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
         return None
     cid = found.conversation_id
     if found.result is not None:  # (a JSON null reads as None too)
-        return Call(job_id, cid, token, found.provider, None)
+        return Call(job_id, cid, found.id, token, found.provider, None)
     limit = get_settings().context_messages
     request = chat_request(found.model_config or {}, build_messages(tx, found, cid, limit))
     agentq_logging.bind(agent=found.name, conversation_id=cid)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
-    return Call(job_id, cid, token, found.provider, request, cancellable)
+    return Call(job_id, cid, found.id, token, found.provider, request, cancellable)
 
 
-def call(c: Call) -> ChatResult | None:
-    """Call the provider, retrying transient errors (tenacity); None if the conversation
-    cancelled the call first. Raises what still fails."""
+async def call(c: Call, on_token: Callable[[str], None] | None = None) -> ChatResult:
+    """Call the provider, retrying transient errors (tenacity), streaming to `on_token`.
+    Raises what still fails; cancelling it closes the HTTP request."""
     request = c.request
     assert request is not None, "an answered call is written, not called"
     s = get_settings().llm
-
-    def llm_call() -> ChatResult:
-        return call_with_retries(
-            get_provider(c.provider),
-            request,
-            max_retries=s.max_retries,
-            backoff_base=s.backoff_base,
-            backoff_max=s.backoff_max,
-        )
-
-    return _cancellable(c.job_id, llm_call) if c.cancellable else llm_call()
-
-
-#: threads that carry LLM calls a newer message may cancel; the task thread watches
-_calls = ThreadPoolExecutor(max_workers=256, thread_name_prefix="agentq-call")
-
-
-def _cancellable(job_id: uuid.UUID, fn: Callable[[], ChatResult]) -> ChatResult | None:
-    """Run `fn` while watching for the job's cancel signal; None if it came first.
-
-    A cancelled call is abandoned, not awaited: its connection is released when the
-    provider answers or the request times out, and its answer is never stored.
-    """
-    future = _calls.submit(fn)
-    while True:
-        try:
-            return future.result(timeout=CANCEL_POLL_SECONDS)
-        except FutureTimeout:
-            if signals.is_cancelled(job_id):
-                future.cancel()
-                return None
+    return await acall_with_retries(
+        get_provider(c.provider),
+        request,
+        max_retries=s.max_retries,
+        backoff_base=s.backoff_base,
+        backoff_max=s.backoff_max,
+        on_token=on_token,
+    )
 
 
 def short_reason(exc: BaseException) -> str:

@@ -33,16 +33,19 @@ Tasks, the client, the API and the operator commands call these, never a step di
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from agentq import ids
+from agentq.config import get_settings
 from agentq.errors import ProviderError
 from agentq.providers import ChatResult
-from agentq.runtime import broker, bus, limits, metrics, signals, timers
+from agentq.runtime import answers, broker, bus, calls, limits, metrics, signals, timers
 from agentq.schemas import PostedMessage
+from agentq.states import JobStatus
 from agentq.store import jobs as stored_jobs
 from agentq.store.session import Tx, transaction
 from agentq.turn import call, dispatch, finish, post, schedule
@@ -85,9 +88,10 @@ def run(effects: Effects | None) -> None:
 
 
 def _cancel(job_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    # The slot stays taken until the worker's call has really ended: the worker gives it
+    # back (or, if the worker is gone, it runs out with the lease).
     try:
         signals.cancel(job_id)
-        limits.release(agent_id, job_id)
     except Exception as exc:  # noqa: BLE001 - the job is cancelled in the DB regardless
         log.warning("cancel signal for job %s not sent: %s", job_id, type(exc).__name__)
 
@@ -217,37 +221,64 @@ def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
 def run_job(job_id: uuid.UUID | str, token: int) -> None:
     """The LLM task: call the provider for the claimed job and complete it.
 
+    The call runs on this process's call loop (`agentq.runtime.calls`), which renews the
+    job's lease while it lasts, streams its tokens, and stops it when the conversation
+    cancels the job, its claim is lost, or its attempt passes `LLM_ATTEMPT_DEADLINE`.
     Transient provider errors are retried inside the call (tenacity); what still fails
-    costs the job an attempt. If writing the reply fails, the answer is kept on the job,
-    so a retry (or the reconciler) writes it without calling the provider again.
+    costs the job an attempt. If writing the reply fails, the answer is kept (on the job,
+    else in Redis), so a retry writes it without calling the provider again.
     """
-    c = prepare(job_id, token)
+    jid = ids.job(job_id)
+    c = prepare(jid, token)
     if c is None:
-        log.info("job %s claim %s is stale; nothing to do", job_id, token)
+        log.info("job %s claim %s is stale; nothing to do", jid, token)
+        _ended_elsewhere(jid)
         return
-    if c.answered:
-        complete(c.job_id)
+    kept = answers.recall(jid, token)
+    if c.answered or kept is not None:
+        complete(jid, kept, token if kept is not None else None)
         return
+    s = get_settings()
+    flight = calls.Flight(
+        jid, token, c.agent_id, c.conversation_id, time.monotonic() + s.llm.attempt_deadline
+    )
     try:
-        result = call.call(c)
+        result = calls.calls().run(
+            flight, lambda on_token: call.call(c, on_token if s.stream_tokens else None)
+        )
+    except calls.Stopped as stopped:
+        if stopped.reason == calls.DEADLINE:
+            limit = s.llm.attempt_deadline
+            reason = f"the LLM call took longer than its deadline of {limit:g} s"
+            attempt_failed(jid, token, reason, retryable=True)
+        else:
+            _ended_elsewhere(jid)
+        return
     except ProviderError as exc:
-        attempt_failed(c.job_id, token, call.short_reason(exc), retryable=exc.retryable)
+        attempt_failed(
+            jid, token, call.short_reason(exc), retryable=exc.retryable, retry_after=exc.retry_after
+        )
         return
     except Exception as exc:  # noqa: BLE001 - a bug or an odd provider costs one attempt
-        log.exception("job %s: unexpected error in the LLM call", c.job_id)
-        attempt_failed(c.job_id, token, call.short_reason(exc), retryable=True)
-        return
-    if result is None:
-        log.info("job %s was cancelled during its LLM call", c.job_id)
+        log.exception("job %s: unexpected error in the LLM call", jid)
+        attempt_failed(jid, token, call.short_reason(exc), retryable=True)
         return
     try:
-        complete(c.job_id, result, token)
+        complete(jid, result, token)
     except BaseException:
-        try:
-            store_result(c.job_id, token, result)
-        except Exception:  # noqa: BLE001 - the retry calls the provider again
-            log.warning("job %s: answer not kept after a failed completion", c.job_id)
+        answers.keep(jid, token, result)
         raise
+
+
+def _ended_elsewhere(job_id: uuid.UUID) -> None:
+    """A job this worker held ended without it (cancelled, failed, or finished by another
+    claim): give back its agent slot, now that nothing of it runs here, and wake what
+    waits for the agent."""
+    with transaction() as tx:
+        job = stored_jobs.get(tx, job_id)
+    if job is not None and job.status != JobStatus.ACTIVE:
+        limits.release(job.agent_id, job_id)
+        wake_agent(job.agent_id)
 
 
 def store_result(job_id: uuid.UUID | str, token: int, result: ChatResult) -> bool:
@@ -277,10 +308,20 @@ def complete(
     return True
 
 
-def attempt_failed(job_id: uuid.UUID, token: int, reason: str, *, retryable: bool) -> None:
-    """Record a failed attempt: retry after a backoff, or fail the job visibly."""
+def attempt_failed(
+    job_id: uuid.UUID,
+    token: int,
+    reason: str,
+    *,
+    retryable: bool,
+    retry_after: float | None = None,
+) -> None:
+    """Record a failed attempt: retry after a backoff (at least `retry_after`, when the
+    provider said when to come back), or fail the job visibly."""
     out = _in_transaction(
-        lambda tx: finish.attempt_failed(tx, job_id, token, reason, retryable=retryable)
+        lambda tx: finish.attempt_failed(
+            tx, job_id, token, reason, retryable=retryable, retry_after=retry_after
+        )
     )
     if out is not None and out.advance_in is not None:
         log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, out.advance_in, reason)

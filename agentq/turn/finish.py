@@ -100,6 +100,10 @@ def complete(
     return out
 
 
+#: the longest wait a provider's Retry-After may impose before the next attempt
+RETRY_AFTER_CAP = 600.0
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before attempt `attempt + 1`: exponential with full jitter."""
     s = get_settings()
@@ -108,17 +112,23 @@ def backoff(attempt: int) -> float:
 
 
 def attempt_failed(
-    tx: Tx, job_id: uuid.UUID, token: int, reason: str, *, retryable: bool
+    tx: Tx,
+    job_id: uuid.UUID,
+    token: int,
+    reason: str,
+    *,
+    retryable: bool,
+    retry_after: float | None = None,
 ) -> Effects | None:
     """Record a failed attempt of claim `token`: wait and try again (without holding a
-    worker), or fail the job visibly when attempts are spent or the error cannot heal.
-    None if the claim is stale."""
+    worker; at least `retry_after` seconds when the provider said so), or fail the job
+    visibly when attempts are spent or the error cannot heal. None if the claim is stale."""
     job = jobs.lock(tx, job_id)
     if job is None or job.status != JobStatus.ACTIVE or job.lease_token != token:
         return None
     if not (retryable and job.attempts < job.max_attempts):
         return fail(tx, job_id, reason)
-    wait = backoff(job.attempts)
+    wait = max(backoff(job.attempts), min(retry_after or 0.0, RETRY_AFTER_CAP))
     next_attempt_at = utcnow() + timedelta(seconds=wait)
     jobs.delay(tx, job_id, next_attempt_at, reason)
     retrying = events.JobRetrying(
@@ -139,10 +149,19 @@ def attempt_failed(
     )
 
 
-def fail(tx: Tx, job_id: uuid.UUID, reason: str, *, now: datetime | None = None) -> Effects | None:
-    """Fail an unfinished job: its reason, a visible system message, `job.failed`; its
-    agent's slot is free and the conversation's next job may start. None if the job has
-    finished meanwhile."""
+def fail(
+    tx: Tx,
+    job_id: uuid.UUID,
+    reason: str,
+    *,
+    now: datetime | None = None,
+    stop_call: bool = False,
+) -> Effects | None:
+    """Fail an unfinished job: its reason, a visible system message, `job.failed`; the
+    conversation's next job may start. With `stop_call`, a running call of the job is
+    stopped and its worker gives the agent's slot back when the call has ended; else the
+    slot is given back at once (nothing of the job runs). None if the job has finished
+    meanwhile."""
     now = now or utcnow()
     job = jobs.lock(tx, job_id)
     if job is None or job.status not in (JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.DELAYED):

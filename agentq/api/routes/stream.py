@@ -27,7 +27,7 @@ from agentq.api.routes.conversations import MAX_CURSOR
 from agentq.api.settings import api_settings
 from agentq.config import get_settings
 from agentq.errors import InvalidInput
-from agentq.events import STATUS_CATEGORIES
+from agentq.events import AGENT_TOKEN, STATUS_CATEGORIES
 from agentq.ops.tenancy import own_conversation
 from agentq.runtime.bus import channel, read_feed
 from agentq.status import BATCH_TYPE
@@ -90,6 +90,14 @@ async def stream(
         int | None, Query(ge=0, le=MAX_CURSOR, description="Replay stored events after this id.")
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    tokens: Annotated[
+        bool,
+        Query(
+            description="Also stream `agent.token` records: the text of a reply as the "
+            "provider writes it (live only, without an id; `offset` tells where a late "
+            "subscriber joined)."
+        ),
+    ] = False,
 ) -> StreamingResponse:
     """Stream the conversation's events (`text/event-stream`)."""
     await run_in_threadpool(own_conversation, who, conversation_id)
@@ -104,7 +112,7 @@ async def stream(
         await client.aclose()
         raise NotReady(f"live events unavailable: {type(exc).__name__}") from exc
     return StreamingResponse(
-        _events(request, conversation_id, pubsub, client, cats, resume),
+        _events(request, conversation_id, pubsub, client, cats, resume, tokens),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -117,6 +125,7 @@ async def _events(
     client: aioredis.Redis,
     cats: frozenset[str] | None,
     resume: int | None,
+    tokens: bool,
 ) -> AsyncIterator[str]:
     seen: set[int] = set()
     order: deque[int] = deque()
@@ -162,6 +171,8 @@ async def _events(
                 continue
             if data.get("type") == BATCH_TYPE:
                 out = [_sse(item) for item in data.get("items", []) if wanted(item)]
+            elif data.get("type") == AGENT_TOKEN:  # streamed text: never stored, no id
+                out = [_sse(data)] if tokens else []
             elif isinstance(data.get("id"), int) and first_time(data["id"]) and wanted(data):
                 out = [_sse(data)]
             else:

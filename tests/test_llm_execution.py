@@ -1,0 +1,108 @@
+"""LLM calls as real LLMs behave, against real worker processes and the fake LLM over HTTP:
+calls longer than the lease run once, a dead worker's job is re-driven in seconds, and an
+interrupt closes the provider's connection."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentq.client import Client
+from agentq.config import Settings
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
+from tests.conftest import stack_with
+from tests.helpers import jobs_of, make_dm, replies_of, trigger_links, wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
+#: the defaults of what the suite's FAST settings shorten
+DEFAULTS = {
+    f"AGENTQ_{name.upper()}": str(Settings.model_fields[name].default)
+    for name in ("job_lease_seconds", "reconcile_interval_seconds", "reconcile_grace_seconds")
+}
+
+
+def test_calls_three_times_longer_than_the_lease_run_once(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    with (
+        FakeLLMServer(FakeLLMConfig(latency=6.0)) as llm,
+        stack_with(base_env, tmp_path, llm, AGENTQ_JOB_LEASE_SECONDS="2") as stack,
+    ):
+        stack.start_worker(concurrency=8)
+        stack.start_reconciler(interval=0.5)
+        client = Client()
+        dms = [make_dm(client, settings=NOW) for _ in range(5)]
+        for conv, user, _ in dms:
+            client.post_message(conv.id, user.id, "think about it for a while")
+        wait_until(
+            lambda: all(len(replies_of(c.id)) == 1 for c, _, _ in dms),
+            timeout=60,
+            what="five replies",
+        )
+        time.sleep(2.5)  # a lost lease would show as a second request by now
+        assert llm.stats()["requests"] == 5
+        assert [j.attempts for c, _, _ in dms for j in jobs_of(c.id)] == [1] * 5
+        assert all(len(replies_of(c.id)) == 1 for c, _, _ in dms)
+
+
+def test_a_killed_workers_job_is_answered_within_30s_with_default_settings(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    with (
+        FakeLLMServer(FakeLLMConfig(latency=3.0)) as llm,
+        stack_with(base_env, tmp_path, llm, **DEFAULTS) as stack,
+    ):
+        doomed = stack.start_worker(concurrency=4)
+        stack.start_reconciler(interval=5.0)  # the default interval
+        client = Client()
+        conv, user, _ = make_dm(client, settings=NOW)
+        client.post_message(conv.id, user.id, "hello")
+        wait_until(lambda: llm.stats()["in_flight"] == 1, timeout=20, what="the call")
+        time.sleep(1.0)
+        stack.kill(doomed)
+        killed_at = time.monotonic()
+        stack.start_worker(concurrency=4)
+        wait_until(lambda: len(replies_of(conv.id)) == 1, timeout=60, what="the reply")
+        took = time.monotonic() - killed_at
+        assert took < 30, f"the reply came {took:.1f}s after the kill"
+        (job,) = jobs_of(conv.id)
+        assert job.status == "completed" and job.attempts == 2
+
+
+def test_interrupt_closes_the_running_call_and_holds_the_slot_until_it_ended(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    with (
+        FakeLLMServer(FakeLLMConfig(latency=5.0)) as llm,
+        stack_with(base_env, tmp_path, llm) as stack,
+    ):
+        stack.start_worker(concurrency=8)
+        stack.start_reconciler(interval=1.0)
+        client = Client()
+        settings = {**NOW, "double_texting": "interrupt"}
+        conv, user, _ = make_dm(
+            client, settings=settings, name=f"solo-{uuid.uuid4().hex[:6]}", max_concurrent_jobs=1
+        )
+        client.post_message(conv.id, user.id, "first thought")
+        wait_until(lambda: llm.stats()["in_flight"] == 1, timeout=20, what="the first call")
+        client.post_message(conv.id, user.id, "second thought, interrupting")
+        posted_at = time.monotonic()
+        wait_until(
+            lambda: llm.stats()["client_disconnects"] >= 1,
+            timeout=10,
+            every=0.02,
+            what="the first call's connection closed by the client",
+        )
+        closed_after = time.monotonic() - posted_at
+        wait_until(lambda: len(replies_of(conv.id)) == 1, timeout=30, what="one reply")
+        stats = llm.stats()
+        assert closed_after < 1.0, f"the call was closed {closed_after:.2f}s after the message"
+        assert stats["peak_in_flight"] == 1
+        first, second = jobs_of(conv.id)
+        assert first.status == "cancelled" and second.status == "completed"
+        assert trigger_links(second.id) == [1, 2]
