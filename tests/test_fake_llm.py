@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -47,16 +48,6 @@ def wait_for(
         time.sleep(0.02)
         stats = llm.stats()
     return stats
-
-
-def sse_data(response: httpx.Response) -> list[Any]:
-    """The JSON of each `data:` line of a stream ("[DONE]" kept as a string)."""
-    out: list[Any] = []
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            data = line[len("data: ") :]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 def test_help_works() -> None:
@@ -260,3 +251,108 @@ def test_server_started_with_knobs_uses_them() -> None:
         assert server.stats()["config"]["rate_429"] == 1.0
     with pytest.raises(RuntimeError, match="not running"):
         server.stats()
+
+
+# -- today's APIs ---------------------------------------------------------------------------
+
+
+def test_anthropic_stream_has_the_messages_event_shape(http: httpx.Client) -> None:
+    body = {**chat_body("a b"), "max_tokens": 50, "stream": True}
+    with http.stream("POST", "/messages", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    events = [line[len("event: ") :] for line in lines if line.startswith("event: ")]
+    data = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    assert events == [d["type"] for d in data]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    text = "".join(d["delta"]["text"] for d in data if d["type"] == "content_block_delta")
+    assert text == "reply to: a b"
+    final = next(d for d in data if d["type"] == "message_delta")
+    assert final["delta"]["stop_reason"] == "end_turn" and final["usage"]["output_tokens"] == 4
+
+
+def test_script_words_answer_like_todays_apis(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(
+        retry_after=2,
+        script=["s408", "s409_retry", "s500_noretry", "quota", "ra_ms", "ra_date", "nulerror"],
+    )
+    assert http.post("/chat/completions", json=chat_body()).status_code == 408
+    conflict = http.post("/chat/completions", json=chat_body())
+    assert conflict.status_code == 409 and conflict.headers["x-should-retry"] == "true"
+    final = http.post("/chat/completions", json=chat_body())
+    assert final.status_code == 500 and final.headers["x-should-retry"] == "false"
+    quota = http.post("/chat/completions", json=chat_body())
+    assert quota.status_code == 429 and "retry-after" not in quota.headers
+    assert quota.json()["error"]["code"] == quota.json()["error"]["type"] == "insufficient_quota"
+    ms = http.post("/chat/completions", json=chat_body())
+    assert ms.headers["retry-after-ms"] == "2000" and "retry-after" not in ms.headers
+    dated = http.post("/chat/completions", json=chat_body())
+    ahead = parsedate_to_datetime(dated.headers["retry-after"]).timestamp() - time.time()
+    assert 1.0 < ahead <= 3.0
+    nul = http.post("/chat/completions", json=chat_body())
+    assert nul.status_code == 500 and b"\x00" in nul.content
+
+
+def test_script_words_for_odd_answers(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(script=["refusal", "empty", "length", "longmodel", "nulmodel", "hugetokens"])
+    refusal = http.post("/chat/completions", json=chat_body()).json()["choices"][0]
+    assert refusal["message"]["content"] is None and refusal["message"]["refusal"]
+    empty = http.post("/chat/completions", json=chat_body()).json()["choices"][0]
+    assert empty["message"]["content"] == "" and empty["finish_reason"] == "stop"
+    cut = http.post("/messages", json=chat_body("a b c")).json()
+    assert cut["stop_reason"] == "max_tokens" and cut["content"][0]["text"] == "reply to:"
+    assert len(http.post("/chat/completions", json=chat_body()).json()["model"]) == 300
+    assert "\x00" in http.post("/chat/completions", json=chat_body()).json()["model"]
+    usage = http.post("/messages", json=chat_body()).json()["usage"]
+    assert usage == {"input_tokens": 3_000_000_000, "output_tokens": 3_000_000_000}
+
+
+def test_reject_knobs(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(reject_max_tokens_for="^o[0-9]", reject_trailing_assistant="true")
+    assert llm.stats()["config"]["reject_trailing_assistant"] is True
+    old = http.post("/chat/completions", json={**chat_body(), "model": "o3", "max_tokens": 5})
+    assert old.status_code == 400 and old.json()["error"]["param"] == "max_tokens"
+    new = {**chat_body(), "model": "o3", "max_completion_tokens": 5}
+    assert http.post("/chat/completions", json=new).status_code == 200
+    other = {**chat_body(), "model": "gpt-4o", "max_tokens": 5}
+    assert http.post("/chat/completions", json=other).status_code == 200
+    prefill = chat_body()
+    prefill["messages"].append({"role": "assistant", "content": "Sure,"})
+    assert http.post("/messages", json=prefill).status_code == 400
+    assert http.post("/chat/completions", json=prefill).status_code == 200  # Anthropic only
+    with pytest.raises(ValueError, match="reject_max_tokens_for"):
+        llm.control(reject_max_tokens_for="(unclosed")
+
+
+def test_hold_holds_one_call(llm: FakeLLMServer, http: httpx.Client) -> None:
+    llm.control(script=["hold:0.6"])
+    start = time.monotonic()
+    assert http.post("/chat/completions", json=chat_body()).status_code == 200
+    assert time.monotonic() - start >= 0.6
+    start = time.monotonic()
+    http.post("/chat/completions", json=chat_body())
+    assert time.monotonic() - start < 0.5
+    assert llm.stats()["completed"] == 2
+    with pytest.raises(ValueError, match="hold"):
+        llm.control(script=["hold:soon"])
+
+
+def test_a_stream_closed_by_the_client_counts_as_a_disconnect(
+    llm: FakeLLMServer, http: httpx.Client
+) -> None:
+    llm.control(token_delay=0.5)
+    with http.stream("POST", "/chat/completions", json=chat_body("a b c", stream=True)) as r:
+        next(r.iter_lines())  # the first chunk, then the client goes
+    stats = wait_for(llm, lambda s: s["client_disconnects"] == 1)
+    assert stats["client_disconnects"] == 1 and stats["completed"] == 0
+    assert stats["in_flight"] == 0 and stats["by_status"] == {"499": 1}
+    with http.stream("POST", "/chat/completions", json=chat_body("a", stream=True)) as r:
+        r.read()
+    assert wait_for(llm, lambda s: s["completed"] == 1)["completed"] == 1
+
+
+def test_boolean_knobs_on_the_command_line() -> None:
+    with FakeLLMServer(reject_trailing_assistant=True, latency=0.0) as server:
+        assert server.stats()["config"]["reject_trailing_assistant"] is True
+        body = {"model": "m", "messages": [{"role": "assistant", "content": "x"}]}
+        assert httpx.post(server.url + "/messages", json=body).status_code == 400

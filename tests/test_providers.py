@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -20,6 +22,8 @@ from agentq.providers import (
     ChatRequest,
     ChatResult,
     Provider,
+    acall_with_retries,
+    aclose_providers,
     call_with_retries,
     close_providers,
     get_provider,
@@ -28,8 +32,17 @@ from agentq.providers import (
     retry_wait,
 )
 from agentq.providers.anthropic import AnthropicProvider
+from agentq.providers.clean import (
+    BODY_SNIPPET_CHARS,
+    TOKENS_MAX,
+    clamp_tokens,
+    clean_content,
+    clean_model,
+    snippet,
+)
 from agentq.providers.echo import EchoProvider
 from agentq.providers.openai import OpenAIProvider, parse_retry_after
+from agentq.providers.retry import observe
 from agentq.testing.fake_llm import FakeLLMServer
 
 API_KEY = "sk-test-VERY-SECRET-0123456789"
@@ -478,3 +491,89 @@ def test_dotted_path_names_a_plugin_provider(
         get_provider("agentq_test_plugin:NotAProvider")
     with pytest.raises(UnknownProvider, match="agentq_test_plugin:Missing"):
         get_provider("agentq_test_plugin:Missing")
+
+
+# -- async, and cleaning --------------------------------------------------------------------
+
+
+def test_a_plugin_without_acomplete_still_answers_on_a_loop() -> None:
+    class Words(Provider):
+        name = "test-words"
+
+        def complete(self, request, *, on_token=None):  # type: ignore[no-untyped-def]
+            for word in ("a ", "b"):
+                if on_token is not None:
+                    on_token(word)
+            return ChatResult(content="a b", model="w")
+
+    tokens: list[tuple[str, int]] = []
+
+    async def run() -> ChatResult:
+        return await Words().acomplete(
+            ChatRequest([ChatMessage("user", "x")], model="m"),
+            on_token=lambda t: tokens.append((t, threading.get_ident())),
+        )
+
+    assert asyncio.run(run()).content == "a b"
+    # relayed to the loop's thread, in order
+    assert tokens == [("a ", threading.get_ident()), ("b", threading.get_ident())]
+
+
+def test_echo_answers_on_a_loop() -> None:
+    request = ChatRequest([ChatMessage("user", "hi")], model="m")
+    assert asyncio.run(get_provider("echo").acomplete(request)).content == "echo: hi"
+
+
+def test_aclose_providers_then_calls_still_work(llm: FakeLLMServer) -> None:
+    async def twice() -> list[str]:
+        provider = get_provider("anthropic")
+        first = await provider.acomplete(request_for(llm, "one"))
+        await aclose_providers()
+        second = await provider.acomplete(request_for(llm, "two"))
+        await aclose_providers()
+        return [first.content, second.content]
+
+    assert asyncio.run(twice()) == ["reply to: Ada Lovelace: one", "reply to: Ada Lovelace: two"]
+
+
+def test_clean_helpers() -> None:
+    assert clamp_tokens(3_000_000_000) == TOKENS_MAX == 2**31 - 1
+    assert clamp_tokens(3e9) == TOKENS_MAX and clamp_tokens(12.7) == 12
+    assert clamp_tokens(-5) == 0 and clamp_tokens("12") == 0 and clamp_tokens(None) == 0
+    assert clamp_tokens(True) == 0 and clamp_tokens(float("nan")) == 0
+    assert clamp_tokens(float("inf")) == TOKENS_MAX
+    assert clean_model("a\x00b\nc" + "x" * 500, "req") == ("abc" + "x" * 500)[:200]
+    assert clean_model("\x00\x01", "requested") == "requested"
+    assert clean_model(None, "requested") == "requested" and clean_model(7, "") == ""
+    assert clean_content("a\x00b\ud800c") == "ab?c" and clean_content(None) == ""
+    text = snippet("key=" + API_KEY + " \x00 " + "y" * 500, API_KEY)
+    assert API_KEY not in text and "\x00" not in text and len(text) == BODY_SNIPPET_CHARS
+
+
+def test_observe_measures_requests_and_counts_retries(llm: FakeLLMServer) -> None:
+    seen: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def meter(name: str) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError as exc:
+            seen.append((name, str(exc.status_code)))
+            raise
+        seen.append((name, "ok"))
+
+    llm.control(script=[500, 200])
+    observe(meter, lambda name: seen.append((name, "retry")))
+    try:
+        asyncio.run(
+            acall_with_retries(
+                get_provider("openai"),
+                request_for(llm),
+                max_retries=2,
+                backoff_base=0.01,
+                backoff_max=0.02,
+            )
+        )
+    finally:
+        observe()
+    assert seen == [("openai", "500"), ("openai", "retry"), ("openai", "ok")]

@@ -9,8 +9,9 @@ the request is rewritten (`turns`):
 - system messages become the top-level `system` prompt;
 - a speaker's display name is written before the text (the API has no `name` field);
 - consecutive turns of one role are merged (joined with a blank line);
-- assistant turns before the first user turn are folded into that user turn, marked
-  "(You said earlier: ...)", since the first turn must be the user's;
+- assistant turns before the first user turn are folded into that user turn (or, with
+  no user turn at all, make one), marked "(You said earlier: ...)", since the first turn
+  must be the user's;
 - assistant turns after the last user turn are left out: newer Claude models reject a
   request ending on an assistant turn (no prefill), and agentq's reply is the next
   assistant turn anyway.
@@ -37,13 +38,14 @@ EARLIER_NOTE = "(You said earlier: {text})"
 
 def turns(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
     """The top-level system prompt and the alternating user/assistant turns, starting and
-    ending with a user turn (see the module docstring). No turns when no user spoke."""
+    ending with a user turn (see the module docstring). No turns when nobody spoke."""
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     said = [m for m in messages if m.role != "system"]
     last_user = max((i for i, m in enumerate(said) if m.role == "user"), default=-1)
     out: list[dict[str, str]] = []
     earlier: list[str] = []
-    for m in said[: last_user + 1]:
+    # No user turn at all: the assistant's own words become the (only) user turn.
+    for m in said[: last_user + 1] if last_user >= 0 else said:
         text = f"{m.name}: {m.content}" if m.name else m.content
         if m.role == "assistant" and not out:
             earlier.append(EARLIER_NOTE.format(text=text))
@@ -55,6 +57,8 @@ def turns(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
             out[-1]["content"] += "\n\n" + text
         else:
             out.append({"role": m.role, "content": text})
+    if earlier:
+        out.append({"role": "user", "content": "\n\n".join(earlier)})
     return system, out
 
 

@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 from tenacity import (
@@ -23,13 +24,38 @@ from tenacity import (
 
 from agentq.errors import ProviderError
 from agentq.providers.base import ChatRequest, ChatResult, Provider
-from agentq.runtime import metrics
 
 log = logging.getLogger(__name__)
 
 #: the longest Retry-After honoured; a provider asking for more gets retried sooner
 #: (or the job-level retry takes over) rather than holding a worker thread for minutes
 RETRY_AFTER_CAP = 60.0
+
+
+def _no_meter(provider: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def _no_count(provider: str) -> None:
+    return None
+
+
+#: how each provider request is measured and each retry counted; `observe` sets them
+#: (agentq.runtime.metrics does, so that providers need not know the process's metrics)
+_meter_request: Callable[[str], AbstractContextManager[object]] = _no_meter
+_count_retry: Callable[[str], None] = _no_count
+
+
+def observe(
+    request: Callable[[str], AbstractContextManager[object]] | None = None,
+    retry: Callable[[str], None] | None = None,
+) -> None:
+    """Measure every provider request with `request(provider_name)`, a context manager
+    around the request (it sees the exception of a failed one), and count every retry
+    with `retry(provider_name)`. None puts back the default, which does nothing."""
+    global _meter_request, _count_retry
+    _meter_request = request or _no_meter
+    _count_retry = retry or _no_count
 
 
 def retry_wait(
@@ -71,7 +97,7 @@ def _before_sleep(
     name: str, on_retry: Callable[[ProviderError, float], None] | None
 ) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
-        metrics.llm_retry(name)
+        _count_retry(name)
         if on_retry is None or state.outcome is None or state.next_action is None:
             return
         error = state.outcome.exception()
@@ -110,7 +136,7 @@ def call_with_retries(
     def attempt() -> ChatResult:
         nonlocal requests
         requests += 1
-        with metrics.llm_request(getattr(provider, "name", "unknown")):
+        with _meter_request(getattr(provider, "name", "unknown")):
             return provider.complete(request, on_token=on_token)
 
     retrying = Retrying(
@@ -159,7 +185,7 @@ async def acall_with_retries(
     async def attempt() -> ChatResult:
         nonlocal requests
         requests += 1
-        with metrics.llm_request(name):
+        with _meter_request(name):
             return await provider.acomplete(request, on_token=on_token)
 
     result: ChatResult = await retrying(attempt)
