@@ -9,12 +9,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from agentq.client import Client
-from agentq.config import Settings
+from agentq.config import Settings, get_settings
+from agentq.store.models import LLMMessage, Message
+from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
-from tests.conftest import stack_with
-from tests.helpers import jobs_of, make_dm, replies_of, trigger_links, wait_until
+from tests.conftest import Live, stack_with
+from tests.helpers import events_of, jobs_of, make_dm, replies_of, trigger_links, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +109,61 @@ def test_interrupt_closes_the_running_call_and_holds_the_slot_until_it_ended(
         first, second = jobs_of(conv.id)
         assert first.status == "cancelled" and second.status == "completed"
         assert trigger_links(second.id) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("script", "requests", "outcome"),
+    [
+        (["longmodel"], 1, "replied"),
+        (["nulmodel"], 1, "replied"),
+        (["hugetokens"], 1, "replied"),
+        (["nulerror"], 2, "replied"),  # a 500, retried inside the attempt
+        (["empty"], 2, "replied"),  # an empty reply costs an attempt; the next answers
+        (["empty", "empty", "empty"], 3, "failed"),  # every attempt empty: a visible failure
+        (["length"], 1, "replied"),
+    ],
+)
+def test_hostile_provider_answers_end_in_a_reply_or_a_visible_failure(
+    live: Live, fake_llm: FakeLLMServer, script: list[str], requests: int, outcome: str
+) -> None:
+    client = Client()
+    conv, user, _ = make_dm(client, settings=NOW)
+    fake_llm.reset_stats()
+    fake_llm.control(script=script)
+    client.post_message(conv.id, user.id, "say something odd")
+    started = time.monotonic()
+    wait_until(
+        lambda: jobs_of(conv.id) and jobs_of(conv.id)[0].status in ("completed", "failed"),
+        timeout=30,
+        what="the job's end",
+    )
+    took = time.monotonic() - started
+    (job,) = jobs_of(conv.id)
+    assert took < get_settings().job_lease_seconds, f"it took {took:.1f}s"
+    assert fake_llm.stats()["requests"] == requests
+    if outcome == "failed":
+        assert job.status == "failed" and "empty reply" in (job.failure_reason or "")
+        notes = [m for m in messages_of(conv.id) if m.role == "system"]
+        assert len(notes) == 1 and "could not respond" in notes[0].content
+        return
+    assert job.status == "completed"
+    (reply,) = replies_of(conv.id)
+    assert "\x00" not in reply.content
+    with reader() as s:
+        row = s.scalars(select(LLMMessage).where(LLMMessage.message_id == reply.id)).one()
+    assert row.model is not None and len(row.model) <= 200 and "\x00" not in row.model
+    assert 0 <= row.prompt_tokens < 2**31 and 0 <= row.completion_tokens < 2**31
+    if script == ["length"]:
+        notices = [e for e in events_of(conv.id, "status.info") if e.payload.get("data", {})]
+        assert any(e.payload["data"].get("reason") == "truncated" for e in notices)
+
+
+def messages_of(conversation_id: uuid.UUID) -> list[Message]:
+    with reader() as s:
+        return list(
+            s.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.seq)
+            )
+        )

@@ -359,15 +359,16 @@ class HTTPProvider(Provider):
                     with client.stream(
                         "POST", url, json=payload, headers=headers, timeout=request.timeout
                     ) as response:
-                        if response.status_code != 200:
+                        if response.status_code != 200 or not _is_event_stream(response):
                             response.read()
-                            raise self.status_error(response, request)
-                        parser = self.stream_parser(request, on_token)
-                        for line in response.iter_lines():
-                            self._feed(parser, line)
-                            if parser.done:
-                                break
-                        result = self._finish(parser)
+                            result = self._unstreamed(response, request, on_token)
+                        else:
+                            parser = self.stream_parser(request, on_token)
+                            for line in response.iter_lines():
+                                self._feed(parser, line)
+                                if parser.done:
+                                    break
+                            result = self._finish(parser)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, request) from exc
         return replace(result, latency=time.monotonic() - start, requests=1)
@@ -390,18 +391,28 @@ class HTTPProvider(Provider):
                     async with client.stream(
                         "POST", url, json=payload, headers=headers, timeout=request.timeout
                     ) as response:
-                        if response.status_code != 200:
+                        if response.status_code != 200 or not _is_event_stream(response):
                             await response.aread()
-                            raise self.status_error(response, request)
-                        parser = self.stream_parser(request, on_token)
-                        async for line in response.aiter_lines():
-                            self._feed(parser, line)
-                            if parser.done:
-                                break
-                        result = self._finish(parser)
+                            result = self._unstreamed(response, request, on_token)
+                        else:
+                            parser = self.stream_parser(request, on_token)
+                            async for line in response.aiter_lines():
+                                self._feed(parser, line)
+                                if parser.done:
+                                    break
+                            result = self._finish(parser)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, request) from exc
         return replace(result, latency=time.monotonic() - start, requests=1)
+
+    def _unstreamed(
+        self, response: httpx.Response, request: ChatRequest, on_token: Callable[[str], None]
+    ) -> ChatResult:
+        """An error, or a whole JSON answer from a server that does not stream (some
+        OpenAI-compatible ones ignore `stream`): its text goes to `on_token` at once."""
+        result = self._answer(response, request)
+        on_token(result.content)
+        return result
 
     def _answer(self, response: httpx.Response, request: ChatRequest) -> ChatResult:
         if response.status_code != 200:
@@ -509,3 +520,7 @@ class HTTPProvider(Provider):
 _FINAL_STREAM_ERRORS = frozenset(
     {"invalid_request_error", "authentication_error", "permission_error", "not_found_error"}
 )
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")

@@ -45,8 +45,7 @@ from agentq.store.session import transaction
 log = logging.getLogger(__name__)
 
 
-
-class Stopped(Exception):  # noqa: N818 - a call stopped, not an error of the caller's
+class Stopped(Exception):  # a call stopped early, not an error of the caller's
     """The call was stopped before it answered; `reason` says why."""
 
     def __init__(self, reason: str) -> None:

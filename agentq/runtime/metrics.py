@@ -44,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agentq import events
+from agentq.providers import retry as provider_retry
 from agentq.states import AgentStatus, JobStatus
 from agentq.store import stats
 
@@ -145,6 +146,10 @@ def _status_of(exc: BaseException) -> str:
 
 def llm_retry(provider: str) -> None:
     LLM_RETRIES.labels(provider).inc()
+
+
+# Providers know nothing of metrics: they report through this hook.
+provider_retry.observe(llm_request, llm_retry)
 
 
 def queue_waited(waited: timedelta) -> None:

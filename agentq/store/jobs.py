@@ -59,7 +59,8 @@ _CLAIM = (
     )
     .returning(J.c.lease_token, J.c.attempts)
 )
-#: a job, its agent and its conversation: what an LLM call needs
+#: a job, its agent and its conversation, and the seq of its last trigger: what an LLM
+#: call needs
 _FOR_CALL = (
     select(
         J.c.status,
@@ -76,6 +77,11 @@ _FOR_CALL = (
         A.c.provider,
         A.c.model_config,
         C.c.settings,
+        select(func.max(M.c.seq))
+        .join(L, L.c.message_id == M.c.id)
+        .where(L.c.job_id == J.c.id, L.c.status == LinkStatus.TRIGGER)
+        .scalar_subquery()
+        .label("last_trigger_seq"),
     )
     .join_from(J, A, A.c.id == J.c.agent_id)
     .join(C, C.c.id == J.c.conversation_id)

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, or_, select
 
 from agentq.states import Role
 from agentq.store import conversations, tables
@@ -31,14 +31,16 @@ _AFTER = (
     .where(M.c.conversation_id == bindparam("conv_id"), M.c.seq > bindparam("after"))
     .order_by(M.c.seq)
 )
-#: the newest messages after a seq up to another, newest first, as a prompt reads them
+#: the newest visible messages after a seq, newest first, as a prompt reads them: up to
+#: the job's last trigger, and past it only replies (a message past it that is not a reply
+#: is a later job's to answer)
 _HISTORY = (
-    select(M.c.seq, M.c.content, P.c.agent_id, P.c.display_name)
+    select(M.c.seq, M.c.role, M.c.content, P.c.agent_id, P.c.display_name)
     .outerjoin(P, M.c.author_id == P.c.id)
     .where(
         M.c.conversation_id == bindparam("conv_id"),
         M.c.seq > bindparam("after"),
-        M.c.seq <= bindparam("upto"),
+        or_(M.c.seq <= bindparam("upto"), M.c.reply_to_job_id.is_not(None)),
         M.c.deleted_at.is_(None),
         M.c.role != Role.SYSTEM,
     )
@@ -146,8 +148,9 @@ def after(tx: Tx, conv_id: uuid.UUID, seq: int) -> list[Record]:
 
 
 def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Record]:
-    """(seq, content, agent_id, display_name) of the last `limit` visible messages with
-    `after` < seq <= `upto`, newest first; `agent_id` is the author's agent, if any."""
+    """(seq, role, content, agent_id, display_name) of the last `limit` visible messages
+    after `after`: up to `upto`, and replies past it; newest first. `agent_id` is the
+    author's agent, if any."""
     params = {"conv_id": conv_id, "after": after, "upto": upto, "limit": limit}
     return list(tx.connection().execute(_HISTORY, params))
 

@@ -19,7 +19,7 @@ from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_pr
 from agentq.states import CANCELLING, JobStatus
 from agentq.store import jobs
 from agentq.store.session import Tx
-from agentq.turn.context import build_messages, chat_request
+from agentq.turn.context import MAX_SEQ, build_messages, chat_request
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
     if found.result is not None:  # (a JSON null reads as None too)
         return Call(job_id, cid, found.id, token, found.provider, None)
     limit = get_settings().context_messages
-    request = chat_request(found.model_config or {}, build_messages(tx, found, cid, limit))
+    upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
+    prompt = build_messages(tx, found, cid, limit, upto)
+    request = chat_request(found.model_config or {}, prompt)
     agentq_logging.bind(agent=found.name, conversation_id=cid)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
     return Call(job_id, cid, found.id, token, found.provider, request, cancellable)
@@ -78,6 +80,22 @@ async def call(c: Call, on_token: Callable[[str], None] | None = None) -> ChatRe
     )
 
 
+#: finish reasons that say the model will not do better if asked again
+_FINAL_REASONS = ("length", "refusal", "content_filter")
+
+
+def unusable(result: ChatResult) -> tuple[str, bool] | None:
+    """Why an answer cannot be a reply, and whether asking again may help; None if it
+    can. An empty reply is never taken for an answer."""
+    if result.content.strip():
+        return None
+    retryable = result.finish_reason not in _FINAL_REASONS
+    return (
+        f"the provider returned an empty reply (finish reason: {result.finish_reason})",
+        retryable,
+    )
+
+
 def short_reason(exc: BaseException) -> str:
     """What a failure shows in the conversation: the error's text, cut short."""
     text = str(exc) or type(exc).__name__
@@ -94,20 +112,33 @@ def clean_reply(content: str) -> tuple[str, bool]:
     return text, truncated
 
 
+#: the longest model name stored (`llm_messages.model`)
+MODEL_MAX = 200
+#: token counts are 32-bit integer columns
+COUNT_MAX = 2**31 - 1
+
+
+def _count(value: object) -> int:
+    return min(max(value, 0), COUNT_MAX) if isinstance(value, int) else 0
+
+
 def answer(job_id: uuid.UUID, result: ChatResult) -> dict[str, Any]:
     """The provider's answer as a job keeps it (cut to AGENTQ_MAX_REPLY_LENGTH characters:
     a runaway provider must not fill the database)."""
     content, truncated = clean_reply(result.content)
-    if truncated:
+    if truncated or result.finish_reason == "length":
         log.warning(
             "job %s: reply of %d characters cut to %d", job_id, len(result.content), len(content)
         )
     return {
         "content": content,
-        "truncated": truncated,
-        "model": result.model,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
+        "truncated": truncated or result.finish_reason == "length",
+        "finish_reason": result.finish_reason,
+        # Providers clean what they parse; a provider of a user's own may not, and a
+        # value the database cannot take would block the conversation.
+        "model": result.model.replace("\x00", "")[:MODEL_MAX],
+        "prompt_tokens": _count(result.prompt_tokens),
+        "completion_tokens": _count(result.completion_tokens),
         "latency_ms": int(result.latency * 1000),
         "requests": result.requests,
     }

@@ -63,10 +63,14 @@ def _speaker(name: str) -> str:
     return _NAME_RE.sub("_", name)[:64] or "user"
 
 
-def history(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
-    """The last `limit` messages, mapped for the agent, updating its cache."""
+def history(
+    tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID, limit: int, upto: int = MAX_SEQ
+) -> list[dict[str, Any]]:
+    """The last `limit` messages up to seq `upto` (a job's last trigger), mapped for the
+    agent, with the replies written since; the cache keeps only what is settled (up to
+    `upto`), so a later job still reads what this one left out."""
     cache = contexts.cached(tx, agent_id, conv_id)
-    rows = stored_messages.history(tx, conv_id, cache.last_seq if cache else 0, MAX_SEQ, limit)
+    rows = stored_messages.history(tx, conv_id, cache.last_seq if cache else 0, upto, limit)
     fresh = [
         {
             "seq": r.seq,
@@ -76,20 +80,22 @@ def history(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID, limit: int) -> list
         }
         for r in reversed(rows)
     ]
-    merged: list[dict[str, Any]] = ((cache.messages if cache else []) + fresh)[-limit:]
-    if fresh:
-        contexts.save(
-            tx, cache.id if cache else None, agent_id, conv_id, fresh[-1]["seq"], merged, utcnow()
-        )
-    return merged
+    settled = [h for h in fresh if h["seq"] <= upto]
+    later = [h for h in fresh if h["seq"] > upto]
+    merged: list[dict[str, Any]] = ((cache.messages if cache else []) + settled)[-limit:]
+    if settled:
+        last = settled[-1]["seq"]
+        contexts.save(tx, cache.id if cache else None, agent_id, conv_id, last, merged, utcnow())
+    return (merged + later)[-limit:]
 
 
 def build_messages(
-    tx: Tx, agent: AgentProfile, conversation_id: uuid.UUID, limit: int
+    tx: Tx, agent: AgentProfile, conversation_id: uuid.UUID, limit: int, upto: int = MAX_SEQ
 ) -> list[ChatMessage]:
-    """The request's messages: the agent's system prompt, then its view of the history."""
+    """The request's messages: the agent's system prompt, then its view of the history up
+    to seq `upto` (see `history`)."""
     msgs = [ChatMessage(role="system", content=system_prompt(agent))]
-    for h in history(tx, agent.id, conversation_id, limit):
+    for h in history(tx, agent.id, conversation_id, limit, upto):
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
 
@@ -116,4 +122,6 @@ def chat_request(
         endpoint=model_config.get("endpoint") or llm.endpoint,
         api_key=os.environ.get(key_env, "") if key_env else llm.api_key.get_secret_value(),
         timeout=timeout or float(model_config.get("timeout") or llm.timeout),
+        # "max_tokens" for OpenAI-compatible servers older than max_completion_tokens
+        token_param=model_config.get("max_tokens_param") or "max_completion_tokens",
     )

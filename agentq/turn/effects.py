@@ -263,6 +263,10 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         log.exception("job %s: unexpected error in the LLM call", jid)
         attempt_failed(jid, token, call.short_reason(exc), retryable=True)
         return
+    problem = call.unusable(result)
+    if problem is not None:
+        attempt_failed(jid, token, problem[0], retryable=problem[1])
+        return
     try:
         complete(jid, result, token)
     except BaseException:

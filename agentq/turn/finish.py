@@ -89,6 +89,19 @@ def complete(
             ),
         ],
     )
+    notice = _notice(answer)
+    if notice is not None:
+        out.events += outbox.insert_events(
+            tx,
+            [
+                events.Status(
+                    conversation_id=cid,
+                    category="info",
+                    message=notice[1],
+                    data={"reason": notice[0], "job_id": str(job_id), "message_id": str(reply_id)},
+                )
+            ],
+        )
     if conv.asked_at is not None:
         out.responded_after = (now - conv.asked_at).total_seconds()
     # What waited starts now: new messages (a reply to answer, or posted meanwhile) are
@@ -102,6 +115,23 @@ def complete(
 
 #: the longest wait a provider's Retry-After may impose before the next attempt
 RETRY_AFTER_CAP = 600.0
+
+
+#: what a reply that is not a plain answer is marked with: (reason, what the notice says)
+_NOTICES = {
+    "refusal": "the model refused to answer",
+    "content_filter": "the provider's content filter stopped the reply",
+}
+
+
+def _notice(answer: dict[str, Any]) -> tuple[str, str] | None:
+    """The info notice a reply comes with, if it is not a whole, plain answer."""
+    reason = answer.get("finish_reason")
+    if reason in _NOTICES:
+        return reason, _NOTICES[reason]
+    if answer.get("truncated"):
+        return "truncated", "the reply was cut short (token or length limit)"
+    return None
 
 
 def backoff(attempt: int) -> float:
