@@ -5,7 +5,9 @@ conversation, job, agent and Celery task a line is about, and secrets redacted.
   or task (contextvars); `ContextFilter` copies it, and the running Celery task's id and
   name, onto every record. Ids given with `extra=` win.
 - `RedactFilter` masks `sk-...` keys, `Bearer` tokens, `api_key=...` pairs and the value
-  of `LLM_API_KEY` (and `AGENTQ_API_KEY`) in the message, its arguments and tracebacks.
+  of `LLM_API_KEY` (and `AGENTQ_API_KEY`) in the message, its arguments and tracebacks,
+  and the row values PostgreSQL quotes in its errors (`Failing row contains (...)`,
+  `Key (name)=(...)`); the engines hide statement parameters (`hide_parameters`).
 - `setup_logging()` installs both on the root handler; `connect_celery_signals()` does
   the same for the handlers Celery sets up in workers.
 
@@ -41,6 +43,15 @@ _PATTERNS = [
     re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]+"),
     re.compile(r"(?i)(x-api-key|api[_-]?key|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
 ]
+
+#: row values PostgreSQL quotes in a constraint error's DETAIL (a message body, a name),
+#: up to where SQLAlchemy's or Python's next part of the text starts
+_ROW_DETAIL = re.compile(
+    r"(Failing row contains ).*?(?=\n\[SQL:|\n\(Background on|\n\nThe above exception"
+    r"|\n\nDuring handling|\Z)",
+    re.DOTALL,
+)
+_KEY_DETAIL = re.compile(r"(\bKey \([^)]*\)=\().*?(\) (?:already exists|is not present))")
 
 
 def bind(**fields: Any) -> contextvars.Token[dict[str, str]]:
@@ -111,6 +122,9 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
         else:
             text = pattern.sub(MASK if i == 0 else "Bearer " + MASK, text)
+    if "Failing row" in text or "Key (" in text:
+        text = _ROW_DETAIL.sub(lambda m: m.group(1) + MASK, text)
+        text = _KEY_DETAIL.sub(lambda m: m.group(1) + MASK + m.group(2), text)
     return text
 
 

@@ -116,11 +116,12 @@ def test_worker_and_api_metrics_match_the_database(isolated, broken_llm) -> None
     }
     assert total(api, "agentq_active_conversations") == 3
     with reader() as s:
-        per_agent = dict(s.execute(select(Agent.name, Agent.total_responses)).all())
+        per_agent = s.execute(select(Agent.id, Agent.name, Agent.total_responses)).all()
         messages = s.scalar(select(func.count()).select_from(Message)) or 0
-    for name, n in per_agent.items():
-        assert total(api, "agentq_agent_responses_total", agent=name) == n
-        assert total(api, "agentq_agent_active_jobs", agent=name) == 0
+    for agent_id, name, n in per_agent:  # by id: names are tenants' words
+        assert total(api, "agentq_agent_responses_total", agent=str(agent_id)) == n
+        assert total(api, "agentq_agent_active_jobs", agent=str(agent_id)) == 0
+        assert total(api, "agentq_agent_responses_total", agent=name) == 0
     assert total(api, "agentq_messages_last_minute") == messages
     assert total(api, "agentq_state_up") == 1
     # user messages were created in this process: counted here, once each

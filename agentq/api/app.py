@@ -2,77 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+import logging
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Header, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import agentq
 from agentq.api import problems
+from agentq.api.body import StrictBody
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
+from agentq.logging import setup_logging
 from agentq.ops.health import readiness
-from agentq.runtime.metrics import render as render_metrics
+from agentq.runtime import metrics
 
-#: methods whose body the size limit reads ahead
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class BodyLimit:
-    """Answer 413 to a request body larger than `max_bytes`, declared or chunked, before
-    any of it is parsed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problems.problem(
-            413,
-            f"request body is larger than {self.max_bytes} bytes",
-            code="payload_too_large",
-            field="body",
-        )
-        await response(scope, receive, send)
+log = logging.getLogger(__name__)
 
 
 def create_app() -> FastAPI:
     """The API app (a factory: `uvicorn --factory agentq.api:create_app`)."""
+    if not logging.getLogger().handlers:
+        # a worker process uvicorn spawned, or uvicorn started by hand: log as agentq does
+        setup_logging()
     app = FastAPI(
         title="agentq",
         version=agentq.__version__,
@@ -80,7 +33,7 @@ def create_app() -> FastAPI:
         "answer. Authenticate with `Authorization: Bearer <key>` (`agentq keys create`).",
     )
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
+    app.add_middleware(StrictBody, max_bytes=api_settings().max_body_bytes)
     for module in (agents, conversations, stream, jobs, events):
         app.include_router(module.router)
 
@@ -98,10 +51,46 @@ def create_app() -> FastAPI:
             raise problems.NotReady("not ready: " + ", ".join(failing))
         return {"status": "ready", "checks": checks}
 
-    @app.get("/metrics", tags=["system"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus metrics: this process's, and the queue's state read at scrape time."""
-        body, content_type = render_metrics()
+    settings = api_settings()
+    if settings.metrics_port:
+        try:
+            metrics.serve(settings.metrics_port, settings.metrics_host, state=True)
+        except OSError as exc:  # another uvicorn worker of this host serves it already
+            log.warning("API metrics port %d unavailable: %s", settings.metrics_port, exc)
+
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {}}},
+            401: {"model": problems.Problem, "description": "Wrong or missing metrics token."},
+            404: {"model": problems.Problem, "description": "No AGENTQ_METRICS_TOKEN set."},
+        },
+    )
+    def metrics_route(
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Response:
+        """Prometheus metrics (this process's, and the queue's state read at scrape time),
+        for `Authorization: Bearer $AGENTQ_METRICS_TOKEN` only; without a token set they
+        are not served here (see AGENTQ_API_METRICS_PORT)."""
+        token = settings.metrics_token
+        if token is None or not token.get_secret_value():
+            return problems.problem(
+                404,
+                "metrics are not served on the API port unless AGENTQ_METRICS_TOKEN is set; "
+                "see AGENTQ_API_METRICS_PORT",
+                code="not_found",
+            )
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        if not hmac.compare_digest((authorization or "").encode(), expected):
+            return problems.problem(
+                401,
+                "metrics need Authorization: Bearer <AGENTQ_METRICS_TOKEN>",
+                code="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
     return app

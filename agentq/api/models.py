@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,8 @@ def _clean_json(value: Any, depth: int = 0) -> Any:
         return [_clean_json(v, depth + 1) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
         raise ValueError("holds an integer too large for JSON clients")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("holds NaN or an infinity; numbers must be finite")
     return value
 
 
@@ -48,7 +51,9 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_clean_json)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan: a float field declared here takes finite numbers only (422, not NaN
+    # stored); the body check (api/body.py) already rejects NaN and Infinity in JSON.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class AgentIn(_In):

@@ -22,6 +22,7 @@ from agentq.errors import (
     ProviderError,
     Timeout,
 )
+from agentq.ops.races import ConstraintError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Payload too large",
+    415: "Unsupported media type",
     422: "Invalid request",
     500: "Internal error",
     502: "Provider error",
@@ -147,8 +149,39 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+#: path parameters that are the log's context ids
+_LOG_IDS = {"conversation_id": "conversation_id", "job_id": "job_id", "agent_id": "agent"}
+
+
+def _ids(request: Request) -> dict[str, str]:
+    params = request.path_params
+    return {f: str(params[p]) for p, f in _LOG_IDS.items() if p in params}
+
+
+async def _constraint(request: Request, exc: Exception) -> JSONResponse:
+    # Only the exception's type is logged: its text may quote a row (a name, a body).
+    log.warning(
+        "concurrent write lost a race on %s %s (%s): answered 409",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        extra=_ids(request),
+    )
+    return problem(
+        409, "a concurrent request changed the same thing; read it again", code="conflict"
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # The server logs the traceback itself (Starlette re-raises after this answer): this
+    # line adds the ids. Statement parameters are hidden by the engines.
+    log.error(
+        "unhandled %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        extra=_ids(request),
+    )
     return problem(500, "internal error; see the server log", code="internal")
 
 
@@ -157,4 +190,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AgentqError, _agentq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ConstraintError, _constraint)
     app.add_exception_handler(Exception, _unexpected)

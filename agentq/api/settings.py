@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +19,13 @@ class ApiSettings(BaseSettings):
     max_wait_seconds: float = 60.0
     #: SSE comment lines this often, so that proxies keep an idle stream open
     sse_heartbeat_seconds: float = 15.0
+    #: serve `/metrics` (with the per-agent gauges) on this port of its own, for
+    #: Prometheus only; 0: not served apart
+    metrics_port: int = 0
+    #: the address of that port (inside a container: 0.0.0.0, left unpublished)
+    metrics_host: str = "127.0.0.1"
+    #: `/metrics` on the API port answers only `Authorization: Bearer <this>`; unset: 404
+    metrics_token: SecretStr | None = Field(default=None, validation_alias="AGENTQ_METRICS_TOKEN")
 
 
 @lru_cache(maxsize=1)

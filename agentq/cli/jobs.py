@@ -70,7 +70,7 @@ def collect_status() -> dict[str, Any]:
             "name": a.name,
             "status": a.status,
             "provider": a.provider,
-            "active_jobs": state.active_jobs_by_agent.get(a.name, 0),
+            "active_jobs": state.active_jobs_by_agent.get(a.id, 0),
             "max_concurrent_jobs": a.max_concurrent_jobs,
             "total_responses": a.total_responses,
         }

@@ -24,11 +24,16 @@ def api(
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`)."""
+    """Serve the API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
+
+    It logs as the workers do (JSON lines unless on a terminal, ids, secrets redacted):
+    uvicorn's own loggers go through agentq's handler too."""
     import uvicorn
 
     from agentq.api.settings import api_settings
+    from agentq.logging import setup_logging
 
+    setup_logging(log_level.upper())
     s = api_settings()
     uvicorn.run(
         "agentq.api.app:create_app",
@@ -37,6 +42,7 @@ def api(
         port=port or s.port,
         workers=workers,
         log_level=log_level,
+        log_config=None,  # uvicorn's loggers propagate to the root handler set up above
         timeout_graceful_shutdown=5,
     )
 

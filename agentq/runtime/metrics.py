@@ -253,19 +253,20 @@ class StateCollector(Collector):
             "Messages created in the last 60 seconds.",
             value=state.recent_messages,
         )
+        # Per agent by id: names are a tenant's own words, and unique only per tenant.
         per_agent = GaugeMetricFamily(
-            "agentq_agent_active_jobs", "Jobs running now, by agent.", labels=["agent"]
+            "agentq_agent_active_jobs", "Jobs running now, by agent id.", labels=["agent"]
         )
         responses = CounterMetricFamily(
             "agentq_agent_responses",
-            "Replies written, by agent (from the database).",
+            "Replies written, by agent id (from the database).",
             labels=["agent"],
         )
         by_agent_status = GaugeMetricFamily("agentq_agents", "Agents by status.", labels=["status"])
         counts: dict[str, int] = {}
         for agent in state.agents:
-            per_agent.add_metric([agent.name], state.active_jobs_by_agent.get(agent.name, 0))
-            responses.add_metric([agent.name], agent.total_responses)
+            per_agent.add_metric([str(agent.id)], state.active_jobs_by_agent.get(agent.id, 0))
+            responses.add_metric([str(agent.id)], agent.total_responses)
             counts[agent.status] = counts.get(agent.status, 0) + 1
         for agent_status in AgentStatus:
             by_agent_status.add_metric([agent_status], counts.get(agent_status, 0))
@@ -322,12 +323,16 @@ class _Both(Collector):
             yield from registry.collect()
 
 
-def render(*, state: bool = True) -> tuple[bytes, str]:
-    """(body, content type) for a `/metrics` response; the API calls `render()`."""
+def _combined(*, state: bool) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     parts = [process_registry(), *([state_registry()] if state else [])]
     registry.register(_Both(*parts))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def render(*, state: bool = True) -> tuple[bytes, str]:
+    """(body, content type) for a `/metrics` response; the API calls `render()`."""
+    return generate_latest(_combined(state=state)), CONTENT_TYPE_LATEST
 
 
 # -- worker exposure ----------------------------------------------------------------
@@ -336,11 +341,13 @@ def render(*, state: bool = True) -> tuple[bytes, str]:
 _server_port: int | None = None
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside
-    """Serve this process's metrics on `port` (once a process). Returns the port."""
+def serve(port: int, addr: str = "0.0.0.0", *, state: bool = False) -> int:  # noqa: S104
+    """Serve this process's metrics on `port` (once a process), with the state gauges
+    too if `state` (the API's own metrics port). Returns the port."""
     global _server_port
     if _server_port is None:
-        start_http_server(port, addr=addr, registry=process_registry())
+        registry = _combined(state=True) if state else process_registry()
+        start_http_server(port, addr=addr, registry=registry)
         _server_port = port
         log.info("metrics on :%d/metrics", port)
     return _server_port

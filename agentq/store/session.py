@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, Row, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agentq.config import get_settings
@@ -23,6 +23,10 @@ ROW_LOCK = {"key_share": True}
 #: a database error (a deadlock victim, a failover, a restart): worth retrying
 DatabaseError = DBAPIError
 
+#: a constraint the database enforced (a unique one, mostly): a concurrent write won a
+#: race that the store did not turn into `agentq.errors.Conflict` itself
+ConstraintError = IntegrityError
+
 #: a row a named statement returns (any number of columns, read by name)
 Record = Row[*tuple[Any, ...]]
 
@@ -34,7 +38,11 @@ _engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        hide_parameters=True,  # see make_engine
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -66,7 +74,15 @@ def make_engine(url: str) -> Engine:
     # No pre-ping: it costs a round trip on every checkout (a tenth of a worker's time in
     # the benchmark). A connection that died with its server fails one statement instead;
     # SQLAlchemy then drops the whole pool, and tasks retry on DBAPIError.
-    return create_engine(url, pool_size=10, max_overflow=40, pool_recycle=POOL_RECYCLE_SECONDS)
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=40,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        # Statement parameters (message bodies, replies) stay out of errors, and so out
+        # of every traceback and log line.
+        hide_parameters=True,
+    )
 
 
 def get_engine(url: str | None = None) -> Engine:

@@ -5,6 +5,7 @@ Prometheus scrapes often, so each count is one statement, all in one session.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from agentq.store.session import reader
 class AgentRow:
     """An agent as the gauges see it."""
 
+    id: uuid.UUID
     name: str
     status: str
     total_responses: int
@@ -31,8 +33,9 @@ class QueueState:
     #: job count by status (statuses with no job are absent)
     jobs_by_status: dict[str, int]
     agents: list[AgentRow]
-    #: active jobs by agent name (agents with none are absent)
-    active_jobs_by_agent: dict[str, int]
+    #: active jobs by agent id (agents with none are absent); names are unique only
+    #: within a tenant
+    active_jobs_by_agent: dict[uuid.UUID, int]
     #: conversations with a message since the `active_since` asked for
     active_conversations: int
     #: messages created since the `messages_since` asked for
@@ -42,14 +45,11 @@ class QueueState:
 # Statements built once.
 #: (status, count) of jobs, one row a status
 _JOBS_BY_STATUS = select(Job.status, func.count()).group_by(Job.status)
-#: (name, status, total_responses) of every agent
-_AGENTS = select(Agent.name, Agent.status, Agent.total_responses)
-#: (agent name, count) of active jobs, one row an agent with any
+#: (id, name, status, total_responses) of every agent
+_AGENTS = select(Agent.id, Agent.name, Agent.status, Agent.total_responses)
+#: (agent id, count) of active jobs, one row an agent with any
 _ACTIVE_BY_AGENT = (
-    select(Agent.name, func.count())
-    .join(Job, Job.agent_id == Agent.id)
-    .where(Job.status == JobStatus.ACTIVE)
-    .group_by(Agent.name)
+    select(Job.agent_id, func.count()).where(Job.status == JobStatus.ACTIVE).group_by(Job.agent_id)
 )
 #: how many conversations have a message since :since
 _ACTIVE_CONVERSATIONS = (
@@ -70,8 +70,8 @@ def queue_state(*, active_since: datetime, messages_since: datetime) -> QueueSta
     active since the given times: five statements in one read session."""
     with reader() as session:
         by_status = {status: n for status, n in session.execute(_JOBS_BY_STATUS)}
-        agents = [AgentRow(n, s, t) for n, s, t in session.execute(_AGENTS)]
-        active = {name: n for name, n in session.execute(_ACTIVE_BY_AGENT)}
+        agents = [AgentRow(i, n, s, t) for i, n, s, t in session.execute(_AGENTS)]
+        active = {agent_id: n for agent_id, n in session.execute(_ACTIVE_BY_AGENT)}
         conversations = session.scalar(_ACTIVE_CONVERSATIONS, {"since": active_since}) or 0
         messages = session.scalar(_RECENT_MESSAGES, {"since": messages_since}) or 0
     return QueueState(by_status, agents, active, conversations, messages)

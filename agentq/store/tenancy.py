@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import IntegrityError
 
 from agentq.clock import utcnow
+from agentq.errors import Conflict
 from agentq.store.models import Agent, ApiKey, Conversation, Job, Tenant
 from agentq.store.session import reader, transaction
 
@@ -70,9 +72,17 @@ def insert_api_key(tenant_name: str, name: str, prefix: str, key_hash: str) -> K
     with transaction() as session:
         tenant = session.scalar(_TENANT_BY_NAME, {"name": tenant_name})
         if tenant is None:
-            tenant = Tenant(name=tenant_name)
-            session.add(tenant)
-            session.flush()
+            try:
+                with session.begin_nested():  # a savepoint: a lost race undoes only this
+                    tenant = Tenant(name=tenant_name)
+                    session.add(tenant)
+                    session.flush()
+            except IntegrityError:
+                # A concurrent call created the tenant first (and committed: the unique
+                # index made this insert wait for it): the key is that tenant's.
+                tenant = session.scalar(_TENANT_BY_NAME, {"name": tenant_name})
+                if tenant is None:
+                    raise Conflict(f"tenant {tenant_name!r} was changed concurrently") from None
         key = ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, key_hash=key_hash)
         session.add(key)
         session.flush()
