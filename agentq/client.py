@@ -89,7 +89,10 @@ class Client:
     """
 
     def create_agent(self, name: str, **fields: Any) -> AgentOut:
-        """Create an agent; see `agentq.ops.agents.create_agent` for the fields."""
+        """Create an agent on one of the operator's model profiles; see
+        `agentq.ops.agents.create_agent` for the fields. `model_config` may hold only
+        `profile` (default "default"), `max_tokens`, `temperature` and `timeout`, within
+        the profile's caps: endpoints, keys and models are the profile's."""
         return agents.create_agent(name, **fields)
 
     def get_agent(self, agent: uuid.UUID | str) -> AgentOut:

@@ -21,7 +21,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class LLMSettings(BaseSettings):
-    """The provider used by agents that do not name their own endpoint."""
+    """The provider of the `default` model profile, and what other profiles leave unsaid.
+
+    The retry and deadline knobs apply to every profile."""
 
     model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
 
@@ -85,6 +87,11 @@ class Settings(BaseSettings):
     #: workers send Celery task events from the start; off by default, as each task then
     #: costs several more Redis messages (Flower turns them on for as long as it runs)
     task_events: bool = False
+    #: the operator's model profiles, a JSON object of name -> fields (see agentq.profiles);
+    #: a profile named "default" always exists, made of the LLM_* settings unless declared
+    model_profiles: str = ""
+    #: a JSON or TOML file of model profiles (name -> fields), re-read when it changes
+    model_profiles_file: Path | None = None
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @model_validator(mode="after")

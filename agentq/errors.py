@@ -135,3 +135,22 @@ class Timeout(AgentqError):
     """Waiting for something (a reply, a job) took longer than allowed."""
 
     code = "timeout"
+
+
+class UnknownProfile(InvalidInput):
+    """An agent names a model profile the operator did not declare."""
+
+    code = "unknown_profile"
+
+    def __init__(self, name: str, known: list[str], field: str = "model_config.profile") -> None:
+        super().__init__(
+            field, f"unknown model profile {name!r}; known: {', '.join(sorted(known))}"
+        )
+        self.name = name
+
+
+class ProfileConfigError(AgentqError):
+    """The operator's model profiles (AGENTQ_MODEL_PROFILES, AGENTQ_MODEL_PROFILES_FILE)
+    are invalid; the message names the source, the profile and the field."""
+
+    code = "profile_config_error"

@@ -18,6 +18,7 @@ from agentq.store.migrate import upgrade
 from agentq.store.scratch import create_database, drop_database
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from agentq.testing.stack import Stack, use_env
+from tests.profile_support import profiles_json
 
 #: settings that make failures and recovery quick enough to test
 FAST = {
@@ -33,6 +34,7 @@ FAST = {
     "LLM_TIMEOUT": "5",
     "LLM_API_KEY": "sk-test-SECRET-0123456789",
     "LLM_PROVIDER": "openai",
+    "AGENTQ_MODEL_PROFILES": profiles_json(),
 }
 
 
@@ -85,8 +87,20 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def base_env(redis_server: EmbeddedRedis, fake_llm: FakeLLMServer) -> dict[str, str]:
-    return {**FAST, "AGENTQ_REDIS_URL": redis_server.url, "LLM_ENDPOINT": fake_llm.url}
+def base_env(
+    redis_server: EmbeddedRedis,
+    fake_llm: FakeLLMServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    # Model profiles of servers tests start later go in this file (declare_profile).
+    profiles_file = tmp_path_factory.mktemp("profiles") / "profiles.json"
+    profiles_file.write_text("{}")
+    return {
+        **FAST,
+        "AGENTQ_REDIS_URL": redis_server.url,
+        "LLM_ENDPOINT": fake_llm.url,
+        "AGENTQ_MODEL_PROFILES_FILE": str(profiles_file),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from tests.helpers import (
     trigger_links,
     wait_until,
 )
+from tests.profile_support import declare_profile
 
 QUICK = {"debounce_seconds": 0.1, "max_wait_seconds": 0.3}
 
@@ -131,7 +132,7 @@ def test_max_concurrent_jobs_holds_across_two_workers(
         f"Solo{tag()}",
         max_concurrent_jobs=1,
         rate_limit_per_minute=1000,
-        model_config={"endpoint": slowish_llm.url},
+        model_config={"profile": declare_profile(slowish_llm.url)},
     )
     convs = []
     for i in range(20):
@@ -219,7 +220,9 @@ def sleepy_llm() -> Iterator[FakeLLMServer]:
 def _first_call_sleeps(live: Live, llm: FakeLLMServer, policy: str) -> tuple:
     c = live.client
     conv, user, _ = make_dm(
-        c, settings={**QUICK, "double_texting": policy}, model_config={"endpoint": llm.url}
+        c,
+        settings={**QUICK, "double_texting": policy},
+        model_config={"profile": declare_profile(llm.url)},
     )
     llm.control(latency=5.0)
     first = c.post_message(conv.id, user.id, "first question")
@@ -276,7 +279,9 @@ def test_rollback_leaves_no_trace_of_the_cancelled_job(
 def test_reject_accepts_the_message_but_makes_no_job(live: Live, sleepy_llm: FakeLLMServer) -> None:
     c = live.client
     conv, user, _ = make_dm(
-        c, settings={**QUICK, "double_texting": "reject"}, model_config={"endpoint": sleepy_llm.url}
+        c,
+        settings={**QUICK, "double_texting": "reject"},
+        model_config={"profile": declare_profile(sleepy_llm.url)},
     )
     sleepy_llm.control(latency=2.0)
     c.post_message(conv.id, user.id, "first")
@@ -313,8 +318,10 @@ def test_check_reports_health_of_the_provider(db: str, fake_llm: FakeLLMServer) 
     from agentq.client import Client
 
     c = Client()
-    good = c.create_agent(f"Good{tag()}", model_config={"endpoint": fake_llm.url})
-    bad = c.create_agent(f"Bad{tag()}", model_config={"endpoint": "http://127.0.0.1:9/v1"})
+    good = c.create_agent(f"Good{tag()}", model_config={"profile": declare_profile(fake_llm.url)})
+    bad = c.create_agent(
+        f"Bad{tag()}", model_config={"profile": declare_profile("http://127.0.0.1:9/v1")}
+    )
     assert c.check_agent(good.name)["ok"] is True
     report = c.check_agent(bad.name)
-    assert report["ok"] is False and report["detail"]
+    assert report["ok"] is False and report["error"]

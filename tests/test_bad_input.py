@@ -27,6 +27,7 @@ from agentq.testing.fake_llm import FakeLLMServer
 from agentq.testing.stack import Stack
 from tests.conftest import FAST, apply_env, create_pg_database, drop_pg_database
 from tests.helpers import make_dm, wait_until
+from tests.profile_support import profiles_json
 
 SECRET = "sk-sweep-SECRET-5d1e0b7a93c2"
 #: every body posted here carries it, so that it can be looked for where none belong
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("restored_env")
 
 
 @pytest.fixture(scope="module")
-def store(module_db: str, module_redis: EmbeddedRedis) -> dict[str, str]:
+def store(module_db: str, module_redis: EmbeddedRedis, runaway: str) -> dict[str, str]:
     # No worker listens on the module's Redis unless a test starts one: the tests play
     # the tasks' part.
     return {
@@ -50,6 +51,10 @@ def store(module_db: str, module_redis: EmbeddedRedis) -> dict[str, str]:
         "AGENTQ_MAX_REPLY_LENGTH": str(MAX_REPLY),
         "LLM_MAX_RETRIES": "1",
         "AGENTQ_MAX_ATTEMPTS": "2",
+        # the operator's profiles for the runaway server's two answers
+        "AGENTQ_MODEL_PROFILES": profiles_json(
+            huge={"endpoint": f"{runaway}/huge/v1"}, dirty={"endpoint": f"{runaway}/dirty/v1"}
+        ),
     }
 
 
@@ -227,7 +232,7 @@ def _run_in_process(conv_id: uuid.UUID, *, until: float = 30.0) -> Job:
 
 
 def test_enormous_llm_reply_is_stored_cut_to_the_maximum(client: Client, runaway: str) -> None:
-    conv, user, _ = make_dm(client, settings=NOW, model_config={"endpoint": f"{runaway}/huge/v1"})
+    conv, user, _ = make_dm(client, settings=NOW, model_config={"profile": "huge"})
     client.post_message(conv.id, user.id, "tell me everything")
     job = _run_in_process(conv.id)
     assert job.status == "completed"
@@ -240,7 +245,7 @@ def test_enormous_llm_reply_is_stored_cut_to_the_maximum(client: Client, runaway
 def test_llm_reply_with_nul_and_lone_surrogates_is_stored_cleaned(
     client: Client, runaway: str
 ) -> None:
-    conv, user, _ = make_dm(client, settings=NOW, model_config={"endpoint": f"{runaway}/dirty/v1"})
+    conv, user, _ = make_dm(client, settings=NOW, model_config={"profile": "dirty"})
     client.post_message(conv.id, user.id, "say something odd")
     job = _run_in_process(conv.id)
     assert job.status == "completed"
@@ -251,7 +256,8 @@ def test_llm_reply_with_nul_and_lone_surrogates_is_stored_cleaned(
 def test_provider_returning_invalid_json_fails_the_job_visibly(client: Client) -> None:
     with FakeLLMServer(latency=0.01) as llm:
         llm.control(script=["badjson"] * 20)
-        conv, user, _ = make_dm(client, settings=NOW, model_config={"endpoint": llm.url})
+        apply_env({"AGENTQ_MODEL_PROFILES": profiles_json(badjson={"endpoint": llm.url})})
+        conv, user, _ = make_dm(client, settings=NOW, model_config={"profile": "badjson"})
         client.post_message(conv.id, user.id, "hello?")
         job = _run_in_process(conv.id)
     assert job.status == "failed"
@@ -298,6 +304,8 @@ def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> N
                 "LLM_API_KEY": SECRET,
                 "AGENTQ_MAX_ATTEMPTS": "1",
                 "LLM_MAX_RETRIES": "0",
+                # an operator's profile whose server rejects the key
+                "AGENTQ_MODEL_PROFILES": profiles_json(wrong={"endpoint": wrong.url}),
             }
             apply_env(env)
             client = Client()
@@ -309,7 +317,7 @@ def test_no_api_key_or_body_in_task_messages_or_worker_logs(tmp_path: Path) -> N
                 stack.start_reconciler(interval=0.5)
                 convs = [make_dm(client, settings=NOW) for _ in range(3)]
                 # One agent's provider rejects the key, and echoes it in its error body.
-                rejected = make_dm(client, settings=NOW, model_config={"endpoint": wrong.url})
+                rejected = make_dm(client, settings=NOW, model_config={"profile": "wrong"})
                 for conv, user, _ in [*convs, rejected]:
                     client.post_message(conv.id, user.id, f"{MARKER} my password is hunter2")
                 for _ in range(10):

@@ -17,6 +17,7 @@ from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import count, jobs_of, make_dm, replies_of, wait_until
+from tests.profile_support import declare_profile
 
 
 @pytest.mark.integration
@@ -98,7 +99,7 @@ def test_worker_killed_mid_call_completes_after_restart(isolated: Live) -> None:
         conv, user, _ = make_dm(
             client,
             settings={"debounce_seconds": 0, "max_wait_seconds": 0},
-            model_config={"endpoint": slow.url},
+            model_config={"profile": declare_profile(slow.url)},
         )
         first = isolated.stack.start_worker(concurrency=4)
         client.post_message(conv.id, user.id, "take your time")

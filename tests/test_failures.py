@@ -9,6 +9,7 @@ from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import events_of, jobs_of, make_dm, replies_of, wait_until
+from tests.profile_support import declare_profile
 
 NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
 
@@ -17,7 +18,9 @@ NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
 def test_429_with_retry_after_then_200_succeeds_after_the_wait(live: Live) -> None:
     with FakeLLMServer(latency=0.01, retry_after=1) as llm:
         llm.control(script=[429, 200])
-        conv, user, _ = make_dm(live.client, settings=NOW, model_config={"endpoint": llm.url})
+        conv, user, _ = make_dm(
+            live.client, settings=NOW, model_config={"profile": declare_profile(llm.url)}
+        )
         live.client.post_message(conv.id, user.id, "are you there?")
         wait_until(lambda: replies_of(conv.id), timeout=20, what="the reply")
         stats = llm.stats()
@@ -33,7 +36,7 @@ def test_429_with_retry_after_then_200_succeeds_after_the_wait(live: Live) -> No
 def test_provider_always_500_fails_the_job_visibly(live: Live) -> None:
     with FakeLLMServer(latency=0.01, error_rate=1.0) as llm:
         conv, user, agent_id = make_dm(
-            live.client, settings=NOW, model_config={"endpoint": llm.url}
+            live.client, settings=NOW, model_config={"profile": declare_profile(llm.url)}
         )
         live.client.post_message(conv.id, user.id, "hello?")
         jobs = wait_until(
@@ -65,7 +68,9 @@ def test_provider_always_500_fails_the_job_visibly(live: Live) -> None:
 def test_client_error_is_not_retried(live: Live) -> None:
     with FakeLLMServer(latency=0.01) as llm:
         llm.control(script=[400])
-        conv, user, _ = make_dm(live.client, settings=NOW, model_config={"endpoint": llm.url})
+        conv, user, _ = make_dm(
+            live.client, settings=NOW, model_config={"profile": declare_profile(llm.url)}
+        )
         live.client.post_message(conv.id, user.id, "bad request please")
         wait_until(lambda: [j for j in jobs_of(conv.id) if j.status == "failed"], timeout=20)
         assert llm.stats()["requests"] == 1

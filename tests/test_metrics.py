@@ -15,6 +15,7 @@ from agentq.store.models import Agent, Job, Message
 from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from tests.helpers import count, make_dm, wait_until
+from tests.profile_support import declare_profile
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def test_worker_and_api_metrics_match_the_database(isolated, broken_llm) -> None
     # whose provider always fails.
     conv1, user1, _ = make_dm(client)
     conv2, user2, _ = make_dm(client, settings={"debounce_seconds": 1.0, "max_wait_seconds": 3})
-    conv3, user3, _ = make_dm(client, model_config={"endpoint": broken_llm.url})
+    conv3, user3, _ = make_dm(client, model_config={"profile": declare_profile(broken_llm.url)})
     client.ask(conv1.id, user1.id, "hello there", timeout=30)
     posted = [client.post_message(conv2.id, user2.id, f"part {i}") for i in range(3)]
     client.wait_for_reply(posted[-1].id, timeout=30)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from agentq.cli import app
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from tests.helpers import jobs_of, make_dm, replies_of, wait_until
+from tests.profile_support import declare_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -36,7 +37,9 @@ def test_jobs_retry_completes_a_failed_job_once_the_provider_recovers(
     live,
     flaky_llm: FakeLLMServer,  # noqa: ANN001
 ) -> None:
-    conv, user, agent_id = make_dm(live.client, model_config={"endpoint": flaky_llm.url})
+    conv, user, agent_id = make_dm(
+        live.client, model_config={"profile": declare_profile(flaky_llm.url)}
+    )
     live.client.post_message(conv.id, user.id, "are you there?")
     job = wait_until(
         lambda: next((j for j in jobs_of(conv.id) if j.status == "failed"), None),
@@ -76,7 +79,10 @@ def test_jobs_retry_completes_a_failed_job_once_the_provider_recovers(
 
 @pytest.mark.integration
 def test_retry_all_failed_and_status(live, flaky_llm: FakeLLMServer) -> None:  # noqa: ANN001
-    convs = [make_dm(live.client, model_config={"endpoint": flaky_llm.url}) for _ in range(2)]
+    convs = [
+        make_dm(live.client, model_config={"profile": declare_profile(flaky_llm.url)})
+        for _ in range(2)
+    ]
     for conv, user, _ in convs:
         live.client.post_message(conv.id, user.id, "hello")
     wait_until(

@@ -15,6 +15,7 @@ from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMServer
 from tests.conftest import Live
 from tests.helpers import make_dm, wait_until
+from tests.profile_support import declare_profile
 
 CONVERSATIONS = 50
 MESSAGES = 10
@@ -36,7 +37,7 @@ def test_fifty_conversations_stay_ordered_across_two_workers(
         make_dm(
             client,
             settings={"debounce_seconds": 0.1, "max_wait_seconds": 0.5},
-            model_config={"endpoint": jittery_llm.url},
+            model_config={"profile": declare_profile(jittery_llm.url)},
         )
         for _ in range(CONVERSATIONS)
     ]

@@ -56,16 +56,30 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
+class AgentModelConfig(_In):
+    """An agent's model: an operator's model profile by name, and generation parameters
+    within that profile's caps (checked against the profile: 422 naming the field and
+    the cap). Endpoints, keys and models are the profile's, never a caller's."""
+
+    profile: Annotated[Text, Field(min_length=1, max_length=64)] = "default"
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    #: seconds for one provider request
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
 class AgentIn(_In):
     name: Annotated[Text, Field(min_length=1, max_length=100)]
     role: Annotated[Text, Field(max_length=10_000)] = ""
     backstory: Annotated[Text, Field(max_length=10_000)] = ""
     goal: Annotated[Text, Field(max_length=10_000)] = ""
     system_prompt: Annotated[Text, Field(max_length=50_000)] | None = None
-    provider: Annotated[Text, Field(min_length=1, max_length=200)] = "openai"
-    model_config_: JsonObject = Field(default_factory=dict, alias="model_config")
-    max_concurrent_jobs: Annotated[int, Field(ge=1, le=10_000)] = 1
-    rate_limit_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    #: optional: if given, it must be the provider of the chosen profile
+    provider: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    model_config_: AgentModelConfig = Field(default_factory=AgentModelConfig, alias="model_config")
+    #: bounded by the profile's caps (422 naming the cap)
+    max_concurrent_jobs: Annotated[int, Field(ge=1)] = 1
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] = 10
 
 
 class ConversationIn(_In):
@@ -127,6 +141,7 @@ class EventPage(BaseModel):
 
 __all__ = [
     "AgentIn",
+    "AgentModelConfig",
     "AgentOut",
     "ConversationIn",
     "ConversationOut",

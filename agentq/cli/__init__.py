@@ -7,7 +7,7 @@ mistyped option answer at once.
 
     agentq/cli/serve.py    worker, beat, reconcile, api, flower: the long-running processes
     agentq/cli/db.py       db upgrade
-    agentq/cli/agents.py   agents create|list|get|start|stop|pause|resume|check
+    agentq/cli/agents.py   agents create|list|get|start|stop|pause|resume|check; models list
     agentq/cli/jobs.py     status, jobs list|show|retry
     agentq/cli/keys.py     keys create|list|revoke
     agentq/cli/tools.py    post, demo, fake-llm
@@ -20,7 +20,7 @@ import typer
 
 from agentq.bench.command import bench
 from agentq.cli import serve, tools
-from agentq.cli.agents import agents_app
+from agentq.cli.agents import agents_app, models_app
 from agentq.cli.db import db_app
 from agentq.cli.jobs import jobs_app, status
 from agentq.cli.keys import keys_app
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
+app.add_typer(models_app, name="models")
 app.add_typer(serve.api_app, name="api")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

@@ -1,4 +1,5 @@
-"""`agentq agents ...`: create, list, show, start, stop, pause, resume and check agents."""
+"""`agentq agents ...`: create, list, show, start, stop, pause, resume and check agents;
+`agentq models list`: the operator's model profiles."""
 
 from __future__ import annotations
 
@@ -46,27 +47,33 @@ def create(
     role: Annotated[str, typer.Option(help="What the agent does.")] = "",
     backstory: Annotated[str, typer.Option(help="Background for the system prompt.")] = "",
     goal: Annotated[str, typer.Option(help="What it tries to achieve.")] = "",
-    provider: Annotated[
-        str, typer.Option(help="openai, anthropic, echo or module:Class.")
-    ] = "openai",
-    model: Annotated[str | None, typer.Option(help="Model (default: LLM_MODEL).")] = None,
+    profile: Annotated[
+        str, typer.Option(help="A model profile (see `agentq models list`).")
+    ] = "default",
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Reply token limit, within the profile's cap.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 to 2.")] = None,
     max_concurrent_jobs: Annotated[int, typer.Option(help="Jobs at once, across all workers.")] = 1,
     rate_limit: Annotated[
         int, typer.Option(help="Job starts per minute, across all workers.")
     ] = 10,
     as_json: AsJson = False,
 ) -> None:
-    """Create an agent."""
+    """Create an agent on a model profile."""
     from agentq.ops.agents import create_agent
 
-    cfg = {"model": model} if model else {}
+    cfg: dict[str, object] = {"profile": profile}
+    if max_tokens is not None:
+        cfg["max_tokens"] = max_tokens
+    if temperature is not None:
+        cfg["temperature"] = temperature
     _run(
         lambda: create_agent(
             name,
             role=role,
             backstory=backstory,
             goal=goal,
-            provider=provider,
             model_config=cfg,
             max_concurrent_jobs=max_concurrent_jobs,
             rate_limit_per_minute=rate_limit,
@@ -121,9 +128,53 @@ def check(name: Name, as_json: AsJson = False) -> None:
         typer.echo(json.dumps(report))
     else:
         state = "ok" if report["ok"] else "FAILING"
+        why = "" if report["ok"] else f" {report['error']} {report['status_code'] or ''}"
         typer.echo(
-            f"{report['agent']}: {state} ({report['provider']} at {report['endpoint']}, "
-            f"{report['latency_ms']} ms) {report['detail']}"
+            f"{report['agent']}: {state} (profile {report['profile']}, "
+            f"{report['latency_ms']} ms){why.rstrip()}"
         )
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+models_app = typer.Typer(help="Model profiles: what agents may use.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list(as_json: AsJson = False) -> None:
+    """List the model profiles (AGENTQ_MODEL_PROFILES and AGENTQ_MODEL_PROFILES_FILE):
+    name, provider, endpoint host, model and caps. Key values are never shown."""
+    from agentq import profiles
+
+    try:
+        found = profiles.all()
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    rows = [
+        {
+            "name": p.name,
+            "provider": p.provider,
+            "host": p.host,
+            "model": p.model,
+            "api_key_env": p.api_key_env,
+            "max_tokens": p.max_tokens,
+            "timeout": p.timeout,
+            "max_concurrent_jobs": p.max_concurrent_jobs,
+            "rate_limit_per_minute": p.rate_limit_per_minute,
+        }
+        for p in found.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(
+        f"{'NAME':<16} {'PROVIDER':<10} {'HOST':<24} {'MODEL':<20} {'TOKENS':>7} "
+        f"{'TIMEOUT':>8} {'JOBS':>5} {'RATE/MIN':>9}"
+    )
+    for r in rows:
+        typer.echo(
+            f"{r['name']:<16} {r['provider']:<10} {r['host']:<24} {r['model']:<20} "
+            f"{r['max_tokens']:>7} {r['timeout']:>7g}s {r['max_concurrent_jobs']:>5} "
+            f"{r['rate_limit_per_minute']:>9}"
+        )

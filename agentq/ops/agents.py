@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any
 
-from agentq import events
-from agentq.errors import Conflict, InvalidInput
+from agentq import events, profiles
+from agentq.errors import Conflict, InvalidInput, UnknownProvider
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus
 from agentq.store import agents, jobs, outbox
@@ -17,8 +18,91 @@ from agentq.turn.outcome import Effects
 
 #: names are used in @mentions, so they are one word
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
-#: keys of model_config that would put a secret in the database
-SECRET_KEYS = ("api_key", "apikey", "key", "token", "secret", "password")
+#: what a caller may set in model_config, each bounded by the agent's model profile
+AGENT_KEYS = profiles.AGENT_KEYS
+
+
+def _number(cfg: dict[str, Any], key: str, *, integer: bool = False) -> float | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    field = f"model_config.{key}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+    ):
+        raise InvalidInput(field, f"must be {'an integer' if integer else 'a number'}")
+    if not math.isfinite(value):
+        raise InvalidInput(field, "must be a finite number")
+    return value
+
+
+def _model_config(cfg: dict[str, Any]) -> tuple[profiles.ModelProfile, dict[str, Any]]:
+    """The profile a caller's model_config names, and the model_config to store: only
+    the profile and bounded generation parameters. Endpoints, keys, key variables, models
+    and providers are the operator's (model profiles), never a caller's."""
+    for key in cfg:
+        if key not in AGENT_KEYS:
+            raise InvalidInput(
+                f"model_config.{key}",
+                "is not accepted; model_config takes only "
+                f"{', '.join(AGENT_KEYS)} (the operator's model profile sets the rest)",
+            )
+    name = cfg.get("profile", profiles.DEFAULT)
+    if not isinstance(name, str):
+        raise InvalidInput("model_config.profile", "must be a profile name")
+    profile = profiles.get(name)
+    stored: dict[str, Any] = {"profile": profile.name}
+    tokens = _number(cfg, "max_tokens", integer=True)
+    if tokens is not None:
+        if not 1 <= tokens <= profile.max_tokens:
+            raise InvalidInput(
+                "model_config.max_tokens",
+                f"must be between 1 and {profile.max_tokens} (profile {profile.name})",
+            )
+        stored["max_tokens"] = tokens
+    temperature = _number(cfg, "temperature")
+    if temperature is not None:
+        if not 0 <= temperature <= profiles.MAX_TEMPERATURE:
+            raise InvalidInput("model_config.temperature", "must be between 0 and 2")
+        stored["temperature"] = temperature
+    timeout = _number(cfg, "timeout")
+    if timeout is not None:
+        if not 0 < timeout <= profile.timeout:
+            raise InvalidInput(
+                "model_config.timeout",
+                f"must be > 0 and at most {profile.timeout:g} seconds (profile {profile.name})",
+            )
+        stored["timeout"] = timeout
+    return profile, stored
+
+
+def _provider(asked: str | None, profile: profiles.ModelProfile) -> str:
+    """The agent's provider: its profile's. Nothing is imported on a caller's behalf."""
+    if asked is None:
+        return profile.provider
+    if ":" in asked or "." in asked:
+        raise InvalidInput(
+            "provider",
+            "import paths are not accepted; the operator's model profiles name providers",
+        )
+    if asked == profile.provider:
+        return profile.provider
+    from agentq.providers import provider_names
+
+    if asked not in provider_names():
+        raise UnknownProvider(asked, provider_names())
+    raise InvalidInput(
+        "provider",
+        f"{asked!r} is not the provider of model profile {profile.name!r} "
+        f"({profile.provider}); choose a profile instead",
+    )
+
+
+def _limit(field: str, value: int, cap: int, profile: profiles.ModelProfile) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
+        raise InvalidInput(field, f"must be between 1 and {cap} (profile {profile.name})")
 
 
 def create_agent(
@@ -28,30 +112,28 @@ def create_agent(
     backstory: str = "",
     goal: str = "",
     system_prompt: str | None = None,
-    provider: str = "openai",
+    provider: str | None = None,
     model_config: dict[str, Any] | None = None,
     max_concurrent_jobs: int = 1,
     rate_limit_per_minute: int = 10,
     tenant_id: uuid.UUID | None = None,
 ) -> AgentOut:
-    """Create an agent. `model_config` holds model, endpoint, temperature, max_tokens and
-    `api_key_env` (the NAME of an environment variable holding the key, never the key).
-    `tenant_id` is the owning API tenant (None: made in-process)."""
-    from agentq.providers import get_provider
+    """Create an agent on a model profile of the operator's.
 
+    `model_config` may hold only `profile` (a profile's name; default "default"),
+    `max_tokens`, `temperature` (0..2) and `timeout` (seconds), each within the profile's
+    caps; anything else (an endpoint, a key, a key variable, a model, a provider) is
+    refused with InvalidInput naming it. `provider`, if given, must be the profile's
+    provider name. `max_concurrent_jobs` and `rate_limit_per_minute` are bounded by the
+    profile's caps. `tenant_id` is the owning API tenant (None: made in-process)."""
     if not NAME_RE.match(name or ""):
         raise InvalidInput("name", f"{name!r} must be one word of letters, digits, _ . -")
-    get_provider(provider)  # raises UnknownProvider naming it
-    model_config = dict(model_config or {})
-    for k in model_config:
-        if k.lower() in SECRET_KEYS:
-            raise InvalidInput(
-                f"model_config.{k}", "secrets go in the environment; use api_key_env"
-            )
-    if max_concurrent_jobs < 1:
-        raise InvalidInput("max_concurrent_jobs", "must be >= 1")
-    if rate_limit_per_minute < 1:
-        raise InvalidInput("rate_limit_per_minute", "must be >= 1")
+    if model_config is not None and not isinstance(model_config, dict):
+        raise InvalidInput("model_config", "must be an object")
+    profile, model_config = _model_config(model_config or {})
+    provider = _provider(provider, profile)
+    _limit("max_concurrent_jobs", max_concurrent_jobs, profile.max_concurrent_jobs, profile)
+    _limit("rate_limit_per_minute", rate_limit_per_minute, profile.rate_limit_per_minute, profile)
     with transaction() as tx:
         if agents.exists_named(tx, name):
             raise Conflict(f"an agent named {name!r} already exists")
@@ -145,29 +227,45 @@ def start_agent(agent: uuid.UUID | str) -> AgentOut:
 
 
 def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
-    """Call the agent's provider with a tiny request; report health (never raises)."""
+    """Call the agent's provider with a tiny request and report its health (never raises
+    for the provider's sake): ok, latency, the model profile, and on failure the error's
+    class and HTTP status only -- never the provider's answer or the endpoint's URL."""
     import time
 
-    from agentq.errors import ProviderError
+    from agentq.errors import ProviderError, UnknownProfile
     from agentq.providers import ChatMessage, get_provider
     from agentq.turn.context import chat_request
 
     a = get_agent(agent)
-    timeout = min(10.0, float(a.model_config_.get("timeout") or 10.0))
+    report: dict[str, Any] = {
+        "agent": a.name,
+        "profile": a.model_config_.get("profile", profiles.DEFAULT),
+        "provider": None,
+        "ok": False,
+        "latency_ms": 0,
+        "error": None,
+        "status_code": None,
+    }
+    try:
+        profile = profiles.of_agent(a.model_config_)
+    except UnknownProfile:
+        report["error"] = "UnknownProfile"
+        return report
+    report["provider"] = profile.provider
     request = chat_request(
-        a.model_config_, [ChatMessage(role="user", content="ping")], max_tokens=5, timeout=timeout
+        a.model_config_,
+        [ChatMessage(role="user", content="ping")],
+        max_tokens=5,
+        timeout=min(10.0, profile.timeout),
     )
     started = time.monotonic()
     try:
-        result = get_provider(a.provider).complete(request)
-        ok, detail = True, f"model {result.model}"
+        get_provider(profile.provider).complete(request)
+        report["ok"] = True
     except ProviderError as exc:
-        ok, detail = False, str(exc)
-    return {
-        "agent": a.name,
-        "provider": a.provider,
-        "endpoint": request.endpoint,
-        "ok": ok,
-        "latency_ms": int((time.monotonic() - started) * 1000),
-        "detail": detail,
-    }
+        report["error"] = type(exc).__name__
+        report["status_code"] = exc.status_code
+    except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+        report["error"] = type(exc).__name__
+    report["latency_ms"] = int((time.monotonic() - started) * 1000)
+    return report

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentq import logging as agentq_logging
+from agentq import profiles
 from agentq.config import get_settings
+from agentq.errors import ProviderError, UnknownProfile
 from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_provider
 from agentq.states import CANCELLING, JobStatus
 from agentq.store import jobs
@@ -40,10 +42,13 @@ class Call:
     request: ChatRequest | None
     #: the conversation may cancel this call (double-texting interrupt or rollback)
     cancellable: bool = False
+    #: why no request could be made (the agent's model profile is not declared): the
+    #: call fails with it, not retried
+    failure: str | None = None
 
     @property
     def answered(self) -> bool:
-        return self.request is None
+        return self.request is None and self.failure is None
 
 
 def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
@@ -57,16 +62,25 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
         return Call(job_id, cid, found.id, token, found.provider, None)
     limit = get_settings().context_messages
     upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
-    prompt = build_messages(tx, found, cid, limit, upto)
-    request = chat_request(found.model_config or {}, prompt)
     agentq_logging.bind(agent=found.name, conversation_id=cid)
+    model_config = found.model_config or {}
+    try:
+        profile = profiles.of_agent(model_config)
+    except UnknownProfile as exc:
+        reason = f"the agent's model profile {exc.name!r} is not declared by the operator"
+        return Call(job_id, cid, found.id, token, found.provider, None, failure=reason)
+    prompt = build_messages(tx, found, cid, limit, upto)
+    request = chat_request(model_config, prompt)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
-    return Call(job_id, cid, found.id, token, found.provider, request, cancellable)
+    # The profile's provider, as declared now (not the one stored when the agent was made).
+    return Call(job_id, cid, found.id, token, profile.provider, request, cancellable)
 
 
 async def call(c: Call, on_token: Callable[[str], None] | None = None) -> ChatResult:
     """Call the provider, retrying transient errors (tenacity), streaming to `on_token`.
     Raises what still fails; cancelling it closes the HTTP request."""
+    if c.failure is not None:
+        raise ProviderError(c.failure, retryable=False)
     request = c.request
     assert request is not None, "an answered call is written, not called"
     s = get_settings().llm

@@ -7,13 +7,12 @@ each call reads only the messages newer than the cache.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from typing import Any, Protocol
 
+from agentq import profiles
 from agentq.clock import utcnow
-from agentq.config import get_settings
 from agentq.providers.base import ChatMessage, ChatRequest
 from agentq.states import Role
 from agentq.store import contexts
@@ -107,21 +106,24 @@ def chat_request(
     max_tokens: int | None = None,
     timeout: float | None = None,
 ) -> ChatRequest:
-    """The provider request for an agent's `model_config`, over the LLM_* defaults.
+    """The provider request for an agent's `model_config`, through its model profile.
 
-    The API key comes from the environment only: `api_key_env` names the variable,
-    else LLM_API_KEY.
+    Endpoint, model, token parameter and key come from the operator's profile only (the
+    key from the variable the profile names); max_tokens, temperature and timeout from
+    `model_config` (or the arguments), within the profile's caps. Keys an agent stored
+    before profiles existed (endpoint, model, api_key_env...) are ignored. Raises
+    UnknownProfile if the profile is not declared (any more).
     """
-    llm = get_settings().llm
-    key_env = model_config.get("api_key_env")
+    profile = profiles.of_agent(model_config)
+    asked = profiles.bounded(model_config, profile)
+    tokens = min(max_tokens or asked["max_tokens"] or profile.max_tokens, profile.max_tokens)
     return ChatRequest(
         messages=messages,
-        model=model_config.get("model") or llm.model,
-        max_tokens=max_tokens or int(model_config.get("max_tokens") or llm.max_tokens),
-        temperature=model_config.get("temperature"),
-        endpoint=model_config.get("endpoint") or llm.endpoint,
-        api_key=os.environ.get(key_env, "") if key_env else llm.api_key.get_secret_value(),
-        timeout=timeout or float(model_config.get("timeout") or llm.timeout),
-        # "max_tokens" for OpenAI-compatible servers older than max_completion_tokens
-        token_param=model_config.get("max_tokens_param") or "max_completion_tokens",
+        model=profile.model,
+        max_tokens=tokens,
+        temperature=asked["temperature"],
+        endpoint=profile.endpoint,
+        api_key=profile.api_key(),
+        timeout=min(timeout or asked["timeout"] or profile.timeout, profile.timeout),
+        token_param=profile.max_tokens_param,
     )

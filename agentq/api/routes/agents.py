@@ -17,10 +17,13 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 @router.post("", status_code=201, response_model=AgentOut)
 def create_agent(body: AgentIn, who: Caller) -> AgentOut:
-    """Create an agent owned by the key's tenant. Names are unique (they are @mentions)."""
-    fields = body.model_dump(exclude={"name"}, by_alias=False)
-    fields["model_config"] = fields.pop("model_config_")
-    return agents.create_agent(body.name, tenant_id=who.tenant_id, **fields)
+    """Create an agent owned by the key's tenant, on one of the operator's model profiles
+    (`model_config.profile`, default "default"). Names are unique (they are @mentions)."""
+    fields = body.model_dump(exclude={"name", "model_config_"}, by_alias=False)
+    model_config = body.model_config_.model_dump(exclude_none=True)
+    return agents.create_agent(
+        body.name, tenant_id=who.tenant_id, model_config=model_config, **fields
+    )
 
 
 @router.get("", response_model=list[AgentOut])
@@ -63,6 +66,7 @@ def start_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
 
 @router.get("/{agent_id}/health")
 def check_agent(agent_id: uuid.UUID, who: Caller) -> dict[str, object]:
-    """Call the agent's provider with a tiny request and report its health."""
+    """Call the agent's provider with a tiny request and report its health: ok,
+    latency_ms, the profile, and on failure the error class and HTTP status only."""
     own_agent(who, agent_id)
     return agents.check_agent(agent_id)
