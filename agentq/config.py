@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     #: live worker renews the lease every third of it, however long its LLM call takes, so
     #: this is how long a dead worker's job waits, not how long a call may last
     job_lease_seconds: float = 15.0
+    #: how long a claimed job may wait for a worker to take up its LLM task before it is
+    #: claimed again (a queue backlog is not a dead worker; a claim not taken up costs no
+    #: attempt)
+    claim_pickup_seconds: float = 60.0
     #: how often the reconciler looks for unfinished work
     reconcile_interval_seconds: float = 5.0
     #: how late past its due time work must be before the reconciler re-drives it
@@ -111,6 +115,12 @@ class Settings(BaseSettings):
             # A worker renews at a third of the lease: below this, a renewal's round trip
             # and a busy host's scheduling delay would be too close to losing it.
             raise ValueError(f"AGENTQ_JOB_LEASE_SECONDS must be >= {MIN_LEASE_SECONDS:g}")
+        if self.claim_pickup_seconds <= 0 or self.token_flush_seconds <= 0:
+            raise ValueError(
+                "AGENTQ_CLAIM_PICKUP_SECONDS and AGENTQ_TOKEN_FLUSH_SECONDS must be > 0"
+            )
+        if self.llm.attempt_deadline <= 0:
+            raise ValueError("LLM_ATTEMPT_DEADLINE must be > 0")
         if self.max_attempts < 1:
             raise ValueError("AGENTQ_MAX_ATTEMPTS must be >= 1")
         return self

@@ -156,7 +156,8 @@ def _crash_one(clock: Clock, conv_id: uuid.UUID) -> None:
     if not running:
         return
     job = running[0]
-    clock.now += timedelta(seconds=get_settings().job_lease_seconds + 1)
+    s = get_settings()  # past the claim's lease (its worker never took it up here)
+    clock.now += timedelta(seconds=max(s.job_lease_seconds, s.claim_pickup_seconds) + 1)
     turn.advance(conv_id)
     assert not turn.store_result(job.id, job.lease_token, ChatResult(content="late", model="m"))
 

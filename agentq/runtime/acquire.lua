@@ -14,6 +14,7 @@ local max_running, rate, period = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], job) then
   redis.call('ZADD', KEYS[1], now + lease, job)
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
   return {1, redis.call('ZCARD', KEYS[1])}
 end
 if redis.call('ZCARD', KEYS[1]) >= max_running then

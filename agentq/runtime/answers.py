@@ -18,19 +18,19 @@ log = logging.getLogger(__name__)
 KEEP_SECONDS = 3600
 
 
-def keep(job_id: uuid.UUID, token: int, result: ChatResult) -> None:
-    """Keep the answer of claim `token` (best effort)."""
+def keep(job_id: uuid.UUID, result: ChatResult) -> None:
+    """Keep the job's answer (best effort), for whichever claim of it runs next."""
     try:
         data = json.dumps(dataclasses.asdict(result))
-        get_redis().set(key("answer", job_id, token), data, ex=KEEP_SECONDS)
+        get_redis().set(key("answer", job_id), data, ex=KEEP_SECONDS)
     except Exception as exc:  # noqa: BLE001 - then the retry calls the provider again
         log.warning("job %s: answer not kept: %s", job_id, type(exc).__name__)
 
 
-def recall(job_id: uuid.UUID, token: int) -> ChatResult | None:
-    """The answer kept for claim `token`, if any."""
+def recall(job_id: uuid.UUID) -> ChatResult | None:
+    """The answer kept for the job, if any."""
     try:
-        data = get_redis().get(key("answer", job_id, token))
+        data = get_redis().get(key("answer", job_id))
     except Exception as exc:  # noqa: BLE001 - nothing kept can be read: call the provider
         log.warning("job %s: kept answer not read: %s", job_id, type(exc).__name__)
         return None

@@ -77,12 +77,26 @@ class Flight:
     pending: list[str] = field(default_factory=list)
     seq: int = 0
     offset: int = 0
+    restarted: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def claim(self) -> tuple[uuid.UUID, int]:
+        return self.job_id, self.token
 
     def on_token(self, text: str) -> None:
         if text:
             with self.lock:
                 self.pending.append(text)
+
+    def restart(self) -> None:
+        """The provider call starts over (a retry after a broken stream): what was streamed
+        is void; the next record says so (`restart`) and starts again at offset 0."""
+        with self.lock:
+            if self.offset or self.pending:
+                self.pending.clear()
+                self.offset = 0
+                self.restarted = True
 
 
 class Calls:
@@ -90,8 +104,9 @@ class Calls:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.flights: dict[uuid.UUID, Flight] = {}
+        self.flights: dict[tuple[uuid.UUID, int], Flight] = {}
         self._lock = threading.Lock()
+        self._publishing = threading.Lock()
         self._closed = threading.Event()
         threading.Thread(target=self._run_loop, name="agentq-calls", daemon=True).start()
         threading.Thread(target=self._watch, name="agentq-call-watch", daemon=True).start()
@@ -113,13 +128,13 @@ class Calls:
             flight.task = asyncio.current_task()  # type: ignore[assignment]
             if flight.stop_reason is not None:  # stopped before it began
                 raise asyncio.CancelledError
-            if await asyncio.to_thread(signals.is_cancelled, flight.job_id):
+            if await asyncio.to_thread(_cancelled_already, flight):
                 flight.stop_reason = CANCELLED  # cancelled before the watcher knew of it
                 raise asyncio.CancelledError
             return await call(flight.on_token)
 
         with self._lock:
-            self.flights[flight.job_id] = flight
+            self.flights[flight.claim] = flight
         try:
             future = asyncio.run_coroutine_threadsafe(tracked(), self.loop)
             try:
@@ -128,7 +143,7 @@ class Calls:
                 raise Stopped(flight.stop_reason or CANCELLED) from None
         finally:
             with self._lock:
-                self.flights.pop(flight.job_id, None)
+                self.flights.pop(flight.claim, None)
             self._publish([flight])
 
     def stop(self, flight: Flight, reason: str) -> None:
@@ -154,6 +169,13 @@ class Calls:
                 if pubsub is None:
                     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(signals.channel())
+                    first = pubsub.get_message(timeout=1.0)  # the confirmation, usually
+                    if first is not None:
+                        self._cancel(first["data"])
+                    # A signal sent while we were not subscribed is still in its key.
+                    for f in self.in_flight():
+                        if signals.is_cancelled(f.job_id, f.token):
+                            self.stop(f, CANCELLED)
                 message = pubsub.get_message(timeout=tick)
                 while message is not None:
                     self._cancel(message["data"])
@@ -170,17 +192,20 @@ class Calls:
                 self._closed.wait(1.0)
 
     def _cancel(self, data: bytes | str) -> None:
-        try:
-            job_id = uuid.UUID(data.decode() if isinstance(data, bytes) else data)
-        except ValueError:
-            return
+        claim = signals.parse(data)
         with self._lock:
-            flight = self.flights.get(job_id)
+            flight = self.flights.get(claim) if claim else None
         if flight is not None:
             self.stop(flight, CANCELLED)
 
     def _publish(self, flights: list[Flight]) -> None:
-        """Publish the streamed text of `flights` not published yet, one message each."""
+        """Publish the streamed text of `flights` not published yet, one message each.
+        One publisher at a time: a call's batches go out in order, and all of them before
+        its task thread goes on to write the reply (and `agent.responded`)."""
+        with self._publishing:
+            self._publish_now(flights)
+
+    def _publish_now(self, flights: list[Flight]) -> None:
         batches: list[tuple[Flight, dict[str, Any]]] = []
         for f in flights:
             with f.lock:
@@ -188,7 +213,15 @@ class Calls:
                     continue
                 text, f.pending = "".join(f.pending), []
                 f.seq += 1
-                payload = {"job_id": str(f.job_id), "seq": f.seq, "offset": f.offset, "text": text}
+                payload: dict[str, Any] = {
+                    "job_id": str(f.job_id),
+                    "seq": f.seq,
+                    "offset": f.offset,
+                    "text": text,
+                }
+                if f.restarted:  # the provider call started over: the text so far is void
+                    payload["restart"] = True
+                    f.restarted = False
                 f.offset += len(text)
             batches.append((f, payload))
         if not batches:
@@ -222,17 +255,26 @@ class Calls:
         lease = timedelta(seconds=get_settings().job_lease_seconds)
         try:
             with transaction(durable=False) as tx:
-                renewed = jobs.renew(tx, [(f.job_id, f.token) for f in flights], utcnow() + lease)
+                claims = [f.claim for f in flights]
+                renewed = jobs.renew(tx, claims, utcnow() + lease)
         except Exception as exc:  # noqa: BLE001 - the next beat tries again within the lease
             log.warning("leases not renewed: %s", type(exc).__name__)
             return
         try:
-            limits.extend([(f.agent_id, f.job_id) for f in flights if f.job_id in renewed])
+            limits.extend([(f.agent_id, f.job_id) for f in flights if f.claim in renewed])
         except Exception as exc:  # noqa: BLE001 - the reconciler restores lost slots
             log.warning("agent slots not renewed: %s", type(exc).__name__)
         for f in flights:
-            if f.job_id not in renewed:
+            if f.claim not in renewed:
                 self.stop(f, STALE)
+
+
+def _cancelled_already(flight: Flight) -> bool:
+    try:
+        return signals.is_cancelled(flight.job_id, flight.token)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the watcher and heartbeat still stop it
+        log.warning("cancel signal not read: %s", type(exc).__name__)
+        return False
 
 
 _calls: Calls | None = None

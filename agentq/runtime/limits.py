@@ -42,7 +42,7 @@ def acquire(
         keys=_keys(agent_id),
         args=[
             str(job_id),
-            int(s.job_lease_seconds * 1000),
+            int(max(s.job_lease_seconds, s.claim_pickup_seconds) * 1000),
             max_running,
             per_minute,
             int(s.rate_limit_period_seconds * 1000),
@@ -69,7 +69,16 @@ def extend(slots: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
     pipe = r.pipeline(transaction=False)
     for agent_id, job_id in slots:
         pipe.zadd(_keys(agent_id)[0], {str(job_id): expiry}, xx=True)
+    for agent_id in {agent_id for agent_id, _ in slots}:
+        # The set itself must outlive its longest call, not only the slot that made it.
+        pipe.pexpire(_keys(agent_id)[0], _set_ttl_ms())
     pipe.execute()
+
+
+def _set_ttl_ms() -> int:
+    """How long an agent's set of running jobs outlives its last renewal (as acquire.lua)."""
+    s = get_settings()
+    return int(max(s.job_lease_seconds, s.claim_pickup_seconds) * 2000)
 
 
 def running(agent_id: uuid.UUID | str) -> int:
@@ -88,4 +97,6 @@ def restore(agent_id: uuid.UUID | str, job_ids: list[uuid.UUID]) -> list[uuid.UU
     pipe = r.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.zadd(_keys(agent_id)[0], {str(job_id): expiry}, nx=True)
-    return [j for j, added in zip(job_ids, pipe.execute(), strict=True) if added]
+    pipe.pexpire(_keys(agent_id)[0], _set_ttl_ms())
+    added = pipe.execute()[: len(job_ids)]
+    return [j for j, new in zip(job_ids, added, strict=True) if new]

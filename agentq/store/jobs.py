@@ -46,12 +46,16 @@ _NEXT = (
     .limit(1)
 )
 #: claim a job: a new fencing token, an attempt, a lease
+#: claim a job: a new fencing token and a lease to be taken up in (not an attempt yet: see
+#: `_START`); never a job whose current claim still holds its lease
 _CLAIM = (
     update(J)
-    .where(J.c.id == bindparam("job_id"))
+    .where(
+        J.c.id == bindparam("job_id"),
+        or_(J.c.status != JobStatus.ACTIVE, J.c.lease_until < bindparam("now")),
+    )
     .values(
         status=JobStatus.ACTIVE,
-        attempts=J.c.attempts + 1,
         lease_token=J.c.lease_token + 1,
         lease_until=bindparam("lease_until"),
         next_attempt_at=None,
@@ -180,7 +184,7 @@ _TRIGGERS = (
 )
 #: a conversation's jobs not finished yet, oldest first, locked
 _UNFINISHED = (
-    select(J.c.id, J.c.agent_id)
+    select(J.c.id, J.c.agent_id, J.c.status, J.c.lease_token)
     .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
     .order_by(J.c.created_at)
     .with_for_update(key_share=True)
@@ -197,17 +201,43 @@ def next_job(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     return tx.connection().execute(_NEXT, {"conv_id": conv_id}).first()
 
 
-def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Record:
-    """Claim the job: (lease_token, attempts) of the new claim."""
-    return (
-        tx.connection()
-        .execute(_CLAIM, {"job_id": job_id, "now": now, "lease_until": lease_until})
-        .one()
+#: a claim's worker takes it up: one more attempt, and the lease of a running call
+_START = (
+    update(J)
+    .where(
+        J.c.id == bindparam("job_id"),
+        J.c.status == JobStatus.ACTIVE,
+        J.c.lease_token == bindparam("token"),
+        J.c.started_token != bindparam("token"),
     )
+    .values(
+        attempts=J.c.attempts + 1,
+        started_token=bindparam("token"),
+        lease_until=bindparam("lease_until"),
+    )
+    .returning(J.c.attempts)
+)
 
 
-def renew(tx: Tx, claims: Sequence[tuple[uuid.UUID, int]], lease_until: datetime) -> set[uuid.UUID]:
-    """Extend the leases of the claims (job, token) still current; the jobs renewed. A
+def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Record | None:
+    """Claim the job: (lease_token, attempts so far) of the new claim; None if its current
+    claim still holds its lease (renewed since the caller read it)."""
+    params = {"job_id": job_id, "now": now, "lease_until": lease_until}
+    return tx.connection().execute(_CLAIM, params).first()
+
+
+def start(tx: Tx, job_id: uuid.UUID, token: int, lease_until: datetime) -> int | None:
+    """The worker of claim `token` starts its call: the attempt's number; None if the claim
+    is stale or was started already (a redelivered task)."""
+    params = {"job_id": job_id, "token": token, "lease_until": lease_until}
+    attempt: int | None = tx.connection().execute(_START, params).scalar()
+    return attempt
+
+
+def renew(
+    tx: Tx, claims: Sequence[tuple[uuid.UUID, int]], lease_until: datetime
+) -> set[tuple[uuid.UUID, int]]:
+    """Extend the leases of the claims (job, token) still current; the claims renewed. A
     claim left out was finished, cancelled or taken over: its worker must stop."""
     if not claims:
         return set()
@@ -215,9 +245,9 @@ def renew(tx: Tx, claims: Sequence[tuple[uuid.UUID, int]], lease_until: datetime
         update(J)
         .where(tuple_(J.c.id, J.c.lease_token).in_(claims), J.c.status == JobStatus.ACTIVE)
         .values(lease_until=lease_until)
-        .returning(J.c.id)
+        .returning(J.c.id, J.c.lease_token)
     )
-    return set(tx.connection().execute(renewed).scalars())
+    return {(row.id, row.lease_token) for row in tx.connection().execute(renewed)}
 
 
 def status_of(tx: Tx, job_id: uuid.UUID) -> str | None:
@@ -356,7 +386,8 @@ def drop_links(tx: Tx, job_id: uuid.UUID) -> None:
 
 
 def unfinished(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
-    """The conversation's unfinished jobs (id, agent_id), oldest first, locked."""
+    """The conversation's unfinished jobs (id, agent_id, status, lease_token), oldest
+    first, locked."""
     return list(tx.connection().execute(_UNFINISHED, {"conv_id": conv_id}))
 
 

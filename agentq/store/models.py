@@ -164,6 +164,9 @@ class Job(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     #: fencing token: bumped at every claim; a stale worker's writes carry an old one
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    #: the claim whose LLM call started (its worker took it up): `attempts` counts calls
+    #: started, so a claim whose task never ran costs no attempt
+    started_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_until: Mapped[datetime | None] = mapped_column(index=True)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

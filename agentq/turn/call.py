@@ -11,10 +11,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from agentq import logging as agentq_logging
 from agentq import profiles
+from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.errors import ProviderError, UnknownProfile
 from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_provider
@@ -60,6 +62,9 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
     cid = found.conversation_id
     if found.result is not None:  # (a JSON null reads as None too)
         return Call(job_id, cid, found.id, token, found.provider, None)
+    lease = timedelta(seconds=get_settings().job_lease_seconds)
+    if jobs.start(tx, job_id, token, utcnow() + lease) is None:
+        return None  # this claim's call runs (or ran) already: a redelivered task
     limit = get_settings().context_messages
     upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
     agentq_logging.bind(agent=found.name, conversation_id=cid)
@@ -76,9 +81,14 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
     return Call(job_id, cid, found.id, token, profile.provider, request, cancellable)
 
 
-async def call(c: Call, on_token: Callable[[str], None] | None = None) -> ChatResult:
-    """Call the provider, retrying transient errors (tenacity), streaming to `on_token`.
-    Raises what still fails; cancelling it closes the HTTP request."""
+async def call(
+    c: Call,
+    on_token: Callable[[str], None] | None = None,
+    on_restart: Callable[[], None] | None = None,
+) -> ChatResult:
+    """Call the provider, retrying transient errors (tenacity), streaming to `on_token`;
+    `on_restart` is told when a retry starts the reply over. Raises what still fails;
+    cancelling it closes the HTTP request."""
     if c.failure is not None:
         raise ProviderError(c.failure, retryable=False)
     request = c.request
@@ -91,6 +101,7 @@ async def call(c: Call, on_token: Callable[[str], None] | None = None) -> ChatRe
         backoff_base=s.backoff_base,
         backoff_max=s.backoff_max,
         on_token=on_token,
+        on_retry=(lambda _error, _wait: on_restart()) if on_restart else None,
     )
 
 

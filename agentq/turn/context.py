@@ -69,6 +69,11 @@ def history(
     agent, with the replies written since; the cache keeps only what is settled (up to
     `upto`), so a later job still reads what this one left out."""
     cache = contexts.cached(tx, agent_id, conv_id)
+    if cache is not None and cache.last_seq > upto:
+        cache = None  # an older job again (an operator's retry): read, but keep no cache
+        keep = False
+    else:
+        keep = True
     rows = stored_messages.history(tx, conv_id, cache.last_seq if cache else 0, upto, limit)
     fresh = [
         {
@@ -82,7 +87,7 @@ def history(
     settled = [h for h in fresh if h["seq"] <= upto]
     later = [h for h in fresh if h["seq"] > upto]
     merged: list[dict[str, Any]] = ((cache.messages if cache else []) + settled)[-limit:]
-    if settled:
+    if settled and keep:
         last = settled[-1]["seq"]
         contexts.save(tx, cache.id if cache else None, agent_id, conv_id, last, merged, utcnow())
     return (merged + later)[-limit:]

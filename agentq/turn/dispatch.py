@@ -36,6 +36,10 @@ class JobRef(Protocol):
     def id(self) -> uuid.UUID: ...
     @property
     def agent_id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def lease_token(self) -> int: ...
 
 
 def loop_bound(hops: int, turns: int, hop_limit: int, budget: int) -> str | None:
@@ -148,7 +152,8 @@ def _interrupt(
         if policy == DoubleTexting.ROLLBACK:
             jobs.drop_links(tx, job_id)
         freed.add(agent_id)
-        out.cancelled.append((job_id, agent_id))
+        if job.status == JobStatus.ACTIVE:  # a worker may run its call: stop it
+            out.cancelled.append((job_id, job.lease_token))
     for agent_id in freed:  # their slots are given back after commit
         agents.free_slot(tx, agent_id)
     return sorted({**carried, **{m.id: m for m in live}}.values(), key=lambda m: m.seq)

@@ -63,8 +63,8 @@ def run(effects: Effects | None) -> None:
         if e is None:
             continue
         bus.publish(e.events)
-        for job_id, agent_id in e.cancelled:
-            _cancel(job_id, agent_id)
+        for job_id, token in e.cancelled:
+            _cancel(job_id, token)
         for agent_id, job_id in e.release:
             limits.release(agent_id, job_id)
         if e.responded_after is not None:
@@ -87,11 +87,11 @@ def run(effects: Effects | None) -> None:
             queue.append(_advance(e.conversation_id))
 
 
-def _cancel(job_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+def _cancel(job_id: uuid.UUID, token: int) -> None:
     # The slot stays taken until the worker's call has really ended: the worker gives it
     # back (or, if the worker is gone, it runs out with the lease).
     try:
-        signals.cancel(job_id)
+        signals.cancel(job_id, token)
     except Exception as exc:  # noqa: BLE001 - the job is cancelled in the DB regardless
         log.warning("cancel signal for job %s not sent: %s", job_id, type(exc).__name__)
 
@@ -234,7 +234,7 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         log.info("job %s claim %s is stale; nothing to do", jid, token)
         _ended_elsewhere(jid)
         return
-    kept = answers.recall(jid, token)
+    kept = answers.recall(jid)
     if c.answered or kept is not None:
         complete(jid, kept, token if kept is not None else None)
         return
@@ -244,7 +244,10 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
     )
     try:
         result = calls.calls().run(
-            flight, lambda on_token: call.call(c, on_token if s.stream_tokens else None)
+            flight,
+            lambda on_token: call.call(
+                c, on_token if s.stream_tokens else None, on_restart=flight.restart
+            ),
         )
     except calls.Stopped as stopped:
         if stopped.reason == calls.DEADLINE:
@@ -268,10 +271,12 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         attempt_failed(jid, token, problem[0], retryable=problem[1])
         return
     try:
-        complete(jid, result, token)
+        written = complete(jid, result, token)
     except BaseException:
-        answers.keep(jid, token, result)
+        answers.keep(jid, result)
         raise
+    if not written:  # the claim went stale as the call ended (an interrupt, a stop)
+        _ended_elsewhere(jid)
 
 
 def _ended_elsewhere(job_id: uuid.UUID) -> None:
@@ -327,8 +332,11 @@ def attempt_failed(
             tx, job_id, token, reason, retryable=retryable, retry_after=retry_after
         )
     )
-    if out is not None and out.advance_in is not None:
+    if out is None:  # the claim went stale meanwhile: its slot is still this worker's
+        _ended_elsewhere(job_id)
+        return
+    if out.advance_in is not None:
         log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, out.advance_in, reason)
-    elif out is not None:
+    else:
         log.warning("job %s failed: %s", job_id, reason)
     run(out)

@@ -226,4 +226,10 @@ def fail(
             ),
         ],
     )
-    return Effects(cid, events=rows, release=[(aid, job_id)], wake_agent=aid, then=Then.ADVANCE)
+    out = Effects(cid, events=rows, wake_agent=aid, then=Then.ADVANCE)
+    if stop_call and job.status == JobStatus.ACTIVE:
+        # Its worker stops the call, then gives the slot back (see effects.run_job).
+        out.cancelled.append((job_id, job.lease_token))
+    else:
+        out.release.append((aid, job_id))
+    return out

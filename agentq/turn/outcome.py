@@ -37,8 +37,9 @@ class Effects:
     conversation_id: uuid.UUID | None = None
     #: events stored by the step: publish them
     events: list[Recorded] = field(default_factory=list)
-    #: running jobs a newer message cancelled, with their agents: signal their workers
-    cancelled: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
+    #: claims (job, token) cancelled while they may run: signal their workers, which give
+    #: the agent slot back once the call has ended
+    cancelled: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     #: agent slots (agent, job) to give back: the job no longer runs
     release: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
     #: the agent slot (agent, job) taken inside the transaction: given back if it fails

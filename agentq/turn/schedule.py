@@ -77,20 +77,29 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
             agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
         out.advance_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
         return
-    out.taken = (job.agent_id, job.id)
-    # The start is when the slot was taken, not when this transaction began.
+    # The start is when the slot was taken, not when this transaction began. The claim's
+    # lease lasts until its LLM task is taken up (then the running call renews its own).
     now = utcnow()
-    lease = now + timedelta(seconds=get_settings().job_lease_seconds)
-    claimed = jobs.claim(tx, job.id, now, lease)
+    claimed = jobs.claim(tx, job.id, now, now + timedelta(seconds=pickup_seconds()))
+    if claimed is None:  # its live worker renewed the lease meanwhile: the slot is its own
+        return
+    out.taken = (job.agent_id, job.id)
     if agent.status == AgentStatus.ACTIVE and verdict.running >= agent.max_concurrent_jobs:
         agents.mark_busy(tx, job.agent_id)
-    if claimed.attempts == 1:
+    if job.status == JobStatus.WAITING:
         metrics.queue_waited(now - job.created_at)
-    out.claim = Claim(job.id, conv_id, claimed.lease_token, claimed.attempts)
+    attempt = claimed.attempts + 1
+    out.claim = Claim(job.id, conv_id, claimed.lease_token, attempt)
     responding = events.AgentResponding(
-        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=claimed.attempts
+        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=attempt
     )
     out.events += outbox.insert_events(tx, [responding])
+
+
+def pickup_seconds() -> float:
+    """How long a claim holds its job (and agent slot) before its LLM task is taken up."""
+    s = get_settings()
+    return max(s.job_lease_seconds, s.claim_pickup_seconds)
 
 
 def waiting_for(
