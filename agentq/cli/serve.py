@@ -119,7 +119,9 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
 
 def flower(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
-    address: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",  # noqa: S104
+    address: Annotated[
+        str, typer.Option(help="Address to bind (anything but loopback needs basic auth).")
+    ] = "127.0.0.1",
     basic_auth: Annotated[
         str | None, typer.Option(help="user:password[,user2:password2]; default FLOWER_BASIC_AUTH.")
     ] = None,
@@ -131,7 +133,16 @@ def flower(
         list[str] | None, typer.Argument(help="More flower options, after --.")
     ] = None,
 ) -> None:
-    """Start Flower against the agentq workers (Celery app `agentq.worker`)."""
+    """Start Flower against the agentq workers (Celery app `agentq.worker`).
+
+    Flower can revoke tasks and shut workers down: on any address but loopback it starts
+    only with basic auth (`--basic-auth` or FLOWER_BASIC_AUTH), and never with a
+    well-known default password."""
+    basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH") or None
+    problem = _flower_auth_problem(address, basic_auth)
+    if problem:
+        typer.echo(f"agentq flower: {problem}", err=True)
+        raise typer.Exit(2)
     argv = [
         sys.executable,
         "-m",
@@ -142,7 +153,6 @@ def flower(
         f"--port={port}",
         f"--address={address}",
     ]
-    basic_auth = basic_auth or os.environ.get("FLOWER_BASIC_AUTH")
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
     if url_prefix:
@@ -151,6 +161,28 @@ def flower(
     _enable_task_events()
     sys.stdout.flush()
     os.execv(sys.executable, argv)
+
+
+#: passwords that are no secret (the old compose default among them)
+_KNOWN_PASSWORDS = frozenset({"change-me", "changeme", "admin", "password", "flower"})
+
+
+def _flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
+    """Why Flower must not start with these settings, or None."""
+    if basic_auth is None:
+        if address in ("127.0.0.1", "localhost", "::1"):
+            return None
+        return (
+            f"Flower on {address} needs basic auth: set FLOWER_BASIC_AUTH=user:password "
+            "(or --basic-auth), or bind --address 127.0.0.1"
+        )
+    for pair in basic_auth.split(","):
+        user, _, password = pair.partition(":")
+        if not user or not password:
+            return "basic auth must be user:password[,user2:password2]"
+        if password.lower() in _KNOWN_PASSWORDS:
+            return f"the password of {user!r} is a well-known default; choose another"
+    return None
 
 
 def _enable_task_events() -> None:

@@ -11,7 +11,10 @@ Two kinds:
   conversations, queued jobs, responses per agent, messages in the last minute) are read
   from the database and Redis at scrape time by `StateCollector`. Only the API registers
   it (`state_registry()`), so N workers do not run N copies of the same queries and the
-  series are not multiplied.
+  series are not multiplied. Per-agent series are labelled by agent id, never by name.
+
+API exposure: on `AGENTQ_API_METRICS_PORT` (`serve(port, state=True)`), or on the API
+port's `/metrics` for `AGENTQ_METRICS_TOKEN` only; tenants never read them.
 
 Worker exposure: each worker process serves its registry on its own HTTP port
 (`AGENTQ_METRICS_PORT`, off when unset), started from Celery's `worker_init` signal
