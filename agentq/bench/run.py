@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +39,20 @@ def run_bench(
                 "AGENTQ_REDIS_URL": redis_server.url,
                 "AGENTQ_DEBOUNCE_SECONDS": str(cfg.debounce),
                 "LLM_ENDPOINT": llm.url,
+                # The bench's agents go past the default profile's limits on purpose.
+                "AGENTQ_MODEL_PROFILES": json.dumps(
+                    {
+                        "default": {
+                            "provider": "openai",
+                            "endpoint": llm.url,
+                            "model": "fake-model",
+                            "max_tokens": 1024,
+                            "timeout": 120,
+                            "max_concurrent_jobs": 100_000,
+                            "rate_limit_per_minute": 1_000_000,
+                        }
+                    }
+                ),
             }
             with environment(env):
                 result: dict[str, Any] = {"config": asdict(cfg), "log_dir": str(logs)}
