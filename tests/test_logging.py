@@ -56,6 +56,23 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert text.count(agentq_logging.MASK) >= 5
 
 
+def test_row_values_postgresql_quotes_are_redacted() -> None:
+    log, out = capture()
+    try:
+        raise RuntimeError(
+            '(psycopg.errors.CheckViolation) new row for relation "messages" violates check\n'
+            "DETAIL:  Failing row contains (1, my password is hunter2).\n"
+            "[SQL: INSERT INTO messages ...]\n[SQL parameters hidden due to hide_parameters=True]"
+        )
+    except RuntimeError:
+        log.exception("insert failed")
+    log.warning("DETAIL:  Key (name)=(tenant-secret-name) already exists.")
+    text = out.getvalue()
+    assert "hunter2" not in text and "tenant-secret-name" not in text
+    assert "Failing row contains" in text and "[SQL: INSERT INTO messages" in text
+    assert "Key (name)=" in text
+
+
 def test_format_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     class TTY(io.StringIO):
         def isatty(self) -> bool:
