@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -41,6 +42,8 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"settings.{k}", f"unknown setting; known: {', '.join(SETTINGS)}")
         if (isinstance(v, bool) and SETTINGS[k] is not bool) or not isinstance(v, SETTINGS[k]):
             raise InvalidInput(f"settings.{k}", f"has the wrong type ({type(v).__name__})")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInput(f"settings.{k}", "must be a finite number")
     for name, allowed in (("double_texting", DOUBLE_TEXTING), ("responders", RESPONDERS)):
         if name in settings and settings[name] not in allowed:
             raise InvalidInput(f"settings.{name}", f"must be one of {', '.join(allowed)}")

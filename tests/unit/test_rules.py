@@ -195,3 +195,12 @@ def test_answer_is_cut_and_cleaned_before_it_is_stored(monkeypatch: pytest.Monke
 def test_failure_reason_is_short() -> None:
     assert len(call.short_reason(RuntimeError("x" * 10_000))) == call.REASON_MAX
     assert call.short_reason(RuntimeError()) == "RuntimeError"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_conversation_settings_are_refused_naming_the_field(value: float) -> None:
+    from agentq.errors import InvalidInput
+    from agentq.ops.conversations import _check_settings
+
+    with pytest.raises(InvalidInput, match="settings.debounce_seconds"):
+        _check_settings({"debounce_seconds": value})
