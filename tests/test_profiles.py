@@ -462,3 +462,33 @@ def test_chat_request_takes_everything_but_bounded_parameters_from_the_profile(
     )
     with pytest.raises(UnknownProfile, match="'gone'"):
         chat_request({"profile": "gone"}, msgs)
+
+
+def test_models_list_shows_hosts_and_caps_never_keys(fresh_env: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from agentq.cli import app
+
+    fresh_env.setenv("FAST_KEY", "sk-never-shown-1234")
+    fresh_env.setenv("LLM_API_KEY", "sk-default-never-shown")
+    _declare(
+        fresh_env,
+        json.dumps(
+            {
+                "fast": {
+                    "endpoint": "https://user:pw@fast.example:8443/v1/secret-path",
+                    "api_key_env": "FAST_KEY",
+                    "max_concurrent_jobs": 3,
+                }
+            }
+        ),
+    )
+    for args in (["models", "list"], ["models", "list", "--json"]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0, out.output
+        assert "fast.example:8443" in out.output and "llm.internal:8000" in out.output
+        for hidden in ("sk-never-shown", "sk-default", "pw", "secret-path"):
+            assert hidden not in out.output
+    _declare(fresh_env, '{"fast": {"timeout": -1}}')
+    out = CliRunner().invoke(app, ["models", "list"])
+    assert out.exit_code == 2 and "profile 'fast': timeout" in out.output
