@@ -13,7 +13,7 @@ from redis.client import PubSub
 from agentq import turn
 from agentq.config import get_settings
 from agentq.errors import NotFound, Timeout
-from agentq.ops import agents, conversations, jobs, replies
+from agentq.ops import agents, conversations, jobs, replies, tenants
 from agentq.runtime import bus
 from agentq.runtime.redis import get_redis
 from agentq.schemas import (
@@ -83,48 +83,78 @@ def _follow(pubsub: PubSub, timeout: float | None) -> Iterator[dict[str, Any]]:
 
 
 class Client:
-    """Producer API over the configured database and Redis (see `agentq.config`).
+    """Producer API over the configured database and Redis (see `agentq.config`), acting
+    for one tenant: `tenant` by name, else $AGENTQ_TENANT, else the tenant named
+    "default" (created the first time it is used). The agents and conversations it
+    creates are that tenant's, so that an API key of the tenant sees them; agents are
+    found (by id or by name, in any case) among that tenant's only.
 
     Every method is synchronous and safe to call from several threads.
     """
 
+    def __init__(self, tenant: str | None = None) -> None:
+        self.tenant = tenants.tenant_name(tenant)
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        """The id of the client's tenant (created if new)."""
+        return tenants.tenant_id(self.tenant)
+
+    def _agent_id(self, agent: uuid.UUID | str) -> uuid.UUID:
+        return agents.get_agent(agent, tenant_id=self.tenant_id).id
+
     def create_agent(self, name: str, **fields: Any) -> AgentOut:
-        """Create an agent on one of the operator's model profiles; see
-        `agentq.ops.agents.create_agent` for the fields. `model_config` may hold only
+        """Create an agent of the client's tenant on one of the operator's model profiles;
+        see `agentq.ops.agents.create_agent` for the fields. `model_config` may hold only
         `profile` (default "default"), `max_tokens`, `temperature` and `timeout`, within
-        the profile's caps: endpoints, keys and models are the profile's."""
-        return agents.create_agent(name, **fields)
+        the profile's caps: endpoints, keys and models are the profile's. Names are
+        unique in the tenant in any case (Conflict)."""
+        return agents.create_agent(name, tenant_id=self.tenant_id, **fields)
 
     def get_agent(self, agent: uuid.UUID | str) -> AgentOut:
-        return agents.get_agent(agent)
+        return agents.get_agent(agent, tenant_id=self.tenant_id)
 
     def list_agents(self) -> list[AgentOut]:
-        return agents.list_agents()
+        """The tenant's agents, by name."""
+        return agents.list_agents(tenant_id=self.tenant_id)
+
+    def update_agent(self, agent: uuid.UUID | str, **changes: Any) -> AgentOut:
+        """Change role, backstory, goal, system_prompt, model_config (merged over the
+        stored one; within the profile's caps) and the limits; see
+        `agentq.ops.agents.update_agent`."""
+        return agents.update_agent(agent, tenant_id=self.tenant_id, **changes)
+
+    def delete_agent(self, agent: uuid.UUID | str) -> None:
+        """Delete (soft): stopped first (its unfinished jobs fail visibly), then gone from
+        lookups and lists, never chosen to answer again; its name is free again."""
+        agents.delete_agent(agent, tenant_id=self.tenant_id)
 
     def pause_agent(self, agent: uuid.UUID | str) -> AgentOut:
         """Its jobs wait (not lost, not failed) until `resume_agent`, then run in order."""
-        return agents.pause_agent(agent)
+        return agents.pause_agent(self._agent_id(agent))
 
     def resume_agent(self, agent: uuid.UUID | str) -> AgentOut:
-        return agents.resume_agent(agent)
+        return agents.resume_agent(self._agent_id(agent))
 
     def stop_agent(self, agent: uuid.UUID | str) -> AgentOut:
         """No new jobs; its waiting jobs fail visibly with the reason."""
-        return agents.stop_agent(agent)
+        return agents.stop_agent(self._agent_id(agent))
 
     def start_agent(self, agent: uuid.UUID | str) -> AgentOut:
-        return agents.start_agent(agent)
+        return agents.start_agent(self._agent_id(agent))
 
     def check_agent(self, agent: uuid.UUID | str) -> dict[str, Any]:
         """Call the agent's provider with a tiny request and report its health."""
-        return agents.check_agent(agent)
+        return agents.check_agent(self._agent_id(agent))
 
     def create_conversation(
         self, kind: str = "dm", *, title: str | None = None, settings: dict[str, Any] | None = None
     ) -> ConversationOut:
-        """A `dm` (one agent) or a `channel`; `settings` may set debounce_seconds and
-        max_wait_seconds for this conversation."""
-        return conversations.create_conversation(kind, title=title, settings=settings)
+        """A `dm` (one agent) or a `channel` of the client's tenant; `settings` may set
+        debounce_seconds and max_wait_seconds for this conversation."""
+        return conversations.create_conversation(
+            kind, title=title, settings=settings, tenant_id=self.tenant_id
+        )
 
     def add_participant(
         self,
@@ -134,15 +164,22 @@ class Client:
         user_id: str | None = None,
         display_name: str | None = None,
     ) -> ParticipantOut:
+        """Add an agent of the client's tenant (by id or name) or a user to a conversation."""
         return conversations.add_participant(
-            conversation_id, agent=agent, user_id=user_id, display_name=display_name
+            conversation_id,
+            agent=None if agent is None else self._agent_id(agent),
+            user_id=user_id,
+            display_name=display_name,
         )
 
     def start_session(
         self, agent: uuid.UUID | str, user_id: str
     ) -> tuple[ConversationOut, ParticipantOut]:
         """A DM of `user_id` with `agent`; returns the conversation and the user's participant."""
-        return conversations.start_session(agent, user_id)
+        agent_id = self._agent_id(agent)
+        conv = self.create_conversation("dm", title=f"session {user_id}")
+        conversations.add_participant(conv.id, agent=agent_id)
+        return conv, conversations.add_participant(conv.id, user_id=user_id)
 
     def post_message(
         self,

@@ -82,6 +82,30 @@ class AgentIn(_In):
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 10
 
 
+class AgentModelConfigPatch(_In):
+    """Changes to an agent's model: given keys replace the stored ones (null removes one),
+    the result is checked against the (new) profile's caps as at creation."""
+
+    profile: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
+class AgentPatch(_In):
+    """`PATCH /v1/agents/{id}`: only the fields given change. The name and the provider
+    do not change (the provider follows the profile)."""
+
+    role: Annotated[Text, Field(max_length=10_000)] | None = None
+    backstory: Annotated[Text, Field(max_length=10_000)] | None = None
+    goal: Annotated[Text, Field(max_length=10_000)] | None = None
+    #: null removes it
+    system_prompt: Annotated[Text, Field(max_length=50_000)] | None = None
+    model_config_: AgentModelConfigPatch | None = Field(default=None, alias="model_config")
+    max_concurrent_jobs: Annotated[int, Field(ge=1)] | None = None
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] | None = None
+
+
 class ConversationIn(_In):
     kind: Literal["dm", "channel"] = "dm"
     title: Annotated[Text, Field(max_length=200)] | None = None

@@ -1,9 +1,11 @@
-"""`agentq agents ...`: create, list, show, start, stop, pause, resume and check agents;
+"""`agentq agents ...`: create, list, show, update, delete, start, stop, pause, resume and
+check agents of a tenant (`--tenant`, else $AGENTQ_TENANT, else "default");
 `agentq models list`: the operator's model profiles."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +19,25 @@ if TYPE_CHECKING:
 agents_app = typer.Typer(help="Agents: lifecycle and health.", no_args_is_help=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-Name = Annotated[str, typer.Argument(help="Agent name or id.")]
+Name = Annotated[str, typer.Argument(help="Agent name (any case) or id.")]
+Tenant = Annotated[
+    str | None,
+    typer.Option(
+        envvar="AGENTQ_TENANT",
+        help='The tenant whose agents these are (created if new). Default: "default".',
+        show_default=False,
+    ),
+]
+
+
+def _tenant_id(tenant: str | None) -> uuid.UUID:
+    from agentq.ops.tenants import tenant_id
+
+    try:
+        return tenant_id(tenant)
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _print(agents: list[AgentOut], as_json: bool) -> None:
@@ -58,9 +78,11 @@ def create(
     rate_limit: Annotated[
         int, typer.Option(help="Job starts per minute, across all workers.")
     ] = 10,
+    tenant: Tenant = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create an agent on a model profile."""
+    """Create an agent of the tenant on a model profile (names are unique in a tenant,
+    in any case)."""
     from agentq.ops.agents import create_agent
 
     cfg: dict[str, object] = {"profile": profile}
@@ -77,32 +99,102 @@ def create(
             model_config=cfg,
             max_concurrent_jobs=max_concurrent_jobs,
             rate_limit_per_minute=rate_limit,
+            tenant_id=_tenant_id(tenant),
         ),
         as_json=as_json,
     )
 
 
 @agents_app.command("list")
-def list_(as_json: AsJson = False) -> None:
-    """List agents with their status and limits."""
+def list_(tenant: Tenant = None, as_json: AsJson = False) -> None:
+    """List the tenant's agents with their status and limits."""
     from agentq.ops.agents import list_agents
 
-    _print(list_agents(), as_json)
+    _print(list_agents(tenant_id=_tenant_id(tenant)), as_json)
 
 
 @agents_app.command("get")
-def get(name: Name, as_json: AsJson = False) -> None:
+def get(name: Name, tenant: Tenant = None, as_json: AsJson = False) -> None:
     """Show one agent."""
     from agentq.ops.agents import get_agent
 
-    _run(get_agent, name, as_json=as_json)
+    _run(lambda: get_agent(name, tenant_id=_tenant_id(tenant)), as_json=as_json)
+
+
+@agents_app.command("update")
+def update(
+    name: Name,
+    role: Annotated[str | None, typer.Option(help="What the agent does.")] = None,
+    backstory: Annotated[str | None, typer.Option(help="Background.")] = None,
+    goal: Annotated[str | None, typer.Option(help="What it tries to achieve.")] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option(help='Its system prompt ("" removes it).')
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="Another model profile.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Reply token limit, within the profile's cap.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 to 2.")] = None,
+    max_concurrent_jobs: Annotated[int | None, typer.Option(help="Jobs at once.")] = None,
+    rate_limit: Annotated[int | None, typer.Option(help="Job starts per minute.")] = None,
+    tenant: Tenant = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change an agent: only the options given change (model options within its
+    profile's caps)."""
+    from agentq.ops.agents import update_agent
+
+    changes: dict[str, object] = {
+        k: v
+        for k, v in {
+            "role": role,
+            "backstory": backstory,
+            "goal": goal,
+            "max_concurrent_jobs": max_concurrent_jobs,
+            "rate_limit_per_minute": rate_limit,
+        }.items()
+        if v is not None
+    }
+    if system_prompt is not None:
+        changes["system_prompt"] = system_prompt or None
+    cfg = {
+        k: v
+        for k, v in {
+            "profile": profile,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }.items()
+        if v is not None
+    }
+    if cfg:
+        changes["model_config"] = cfg
+    _run(lambda: update_agent(name, tenant_id=_tenant_id(tenant), **changes), as_json=as_json)
+
+
+@agents_app.command("delete")
+def delete(name: Name, tenant: Tenant = None) -> None:
+    """Delete an agent (soft): it is stopped (its waiting jobs fail visibly), then gone
+    from lists, never chosen to answer again; its name is free again."""
+    from agentq.ops.agents import delete_agent
+
+    try:
+        delete_agent(name, tenant_id=_tenant_id(tenant))
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"deleted agent {name}")
 
 
 def _lifecycle(command: str, doc: str) -> None:
-    def run(name: Name, as_json: AsJson = False) -> None:
+    def run(name: Name, tenant: Tenant = None, as_json: AsJson = False) -> None:
         from agentq.ops import agents
 
-        _run(getattr(agents, f"{command}_agent"), name, as_json=as_json)
+        def act() -> AgentOut:
+            found = agents.get_agent(name, tenant_id=_tenant_id(tenant))
+            result: AgentOut = getattr(agents, f"{command}_agent")(found.id)
+            return result
+
+        _run(act, as_json=as_json)
 
     run.__doc__ = doc
     agents_app.command(command)(run)
@@ -115,12 +207,12 @@ _lifecycle("resume", "Resume a paused agent.")
 
 
 @agents_app.command("check")
-def check(name: Name, as_json: AsJson = False) -> None:
+def check(name: Name, tenant: Tenant = None, as_json: AsJson = False) -> None:
     """Call the agent's provider with a tiny request and report its health."""
-    from agentq.ops.agents import check_agent
+    from agentq.ops.agents import check_agent, get_agent
 
     try:
-        report = check_agent(name)
+        report = check_agent(get_agent(name, tenant_id=_tenant_id(tenant)).id)
     except AgentqError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -8,7 +8,9 @@ import uuid
 from typing import Any
 
 from agentq import events, profiles
+from agentq.clock import utcnow
 from agentq.errors import Conflict, InvalidInput, UnknownProvider
+from agentq.ops import tenants
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus
 from agentq.store import agents, jobs, outbox
@@ -125,7 +127,9 @@ def create_agent(
     caps; anything else (an endpoint, a key, a key variable, a model, a provider) is
     refused with InvalidInput naming it. `provider`, if given, must be the profile's
     provider name. `max_concurrent_jobs` and `rate_limit_per_minute` are bounded by the
-    profile's caps. `tenant_id` is the owning API tenant (None: made in-process)."""
+    profile's caps. `tenant_id` is the owning tenant (None: the in-process callers'
+    tenant, see `agentq.ops.tenants`). Names are unique in a tenant in any case
+    (Conflict), and say nothing of other tenants' names."""
     if not NAME_RE.match(name or ""):
         raise InvalidInput("name", f"{name!r} must be one word of letters, digits, _ . -")
     if model_config is not None and not isinstance(model_config, dict):
@@ -134,8 +138,10 @@ def create_agent(
     provider = _provider(provider, profile)
     _limit("max_concurrent_jobs", max_concurrent_jobs, profile.max_concurrent_jobs, profile)
     _limit("rate_limit_per_minute", rate_limit_per_minute, profile.rate_limit_per_minute, profile)
+    if tenant_id is None:
+        tenant_id = tenants.tenant_id()
     with transaction() as tx:
-        if agents.exists_named(tx, name):
+        if agents.exists_named(tx, name, tenant_id):
             raise Conflict(f"an agent named {name!r} already exists")
         out = agents.create(
             tx,
@@ -158,15 +164,125 @@ def create_agent(
     return out
 
 
-def get_agent(agent: uuid.UUID | str) -> AgentOut:
-    """The agent by id or by name, or AgentNotFound."""
+def get_agent(agent: uuid.UUID | str, *, tenant_id: uuid.UUID | None = None) -> AgentOut:
+    """The agent by id or by name (any case), or AgentNotFound; with `tenant_id`, only
+    that tenant's. Deleted agents are not found."""
     with reader() as tx:
-        return agents.find(tx, agent)
+        return agents.find(tx, agent, tenant_id=tenant_id)
 
 
-def list_agents() -> list[AgentOut]:
+def list_agents(*, tenant_id: uuid.UUID | None = None) -> list[AgentOut]:
+    """The tenant's agents (None: every tenant's), by name; deleted ones left out."""
     with reader() as tx:
-        return agents.all_agents(tx)
+        return agents.all_agents(tx, tenant_id)
+
+
+#: what `update_agent` may change
+UPDATABLE = (
+    "role",
+    "backstory",
+    "goal",
+    "system_prompt",
+    "model_config",
+    "max_concurrent_jobs",
+    "rate_limit_per_minute",
+)
+#: the longest text each prompt field may hold (as in the API's bodies)
+_TEXT_LIMITS = {"role": 10_000, "backstory": 10_000, "goal": 10_000, "system_prompt": 50_000}
+
+
+def _text(field: str, value: Any) -> None:
+    if value is None and field == "system_prompt":
+        return
+    if not isinstance(value, str) or len(value) > _TEXT_LIMITS[field]:
+        raise InvalidInput(field, f"must be a string of at most {_TEXT_LIMITS[field]} characters")
+    if "\x00" in value:
+        raise InvalidInput(field, "must not contain NUL characters")
+
+
+def _changes(found: AgentOut, changes: dict[str, Any]) -> dict[str, Any]:
+    """The columns to set for `changes`, checked as `create_agent` checks them: the
+    model_config given is merged over the stored one (a key set to None is removed), and
+    the limits are checked against the (new) profile's caps."""
+    columns: dict[str, Any] = {}
+    for field, value in changes.items():
+        if field not in UPDATABLE:
+            raise InvalidInput(field, f"cannot be changed; updatable: {', '.join(UPDATABLE)}")
+        if field in _TEXT_LIMITS:
+            _text(field, value)
+            columns[field] = value
+    if {"model_config", "max_concurrent_jobs", "rate_limit_per_minute"} & changes.keys():
+        given = changes.get("model_config") or {}
+        if not isinstance(given, dict):
+            raise InvalidInput("model_config", "must be an object")
+        kept = {k: v for k, v in found.model_config_.items() if k in AGENT_KEYS}
+        merged = {k: v for k, v in {**kept, **given}.items() if v is not None}
+        profile, cfg = _model_config(merged)
+        concurrent = changes.get("max_concurrent_jobs", found.max_concurrent_jobs)
+        rate = changes.get("rate_limit_per_minute", found.rate_limit_per_minute)
+        _limit("max_concurrent_jobs", concurrent, profile.max_concurrent_jobs, profile)
+        _limit("rate_limit_per_minute", rate, profile.rate_limit_per_minute, profile)
+        columns.update(
+            model_config_=cfg,
+            provider=profile.provider,
+            max_concurrent_jobs=concurrent,
+            rate_limit_per_minute=rate,
+        )
+    return columns
+
+
+def update_agent(
+    agent: uuid.UUID | str, *, tenant_id: uuid.UUID | None = None, **changes: Any
+) -> AgentOut:
+    """Change an agent's prompt fields (role, backstory, goal, system_prompt), its model
+    (`model_config`: profile, max_tokens, temperature, timeout, within the profile's caps,
+    as `create_agent` checks them) and its limits; what is not given keeps its value.
+    With `tenant_id`, only that tenant's agent. Publishes `agent.updated`."""
+    wake = False
+    with transaction() as tx:
+        found = agents.find(tx, agent, lock=True, tenant_id=tenant_id)
+        columns = _changes(found, changes)
+        if not columns:
+            return found
+        if (
+            found.status == AgentStatus.BUSY
+            and columns.get("max_concurrent_jobs", 0) > found.max_concurrent_jobs
+        ):
+            # more room: it may claim again (a claim at its limit marks it busy again)
+            columns["status"] = AgentStatus.ACTIVE
+            wake = True
+        out = agents.update_agent(tx, found.id, **columns)
+        updated = events.AgentLifecycle(
+            agent_id=out.id, status=out.status, name=out.name, event_type="agent.updated"
+        )
+        rows = outbox.insert_events(tx, [updated])
+    effects.run(Effects(events=rows))
+    if wake:
+        effects.wake_agent(out.id)
+    return out
+
+
+def delete_agent(agent: uuid.UUID | str, *, tenant_id: uuid.UUID | None = None) -> None:
+    """Delete an agent (soft): stopped first as `stop_agent` does (its unfinished jobs
+    fail visibly with the reason, its running calls stop), then left out of lookups and
+    lists and never chosen to answer again; its name is free again in its tenant. With
+    `tenant_id`, only that tenant's agent. Publishes `agent.deleted`."""
+    found = get_agent(agent, tenant_id=tenant_id)
+    for _ in range(5):
+        if found.status != AgentStatus.INACTIVE:
+            found = _transition(found.id, "stop")
+        with transaction() as tx:
+            found = agents.find(tx, found.id, lock=True)
+            if found.status != AgentStatus.INACTIVE:
+                continue  # started again meanwhile: stop it again
+            agents.mark_deleted(tx, found.id, utcnow())
+            deleted = events.AgentLifecycle(
+                agent_id=found.id, status=found.status, name=found.name, event_type="agent.deleted"
+            )
+            rows = outbox.insert_events(tx, [deleted])
+        effects.run(Effects(events=rows))
+        return
+    raise Conflict(f"agent {found.name} keeps being started; cannot delete it now")
 
 
 #: what each lifecycle command does: the statuses it applies to, the status it sets, its event

@@ -10,9 +10,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, select, update
+from sqlalchemy.exc import IntegrityError
 
-from agentq.errors import AgentNotFound
+from agentq.errors import AgentNotFound, Conflict
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus, JobStatus
 from agentq.store import tables
@@ -104,38 +105,93 @@ def free_slot(tx: Tx, agent_id: uuid.UUID, *, responded_at: datetime | None = No
 
 
 # -- agents, for producers and operators ----------------------------------------------------
+# Deleted agents (deleted_at set) are left out of every lookup below: to a caller they do
+# not exist. The statements of a running turn (above) still reach them by id.
+
+#: the agents that are not deleted
+_LIVE = Agent.deleted_at.is_(None)
 
 
-def exists_named(tx: Tx, name: str) -> bool:
-    """Whether an agent has this name."""
-    return tx.connection().execute(select(A.c.id).where(A.c.name == name)).first() is not None
+def _named(name: str) -> ColumnElement[bool]:
+    # the unique index is on lower(name): the same rule as @mentions
+    return func.lower(Agent.name) == name.lower()
+
+
+def exists_named(tx: Tx, name: str, tenant_id: uuid.UUID) -> bool:
+    """Whether a live agent of the tenant has this name, in any case."""
+    query = select(Agent.id).where(Agent.tenant_id == tenant_id, _named(name), _LIVE)
+    return tx.scalar(query) is not None
 
 
 def create(tx: Tx, **columns: Any) -> AgentOut:
-    """A new agent with `columns` (`model_config_` for its model configuration)."""
+    """A new agent with `columns` (`model_config_` for its model configuration); Conflict
+    if its tenant has a live agent of that name (in any case), also when a concurrent
+    create got there first: the unique index decides."""
     agent = Agent(**columns)
     tx.add(agent)
-    tx.flush()
+    try:
+        tx.flush()
+    except IntegrityError as exc:
+        if "unique" not in str(exc.orig).lower():
+            raise
+        raise Conflict(f"an agent named {columns.get('name')!r} already exists") from None
     return AgentOut.model_validate(agent)
 
 
-def find(tx: Tx, agent: uuid.UUID | str, *, lock: bool = False) -> AgentOut:
-    """The agent by id or by name (locked with `lock`), or AgentNotFound."""
+def find(
+    tx: Tx, agent: uuid.UUID | str, *, lock: bool = False, tenant_id: uuid.UUID | None = None
+) -> AgentOut:
+    """The live agent by id or by name (any case), locked with `lock`, or AgentNotFound.
+
+    With `tenant_id`, only that tenant's agents are found. Without it, an id finds the
+    agent of any tenant, and a name must be one tenant's only (else Conflict: give the
+    id or the tenant)."""
+    query = select(Agent).where(_LIVE)
+    if tenant_id is not None:
+        query = query.where(Agent.tenant_id == tenant_id)
     try:
-        query = select(Agent).where(Agent.id == uuid.UUID(str(agent)))
+        query = query.where(Agent.id == uuid.UUID(str(agent)))
     except ValueError:
-        query = select(Agent).where(Agent.name == str(agent))
+        query = query.where(_named(str(agent))).limit(2)
     if lock:
         query = query.with_for_update(key_share=True)
-    row = tx.scalar(query)
-    if row is None:
+    rows = tx.scalars(query).all()
+    if not rows:
         raise AgentNotFound(agent)
+    if len(rows) > 1:
+        raise Conflict(f"agents of several tenants are named {agent!r}; give its id or tenant")
+    return AgentOut.model_validate(rows[0])
+
+
+def all_agents(tx: Tx, tenant_id: uuid.UUID | None = None) -> list[AgentOut]:
+    """The live agents of the tenant (None: of every tenant), by name."""
+    query = select(Agent).where(_LIVE).order_by(Agent.name, Agent.id)
+    if tenant_id is not None:
+        query = query.where(Agent.tenant_id == tenant_id)
+    return [AgentOut.model_validate(a) for a in tx.scalars(query)]
+
+
+def update_agent(tx: Tx, agent_id: uuid.UUID, **columns: Any) -> AgentOut:
+    """Set `columns` of the live agent (`model_config_` for its model configuration)."""
+    row = tx.scalar(select(Agent).where(Agent.id == agent_id, _LIVE).with_for_update())
+    if row is None:
+        raise AgentNotFound(agent_id)
+    for column, value in columns.items():
+        setattr(row, column, value)
+    tx.flush()
     return AgentOut.model_validate(row)
 
 
-def all_agents(tx: Tx) -> list[AgentOut]:
-    """Every agent, by name."""
-    return [AgentOut.model_validate(a) for a in tx.scalars(select(Agent).order_by(Agent.name))]
+def mark_deleted(tx: Tx, agent_id: uuid.UUID, now: datetime) -> str | None:
+    """Delete the agent (soft) unless it is deleted already; its status, or None if it
+    was not live. Its name is free again in its tenant."""
+    done = tx.connection().execute(
+        update(A)
+        .where(A.c.id == agent_id, A.c.deleted_at.is_(None))
+        .values(deleted_at=now, updated_at=now)
+        .returning(A.c.status)
+    )
+    return done.scalar()
 
 
 def set_status(tx: Tx, agent_id: uuid.UUID, status: AgentStatus) -> None:

@@ -94,11 +94,24 @@ class Conversation(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
+    __table_args__ = (
+        # Names are @mentions, which match case-insensitively: one live agent a name
+        # (any case) in a tenant. Another tenant's names are no concern of this one's.
+        Index(
+            "uq_agents_tenant_name",
+            "tenant_id",
+            text("lower(name)"),
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
-    #: the API tenant that owns it; None for agents made in-process (no API key)
-    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: the tenant that owns it (agents made in-process: the Client's or CLI's tenant,
+    #: by default the tenant named "default")
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
     role: Mapped[str] = mapped_column(Text, default="")
     backstory: Mapped[str] = mapped_column(Text, default="")
     goal: Mapped[str] = mapped_column(Text, default="")
@@ -113,6 +126,8 @@ class Agent(Base):
     last_response_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: set when deleted (soft): hidden from lists and lookups, never a responder again
+    deleted_at: Mapped[datetime | None]
 
 
 class Participant(Base):

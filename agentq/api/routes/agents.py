@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from agentq.api.auth import Caller
-from agentq.api.models import AgentIn
-from agentq.ops import agents, tenancy
+from agentq.api.models import AgentIn, AgentPatch
+from agentq.ops import agents
 from agentq.ops.tenancy import own_agent
 from agentq.schemas import AgentOut
 
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 @router.post("", status_code=201, response_model=AgentOut)
 def create_agent(body: AgentIn, who: Caller) -> AgentOut:
     """Create an agent owned by the key's tenant, on one of the operator's model profiles
-    (`model_config.profile`, default "default"). Names are unique (they are @mentions)."""
+    (`model_config.profile`, default "default"). Names are @mentions: unique in the
+    tenant in any case (409); other tenants' names do not matter."""
     fields = body.model_dump(exclude={"name", "model_config_"}, by_alias=False)
     model_config = body.model_config_.model_dump(exclude_none=True)
     return agents.create_agent(
@@ -28,13 +29,33 @@ def create_agent(body: AgentIn, who: Caller) -> AgentOut:
 
 @router.get("", response_model=list[AgentOut])
 def list_agents(who: Caller) -> list[AgentOut]:
-    return tenancy.list_agents(who)
+    """The tenant's agents, by name (deleted ones left out)."""
+    return agents.list_agents(tenant_id=who.tenant_id)
 
 
 @router.get("/{agent_id}", response_model=AgentOut)
 def get_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
-    own_agent(who, agent_id)
-    return agents.get_agent(agent_id)
+    return agents.get_agent(agent_id, tenant_id=who.tenant_id)
+
+
+@router.patch("/{agent_id}", response_model=AgentOut)
+def update_agent(agent_id: uuid.UUID, body: AgentPatch, who: Caller) -> AgentOut:
+    """Change prompt fields, the model (profile and generation parameters, within the
+    profile's caps) and limits; fields not given keep their value. Publishes
+    `agent.updated`."""
+    changes = body.model_dump(exclude_unset=True, by_alias=False)
+    if "model_config_" in changes:
+        changes["model_config"] = changes.pop("model_config_") or {}
+    return agents.update_agent(agent_id, tenant_id=who.tenant_id, **changes)
+
+
+@router.delete("/{agent_id}", status_code=204, response_class=Response)
+def delete_agent(agent_id: uuid.UUID, who: Caller) -> Response:
+    """Delete (soft): stopped first (its unfinished jobs fail visibly), then gone from
+    lists and lookups, never chosen to answer again; its name is free again. Publishes
+    `agent.deleted`."""
+    agents.delete_agent(agent_id, tenant_id=who.tenant_id)
+    return Response(status_code=204)
 
 
 @router.post("/{agent_id}/pause", response_model=AgentOut)
