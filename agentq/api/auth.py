@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends
@@ -9,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentq.api.problems import Unauthorized
-from agentq.ops.keys import Principal, verify
+from agentq.ops.keys import Principal, is_active, verify
 
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key from `agentq keys create`.")
 
 
@@ -27,3 +29,13 @@ async def principal(
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+
+async def still_valid(who: Principal) -> bool:
+    """Whether the caller's key is still unrevoked (a long-lived stream asks now and
+    then). A failed lookup counts as valid: the next one decides."""
+    try:
+        return await run_in_threadpool(is_active, who.key_id)
+    except Exception as exc:  # noqa: BLE001 - the database is away: ask again later
+        log.warning("key re-check failed: %s", type(exc).__name__)
+        return True

@@ -15,8 +15,21 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     #: request bodies above this answer 413; a message is at most 32k characters (4 bytes each)
     max_body_bytes: int = 1_048_576
-    #: the longest `?wait=` honoured: a request holds a server thread while it waits
+    #: the longest `?wait=` honoured (a waiting request holds no server thread)
     max_wait_seconds: float = 60.0
+    #: `?wait=` posts of one tenant waiting at once, over all API processes; past it a
+    #: post with `?wait=` answers 429 and stores nothing
+    max_waits_per_tenant: int = Field(default=20, ge=1)
+    #: SSE streams of one tenant open at once, over all API processes; past it 429
+    max_streams_per_tenant: int = Field(default=20, ge=1)
+    #: a waiting post looks at the database this often even when no event woke it
+    wait_recheck_seconds: float = Field(default=2.0, gt=0)
+    #: an open stream checks this often that its key is still valid (and ends if not)
+    key_recheck_seconds: float = Field(default=10.0, gt=0)
+    #: `Retry-After` of a 429 for too many open streams
+    stream_retry_after_seconds: int = Field(default=10, ge=1)
+    #: Redis connections one API process opens at most for waits and streams
+    redis_max_connections: int = Field(default=1000, ge=10)
     #: SSE comment lines this often, so that proxies keep an idle stream open
     sse_heartbeat_seconds: float = 15.0
     #: serve `/metrics` (with the per-agent gauges) on this port of its own, for

@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from agentq.clock import utcnow
 from agentq.errors import InvalidInput, NotFound
 from agentq.store import tenancy
 from agentq.store.tenancy import KeyInfo
 
-__all__ = ["KeyInfo", "Principal", "create_key", "hash_key", "list_keys", "revoke_key", "verify"]
+__all__ = [
+    "KeyInfo",
+    "Principal",
+    "create_key",
+    "hash_key",
+    "is_active",
+    "list_keys",
+    "revoke_key",
+    "verify",
+]
 
 #: every key starts with it, so that secret scanners and humans recognise one
 KEY_PREFIX = "aq_"
@@ -24,6 +37,12 @@ KEY_PREFIX = "aq_"
 KEY_BYTES = 32
 #: how many characters of a key are kept in clear to tell keys apart
 SHOWN_CHARS = 10
+#: a key's `last_used_at` is written at most this often
+USE_RESOLUTION = timedelta(minutes=1)
+#: keys whose use this process recorded lately (key id -> monotonic time), so that a busy
+#: key costs one write a minute, not one a request
+_recorded: dict[uuid.UUID, float] = {}
+_recorded_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,32 @@ def verify(key: str) -> Principal | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     row = tenancy.key_principal(hash_key(key))
-    return Principal(row[0], row[1]) if row else None
+    if row is None:
+        return None
+    key_id, tenant_id, last_used = row
+    _record_use(key_id, last_used)
+    return Principal(key_id, tenant_id)
+
+
+def _record_use(key_id: uuid.UUID, last_used: datetime | None) -> None:
+    """Keep `last_used_at` to the minute: written only when it is a minute old, and by
+    this process at most once a minute per key."""
+    now = utcnow()
+    if last_used is not None and now - last_used < USE_RESOLUTION:
+        return
+    tick = time.monotonic()
+    with _recorded_lock:
+        if tick - _recorded.get(key_id, -1e9) < USE_RESOLUTION.total_seconds():
+            return
+        if len(_recorded) > 10_000:
+            _recorded.clear()
+        _recorded[key_id] = tick
+    tenancy.touch_api_key(key_id, now, now - USE_RESOLUTION)
+
+
+def is_active(key_id: uuid.UUID) -> bool:
+    """Whether the key still exists unrevoked (an open stream asks now and then)."""
+    return tenancy.key_active(key_id)
 
 
 def list_keys() -> list[KeyInfo]:

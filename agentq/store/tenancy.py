@@ -6,17 +6,20 @@ what it gets. Only a key's sha256 is ever stored or looked up, never the key.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentq.clock import utcnow
 from agentq.errors import Conflict
 from agentq.store.models import Agent, ApiKey, Conversation, Job, Tenant
 from agentq.store.session import reader, transaction
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,27 @@ class KeyInfo:
     tenant: str
     created_at: datetime
     revoked_at: datetime | None = None
+    #: when the key was last used, to the minute (None: never)
+    last_used_at: datetime | None = None
 
 
 # Statements built once.
 #: the tenant named :name
 _TENANT_BY_NAME = select(Tenant).where(Tenant.name == bindparam("name"))
-#: (key id, tenant id) of the unrevoked key with hash :key_hash
-_KEY_BY_HASH = select(ApiKey.id, ApiKey.tenant_id).where(
+#: (key id, tenant id, last used) of the unrevoked key with hash :key_hash
+_KEY_BY_HASH = select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at).where(
     ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)
+)
+#: the id of key :key_id if it is not revoked
+_KEY_ACTIVE = select(ApiKey.id).where(ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None))
+#: set key :key_id's last use to :now unless it was set at :stale_before or later
+_TOUCH_KEY = (
+    update(ApiKey)
+    .where(
+        ApiKey.id == bindparam("key_id"),
+        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("stale_before")),
+    )
+    .values(last_used_at=bindparam("now"))
 )
 #: every key with its tenant's name, oldest first
 _ALL_KEYS = (
@@ -89,11 +105,30 @@ def insert_api_key(tenant_name: str, name: str, prefix: str, key_hash: str) -> K
         return KeyInfo(key.id, key.name, key.prefix, tenant.id, tenant.name, key.created_at)
 
 
-def key_principal(key_hash: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """The (key id, tenant id) of the unrevoked key whose sha256 is `key_hash`, or None."""
+def key_principal(key_hash: str) -> tuple[uuid.UUID, uuid.UUID, datetime | None] | None:
+    """The (key id, tenant id, last use) of the unrevoked key whose sha256 is `key_hash`,
+    or None."""
     with reader() as session:
         row = session.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2]) if row else None
+
+
+def key_active(key_id: uuid.UUID) -> bool:
+    """Whether key `key_id` exists and is not revoked (one primary-key read)."""
+    with reader() as session:
+        return session.execute(_KEY_ACTIVE, {"key_id": key_id}).first() is not None
+
+
+def touch_api_key(key_id: uuid.UUID, now: datetime, stale_before: datetime) -> None:
+    """Record a use of key `key_id` at `now`, unless one at `stale_before` or later is
+    recorded already. Best effort: a failure is logged, never raised."""
+    try:
+        with transaction() as session:
+            session.connection().execute(
+                _TOUCH_KEY, {"key_id": key_id, "now": now, "stale_before": stale_before}
+            )
+    except SQLAlchemyError as exc:
+        log.warning("last use of key %s not recorded: %s", key_id, type(exc).__name__)
 
 
 def list_api_keys() -> list[KeyInfo]:
@@ -101,7 +136,9 @@ def list_api_keys() -> list[KeyInfo]:
     with reader() as session:
         rows = session.execute(_ALL_KEYS).all()
         return [
-            KeyInfo(k.id, k.name, k.prefix, k.tenant_id, t, k.created_at, k.revoked_at)
+            KeyInfo(
+                k.id, k.name, k.prefix, k.tenant_id, t, k.created_at, k.revoked_at, k.last_used_at
+            )
             for k, t in rows
         ]
 

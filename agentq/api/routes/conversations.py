@@ -6,14 +6,16 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from agentq import turn
+from agentq.api import slots, waits
 from agentq.api.auth import Caller
 from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
-from agentq.api.problems import IdempotencyKeyReused, Problem
+from agentq.api.problems import IdempotencyKeyReused, NotReady, Problem
 from agentq.api.settings import api_settings
-from agentq.client import Client
-from agentq.errors import Conflict, ProviderError, Timeout
+from agentq.errors import Conflict, ProviderError
 from agentq.ops import conversations, jobs, tenancy
 from agentq.ops.tenancy import own_agent, own_conversation
 from agentq.schemas import ConversationOut, MessageOut, ParticipantOut, PostedMessage
@@ -78,9 +80,15 @@ def list_participants(conversation_id: uuid.UUID, who: Caller) -> list[Participa
     responses={
         202: {"model": PostResult, "description": "Accepted; no reply within `wait` seconds."},
         422: {"model": Problem, "description": "Invalid body, or Idempotency-Key reused."},
+        429: {
+            "model": Problem,
+            "description": "`?wait=` while the tenant's waiting posts are at their cap "
+            "(AGENTQ_API_MAX_WAITS_PER_TENANT): nothing was stored; retry after "
+            "`Retry-After` seconds, or post without `wait`.",
+        },
     },
 )
-def post_message(
+async def post_message(
     conversation_id: uuid.UUID,
     body: MessageIn,
     who: Caller,
@@ -89,35 +97,69 @@ def post_message(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
     wait: Annotated[float, Query(ge=0, le=600, description="Seconds to wait for the reply.")] = 0,
-) -> PostResult:
+) -> PostResult | JSONResponse:
     """Post a message; it is stored before this answers, and agents answer it.
 
     With `Idempotency-Key`, a retry with the same body answers the first message again
     (header `Idempotent-Replayed: true`) and writes nothing; the same key with another
     body is a 422. With `?wait=SECONDS`, the answer holds the agent's reply, or is a 202
-    with the job id if there was no reply in time.
+    with the job id if there was no reply in time. A tenant has at most
+    AGENTQ_API_MAX_WAITS_PER_TENANT posts waiting at once: past that a post with `wait`
+    is refused whole (429 with `Retry-After`, nothing stored).
     """
-    own_conversation(who, conversation_id)
-    posted = _post(conversation_id, body, idempotency_key)
-    if posted.duplicate:
-        response.headers["Idempotent-Replayed"] = "true"
-    message = MessageOut.model_validate(posted.model_dump(exclude={"duplicate"}))
-    result = PostResult(message=message, duplicate=posted.duplicate)
+    await run_in_threadpool(own_conversation, who, conversation_id)
     wait = min(wait, api_settings().max_wait_seconds)
+    lease: slots.Lease | None = None
     if wait > 0:
         try:
-            result.reply = Client().wait_for_reply(posted.id, timeout=wait)
-            result.job_status = "completed"
-        except Timeout:
-            response.status_code = 202
-        except ProviderError:
-            result.job_status = "failed"
-        job_ids = jobs.jobs_for_message(posted.id)
-        if job_ids:
-            result.job_id = job_ids[-1]
-            if result.job_status is None:
-                result.job_status = jobs.get_job(result.job_id).status
-    return result
+            lease = await _wait_slot(who.tenant_id, wait)
+        except slots.Busy as busy:
+            return busy.response()
+    try:
+        posted = await run_in_threadpool(_post, conversation_id, body, idempotency_key)
+        if posted.duplicate:
+            response.headers["Idempotent-Replayed"] = "true"
+        message = MessageOut.model_validate(posted.model_dump(exclude={"duplicate"}))
+        result = PostResult(message=message, duplicate=posted.duplicate)
+        if wait > 0:
+            try:
+                result.reply = await waits.reply_to(posted.id, conversation_id, wait)
+            except ProviderError:
+                result.job_status = "failed"
+            if result.reply is not None:
+                result.job_status = "completed"
+            elif result.job_status is None:
+                response.status_code = 202
+            result.job_id, status = await run_in_threadpool(_job_of, posted.id)
+            result.job_status = result.job_status or status
+        return result
+    finally:
+        if lease is not None:
+            await lease.release()
+
+
+async def _wait_slot(tenant_id: uuid.UUID, wait: float) -> slots.Lease:
+    """One of the tenant's waiting slots, for `wait` seconds; Busy past the cap."""
+    cap = api_settings().max_waits_per_tenant
+    try:
+        got = await slots.acquire("waits", tenant_id, cap, wait)
+    except Exception as exc:  # noqa: BLE001 - Redis down: no cap can be kept
+        raise NotReady(f"waiting unavailable: {type(exc).__name__}; post without wait") from exc
+    if isinstance(got, slots.Lease):
+        return got
+    raise slots.Busy(
+        f"{cap} posts of this tenant are waiting for replies already "
+        "(AGENTQ_API_MAX_WAITS_PER_TENANT); nothing was stored",
+        slots.retry_after(min(got, api_settings().max_wait_seconds)),
+    )
+
+
+def _job_of(message_id: uuid.UUID) -> tuple[uuid.UUID | None, str | None]:
+    """The last job answering the message and its status, if there is one yet."""
+    job_ids = jobs.jobs_for_message(message_id)
+    if not job_ids:
+        return None, None
+    return job_ids[-1], jobs.get_job(job_ids[-1]).status
 
 
 def _post(conversation_id: uuid.UUID, body: MessageIn, key: str | None) -> PostedMessage:
