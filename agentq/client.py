@@ -243,9 +243,11 @@ class Client:
         """Run a failed or cancelled job again, with fresh attempts."""
         return jobs.retry_job(job_id)
 
-    def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """The stored event feed after event id `since`, oldest first."""
-        return bus.read_feed(after=since, limit=limit)
+    def events(self, since: str | int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The stored event feed after the cursor `since` (0: from the start), in commit
+        order: continue with the last record's `cursor` and no event is skipped or
+        repeated, whatever commits meanwhile. A malformed cursor: InvalidInput."""
+        return bus.read_feed(after=since, limit=limit, field="since")
 
     def stream(
         self, conversation_id: uuid.UUID | str, *, timeout: float | None = None

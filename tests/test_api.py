@@ -18,6 +18,7 @@ import pytest
 
 from agentq import status
 from agentq.ops.keys import create_key
+from agentq.runtime import bus
 from tests.api_support import Server, api_server, cli_create_key
 from tests.conftest import Live, apply_env
 from tests.helpers import events_of, wait_until
@@ -334,7 +335,7 @@ def test_event_feed_is_replayable_from_any_point(server: Server, keys: Keys) -> 
             json={"author_id": dm.user_id, "content": "log this"},
         )
         mine: list[dict[str, Any]] = []
-        after = 0
+        after = "0"
         while True:
             page = http.get("/v1/events", params={"after": after, "limit": 200}).json()
             mine += [e for e in page["items"] if e["conversation_id"] == dm.conversation_id]
@@ -347,11 +348,13 @@ def test_event_feed_is_replayable_from_any_point(server: Server, keys: Keys) -> 
             < types.index("agent.responding")
             < types.index("agent.responded")
         )
-        middle = mine[1]["id"]
+        middle = mine[1]["cursor"]
         again = http.get("/v1/events", params={"after": middle, "limit": 500}).json()["items"]
         assert [e["id"] for e in again if e["conversation_id"] == dm.conversation_id] == [
-            e["id"] for e in mine if e["id"] > middle
+            e["id"] for e in mine[2:]
         ]
+        bad = http.get("/v1/events", params={"after": mine[1]["id"]})
+        assert bad.status_code == 422 and bad.json()["field"] == "after"
 
 
 def test_stream_shows_responding_then_the_reply(server: Server, keys: Keys) -> None:
@@ -402,15 +405,32 @@ def test_reconnecting_with_last_event_id_misses_nothing(
             what="the jobs",
         )
         cid = uuid.UUID(dm.conversation_id)
-        stored = [e.id for e in events_of(cid) if e.id > int(seen["id"])]
+        # the SSE id is the stream's place in commit order: resuming there replays, in
+        # commit order and once each, every stored event after it
+        # (an event shows once every transaction on the server older than its own ended)
+        resume = seen["id"]
+        stored = {e.id for e in events_of(cid) if e.id > seen["data"]["id"]}
+
+        def replayable() -> list[int]:
+            page = bus.read_feed(after=resume, limit=10_000, conversation_id=cid)
+            ids = [r["id"] for r in page]
+            return ids if stored <= set(ids) else []
+
+        expected = wait_until(replayable, what="the stored events in the feed")
         second = SSE(
-            stream_url(server, dm.conversation_id), {**auth, "Last-Event-ID": seen["id"]}
+            stream_url(server, dm.conversation_id), {**auth, "Last-Event-ID": resume}
         ).start()
         try:
-            second.wait_for(lambda e: int(e["id"]) == stored[-1])
+            second.wait_for(lambda e: e["data"]["id"] == expected[-1])
         finally:
             second.close()
-        assert [int(e["id"]) for e in second.events] == stored
+        assert [e["data"].get("id") for e in second.events] == expected
+        bad = httpx.get(
+            stream_url(server, dm.conversation_id),
+            headers={**auth, "Last-Event-ID": str(seen["data"]["id"])},
+            timeout=10,
+        )
+        assert bad.status_code == 422 and bad.json()["field"] == "Last-Event-ID"
 
 
 def test_stream_category_filter_keeps_only_those_status_categories(

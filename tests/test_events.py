@@ -8,6 +8,7 @@ import pytest
 
 import agentq
 from agentq import events
+from agentq.errors import InvalidInput
 from agentq.runtime import bus
 from tests.conftest import Live
 from tests.helpers import make_dm, wait_until
@@ -49,8 +50,12 @@ def test_feed_is_replayable_from_any_point(db: str) -> None:
         client.post_message(conv.id, user.id, f"m{i}")
     feed = [e for e in client.events(since=0, limit=10_000) if e["conversation_id"] == str(conv.id)]
     assert [e["payload"]["seq"] for e in feed if e["type"] == "message.created"] == [1, 2, 3]
-    later = client.events(since=feed[1]["id"], limit=10_000)
+    later = client.events(since=feed[1]["cursor"], limit=10_000)
     assert [e["id"] for e in later if e["conversation_id"] == str(conv.id)] == [feed[2]["id"]]
+    # the cursor is opaque and checked: an event id is not one
+    with pytest.raises(InvalidInput) as caught:
+        client.events(since=feed[1]["id"])
+    assert caught.value.field == "since"
 
 
 def test_published_events_are_marked_in_batches(db: str) -> None:

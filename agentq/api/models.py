@@ -155,17 +155,22 @@ class EventRecord(BaseModel):
     conversation_id: uuid.UUID | None
     payload: dict[str, Any]
     created_at: str
+    #: opaque: pass as `after` to continue after this event
+    cursor: str | None = None
 
 
 class EventPage(BaseModel):
     items: list[EventRecord]
-    #: pass as `after` for the next page (it moves past events you may not see, too)
-    next_after: int
+    #: opaque cursor: pass as `after` for the next page (it moves past events you may
+    #: not see, too); the same as `after` when there is nothing new yet
+    next_after: str
 
 
 __all__ = [
     "AgentIn",
     "AgentModelConfig",
+    "AgentModelConfigPatch",
+    "AgentPatch",
     "AgentOut",
     "ConversationIn",
     "ConversationOut",

@@ -67,15 +67,16 @@ def list_jobs(
     )
 
 
-def read_feed(who: Principal, *, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """Feed records of the tenant's conversations and agents with id > `after`, oldest
-    first, and the id to continue after: past other tenants' events too, so a page may
-    hold fewer than `limit` records without being the end."""
+def read_feed(who: Principal, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str]:
+    """Feed records of the tenant's conversations and agents after the cursor `after`,
+    in commit order, and the cursor to continue after: past other tenants' events too,
+    so a page may hold fewer than `limit` records without being the end. A malformed
+    cursor is an InvalidInput naming `after`."""
     rows = feed.tenant_feed(who.tenant_id, after=after, limit=limit)
     mine = agent_ids(who) if any(r.conversation_id is None for r in rows) else set()
     records = [
-        feed_record(r)
+        {**feed_record(r), "cursor": r.cursor}
         for r in rows
         if r.conversation_id is not None or str(r.payload.get("agent_id")) in mine
     ]
-    return records, rows[-1].id if rows else after
+    return records, rows[-1].cursor if rows else feed.check_cursor(after, "after")

@@ -197,7 +197,31 @@ def publish_unpublished(older_than: datetime, limit: int = 1000) -> int:
 
 
 def read_feed(
-    after: int = 0, limit: int = 100, conversation_id: uuid.UUID | None = None
+    after: str | int | None = None,
+    limit: int = 100,
+    conversation_id: uuid.UUID | None = None,
+    *,
+    field: str = "after",
 ) -> list[dict[str, Any]]:
-    """The stored feed after event id `after`, oldest first: replayable from any point."""
-    return [feed_record(r) for r in feed.read_feed(after, limit, conversation_id)]
+    """The stored feed after the cursor `after` ("0" or None: from the start), in commit
+    order: replayable from any point, and no event is ever skipped or repeated by a
+    reader that continues from the `cursor` of the last record it got. A malformed
+    cursor is an InvalidInput naming `field`.
+
+    Only records read here carry a `cursor`: a live record's position is no place to
+    resume from, as transactions that began earlier may still commit events before it.
+    """
+    return [
+        {**feed_record(r), "cursor": r.cursor}
+        for r in feed.read_feed(after, limit, conversation_id, field=field)
+    ]
+
+
+def feed_tail(conversation_id: uuid.UUID) -> str:
+    """The cursor after the conversation's last event the feed hands out now."""
+    return feed.tail(conversation_id)
+
+
+def check_cursor(raw: str | int | None, field: str) -> str:
+    """`raw` as a canonical feed cursor, or an InvalidInput naming `field`."""
+    return feed.check_cursor(raw, field)

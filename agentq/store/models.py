@@ -269,7 +269,11 @@ class AgentConversationContext(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_unpublished", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_events_unpublished", "published_at", "id"),
+        Index("ix_events_commit_order", "txid", "id"),
+        Index("ix_events_conversation_commit_order", "conversation_id", "txid", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
@@ -277,6 +281,10 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None]
+    #: the writing transaction's id on PostgreSQL (migration 0004 makes that the server
+    #: default): the feed reads (txid, id) in order, which is commit order; 0 on SQLite,
+    #: where id order is commit order already
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class Tenant(Base):

@@ -1,9 +1,13 @@
 """`/v1/conversations/{id}/stream`: a conversation's events as Server-Sent Events.
 
-The stream replays the stored feed after `Last-Event-ID` (or `?after=`) and then follows
-the conversation's Redis channel live. Stored events carry their feed id as the SSE `id`,
-so a client that reconnects with the standard `Last-Event-ID` header misses none of them;
-live status updates are not stored and have no id.
+The stream replays the stored feed after `Last-Event-ID` (or `?after=`) in commit order
+and then follows the conversation's Redis channel live. The SSE `id` is always a feed
+cursor the stream has reached in commit order, so a client that reconnects with the
+standard `Last-Event-ID` header misses no stored event: a replayed event carries its own
+cursor; an event delivered live (at once, before the feed may hand it out) carries the
+stream's cursor, which the stream moves past it by reading the feed again within about
+a second (sending an `id:`-only block), so a reconnect repeats at most the events of
+that last second. Live status updates and tokens are not stored and have no id.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from fastapi.responses import StreamingResponse
 
 from agentq.api.auth import Caller
 from agentq.api.problems import NotReady, Problem
-from agentq.api.routes.conversations import MAX_CURSOR
 from agentq.api.settings import api_settings
 from agentq.config import get_settings
 from agentq.errors import InvalidInput
 from agentq.events import AGENT_TOKEN, STATUS_CATEGORIES
 from agentq.ops.tenancy import own_conversation
-from agentq.runtime.bus import channel, read_feed
+from agentq.runtime.bus import channel, check_cursor, feed_tail, read_feed
 from agentq.status import BATCH_TYPE
 
 router = APIRouter(tags=["stream"])
@@ -38,6 +41,10 @@ router = APIRouter(tags=["stream"])
 REPLAY_PAGE = 500
 #: ids remembered to drop an event that arrives both by replay and live
 SEEN_MAX = 10_000
+#: how often the feed is read again while events delivered live are ahead of the cursor
+CATCH_UP_SECONDS = 1.0
+#: the longest cursor the feed hands out
+MAX_CURSOR_LENGTH = 52
 
 
 def _categories(raw: str | None) -> frozenset[str] | None:
@@ -53,17 +60,75 @@ def _categories(raw: str | None) -> frozenset[str] | None:
     return cats
 
 
-def _resume_from(last_event_id: str | None, after: int | None) -> int | None:
-    if last_event_id is None:
-        return after
-    if not last_event_id.isdigit() or int(last_event_id) > MAX_CURSOR:
-        raise InvalidInput("Last-Event-ID", "must be an event id from this stream")
-    return int(last_event_id)
+def _resume_from(last_event_id: str | None, after: str | None) -> str | None:
+    """The feed cursor to replay after, if any (a malformed one: InvalidInput)."""
+    if last_event_id is not None:
+        return check_cursor(last_event_id, "Last-Event-ID")
+    return None if after is None else check_cursor(after, "after")
 
 
-def _sse(rec: dict[str, Any]) -> str:
-    head = f"id: {rec['id']}\n" if rec.get("id") is not None else ""
+def _sse(rec: dict[str, Any], event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {rec['type']}\ndata: {json.dumps(rec)}\n\n"
+
+
+class _Place:
+    """Where a stream is in the stored feed (commit order), and the events it sent.
+
+    Stored events are sent once each, whether the feed or pub/sub brings them first.
+    One sent live is `ahead` of the cursor until a read of the feed passes it."""
+
+    def __init__(self, conversation_id: uuid.UUID, cursor: str, wanted: Any) -> None:
+        self.conversation_id = conversation_id
+        self.cursor = cursor
+        self.wanted = wanted
+        self.ahead: set[int] = set()
+        self.read_at = time.monotonic()
+        self._sent_cursor: str | None = None
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def first_time(self, event_id: int) -> bool:
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > SEEN_MAX:
+            self._seen.discard(self._order.popleft())
+        return True
+
+    def live(self, rec: dict[str, Any]) -> list[str]:
+        """A stored event pub/sub brought: sent now (once), the feed catches up later."""
+        if not self.first_time(rec["id"]):
+            return []
+        self.ahead.add(rec["id"])
+        return [self.sse(rec, self.cursor)] if self.wanted(rec) else []
+
+    def sse(self, rec: dict[str, Any], cursor: str) -> str:
+        self._sent_cursor = cursor
+        return _sse(rec, cursor)
+
+    async def read(self) -> AsyncIterator[str]:
+        """The feed after the cursor, page by page: the events not sent yet, then an
+        `id:`-only block if the cursor moved past events sent before."""
+        self.read_at = time.monotonic()
+        while True:
+            page = await run_in_threadpool(
+                read_feed, self.cursor, REPLAY_PAGE, self.conversation_id
+            )
+            out = []
+            for rec in page:
+                self.cursor = rec["cursor"]
+                self.ahead.discard(rec["id"])
+                if self.first_time(rec["id"]) and self.wanted(rec):
+                    out.append(self.sse(rec, self.cursor))
+            if out:
+                yield "".join(out)
+            if len(page) < REPLAY_PAGE:
+                break
+        if self._sent_cursor not in (None, self.cursor):
+            self._sent_cursor = self.cursor
+            yield f"id: {self.cursor}\n\n"
 
 
 @router.get(
@@ -87,9 +152,16 @@ async def stream(
         ),
     ] = None,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_CURSOR, description="Replay stored events after this id.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_CURSOR_LENGTH,
+            description="Replay stored events after this feed cursor (`0`: from the start).",
+        ),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=MAX_CURSOR_LENGTH)
+    ] = None,
     tokens: Annotated[
         bool,
         Query(
@@ -124,21 +196,9 @@ async def _events(
     pubsub: Any,
     client: aioredis.Redis,
     cats: frozenset[str] | None,
-    resume: int | None,
+    resume: str | None,
     tokens: bool,
 ) -> AsyncIterator[str]:
-    seen: set[int] = set()
-    order: deque[int] = deque()
-
-    def first_time(event_id: int) -> bool:
-        if event_id in seen:
-            return False
-        seen.add(event_id)
-        order.append(event_id)
-        if len(order) > SEEN_MAX:
-            seen.discard(order.popleft())
-        return True
-
     def wanted(rec: dict[str, Any]) -> bool:
         if cats is None or not str(rec.get("type", "")).startswith("status."):
             return True
@@ -147,18 +207,19 @@ async def _events(
     heartbeat = api_settings().sse_heartbeat_seconds
     try:
         yield "retry: 1000\n: connected\n\n"
-        if resume is not None:
-            last = resume
-            while True:
-                page = await run_in_threadpool(read_feed, last, REPLAY_PAGE, conversation_id)
-                for rec in page:
-                    last = rec["id"]
-                    if first_time(rec["id"]) and wanted(rec):
-                        yield _sse(rec)
-                if len(page) < REPLAY_PAGE:
-                    break
+        if resume is None:  # live from now: the stream's place is the feed's end
+            place = _Place(
+                conversation_id, await run_in_threadpool(feed_tail, conversation_id), wanted
+            )
+        else:
+            place = _Place(conversation_id, resume, wanted)
+            async for chunk in place.read():
+                yield chunk
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
+            if place.ahead and time.monotonic() - place.read_at >= CATCH_UP_SECONDS:
+                async for chunk in place.read():
+                    yield chunk
             msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 if time.monotonic() - quiet_since >= heartbeat:
@@ -173,8 +234,8 @@ async def _events(
                 out = [_sse(item) for item in data.get("items", []) if wanted(item)]
             elif data.get("type") == AGENT_TOKEN:  # streamed text: never stored, no id
                 out = [_sse(data)] if tokens else []
-            elif isinstance(data.get("id"), int) and first_time(data["id"]) and wanted(data):
-                out = [_sse(data)]
+            elif isinstance(data.get("id"), int):
+                out = place.live(data)
             else:
                 out = []
             if out:
