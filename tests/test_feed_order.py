@@ -3,12 +3,14 @@ concurrently, in transactions held open on purpose, gets every event exactly onc
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +25,23 @@ from agentq.store import outbox
 from agentq.store.session import transaction
 from tests.api_support import api_server, cli_create_key
 from tests.conftest import apply_env
+from tests.helpers import wait_until
 
 WRITERS = 4
 EVENTS = 600
 
 
 def write_concurrently(
-    conversation_id: uuid.UUID, url: str, writers: int = WRITERS, events: int = EVENTS
+    conversation_id: uuid.UUID,
+    url: str,
+    writers: int = WRITERS,
+    events: int = EVENTS,
+    written: list[int] | None = None,
 ) -> tuple[list[threading.Thread], list[BaseException]]:
     """`writers` threads storing `events` events of the conversation in all, 1 to 3 a
     transaction, each transaction held open 0-40 ms after its insert (pg_sleep), so
-    that ids are taken in one order and committed in another."""
+    that ids are taken in one order and committed in another. With `written`, the
+    events are also published after their commit (as agentq does) and their ids kept."""
     errors: list[BaseException] = []
     per_writer = events // writers
 
@@ -44,7 +52,7 @@ def write_concurrently(
             while done < per_writer:
                 batch = min(rnd.randint(1, 3), per_writer - done)
                 with transaction(url) as tx:
-                    outbox.insert_events(
+                    rows = outbox.insert_events(
                         tx,
                         [
                             MessageCreated(
@@ -57,6 +65,9 @@ def write_concurrently(
                         ],
                     )
                     tx.execute(text("SELECT pg_sleep(:s)"), {"s": rnd.uniform(0, 0.04)})
+                if written is not None:
+                    written.extend(r.id for r in rows)
+                    bus.publish(rows)
                 done += batch
                 time.sleep(rnd.uniform(0, 0.005))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -220,3 +231,85 @@ def test_http_malformed_cursor_is_422_naming_the_field(api: httpx.Client, cursor
     answer = api.get("/v1/events", params={"after": cursor})
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == "after"
+
+
+@dataclass
+class Stream:
+    """An SSE reader in a thread that keeps `Last-Event-ID` as a browser does (`id:`-only
+    blocks included): the stored events' ids land in `ids`."""
+
+    http: httpx.Client
+    path: str
+    last_id: str
+    ids: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Stream:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        headers = {**self.http.headers, "Last-Event-ID": self.last_id}
+        with (
+            httpx.Client(base_url=self.http.base_url, timeout=httpx.Timeout(5, read=30)) as c,
+            c.stream("GET", self.path, headers=headers) as r,
+        ):
+            assert r.status_code == 200
+            block: dict[str, str] = {}
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line:
+                    if not line.startswith(":"):
+                        name, _, value = line.partition(": ")
+                        block[name] = value
+                    continue
+                if "id" in block:
+                    self.last_id = block["id"]
+                if "data" in block:
+                    self.ids.append(json.loads(block["data"])["id"])
+                block = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(35)
+
+
+def test_sse_replay_and_resume_with_last_event_id_miss_nothing(pg: str, api: httpx.Client) -> None:
+    created = api.post("/v1/conversations", json={"kind": "dm", "title": "sse"})
+    assert created.status_code == 201, created.text
+    conv = created.json()["id"]
+    path = f"/v1/conversations/{conv}/stream"
+    written: list[int] = []
+    threads, errors = write_concurrently(uuid.UUID(conv), pg, written=written)
+    first = Stream(api, path, "0").start()
+    wait_until(lambda: len(first.ids) >= EVENTS // 4, timeout=60, what="a quarter")
+    first.stop()
+    # resumed where the first stream's Last-Event-ID says, while the writers go on
+    second = Stream(api, path, first.last_id).start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(written) == EVENTS
+    wait_until(
+        lambda: set(written) <= set(first.ids) | set(second.ids), timeout=60, what="every event"
+    )
+    second.stop()
+    for stream in (first, second):
+        repeated = [i for i, n in Counter(stream.ids).items() if n > 1]
+        assert not repeated, f"{len(repeated)} events repeated in one stream"
+    # a replay from the start, once all is written: every event once, in feed order
+    third = Stream(api, path, "0").start()
+    wait_until(lambda: len(third.ids) >= EVENTS, timeout=60, what="the replay")
+    third.stop()
+    feed: list[int] = []
+    cursor = "0"
+    while page := bus.read_feed(after=cursor, limit=500, conversation_id=uuid.UUID(conv)):
+        feed += [r["id"] for r in page]
+        cursor = page[-1]["cursor"]
+    mine = set(written)
+    assert [i for i in third.ids if i in mine] == [i for i in feed if i in mine]
+    assert sorted(i for i in third.ids if i in mine) == sorted(written)
