@@ -20,15 +20,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-import redis.asyncio as aioredis
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from agentq.api import slots
+from agentq.api.aredis import async_redis
 from agentq.api.auth import Caller
-from agentq.api.problems import NotReady, Problem
+from agentq.api.problems import Problem
 from agentq.api.settings import api_settings
-from agentq.config import get_settings
 from agentq.errors import InvalidInput
 from agentq.events import AGENT_TOKEN, STATUS_CATEGORIES
 from agentq.ops.tenancy import own_conversation
@@ -137,6 +137,11 @@ class _Place:
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
         404: {"model": Problem, "description": "No such conversation (or not yours)."},
+        429: {
+            "model": Problem,
+            "description": "The tenant's streams are at their cap "
+            "(AGENTQ_API_MAX_STREAMS_PER_TENANT); retry after `Retry-After` seconds.",
+        },
     },
 )
 async def stream(
@@ -170,21 +175,19 @@ async def stream(
             "subscriber joined)."
         ),
     ] = False,
-) -> StreamingResponse:
-    """Stream the conversation's events (`text/event-stream`)."""
+) -> Response:
+    """Stream the conversation's events (`text/event-stream`). A tenant has at most
+    AGENTQ_API_MAX_STREAMS_PER_TENANT streams open (429 with `Retry-After` past it); a
+    stream ends within AGENTQ_API_KEY_RECHECK_SECONDS of its key's revocation."""
     await run_in_threadpool(own_conversation, who, conversation_id)
     cats = _categories(categories)
     resume = _resume_from(last_event_id, after)
-    client = aioredis.Redis.from_url(get_settings().redis_url, decode_responses=True)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
-        # subscribe before replaying, so that nothing falls between the two
-        await pubsub.subscribe(channel(conversation_id))
-    except Exception as exc:  # noqa: BLE001 - Redis down: say so instead of a broken stream
-        await client.aclose()
-        raise NotReady(f"live events unavailable: {type(exc).__name__}") from exc
+        guard = await slots.open_stream(who)  # 503 without Redis
+    except slots.Busy as busy:
+        return busy.response()
     return StreamingResponse(
-        _events(request, conversation_id, pubsub, client, cats, resume, tokens),
+        _events(request, conversation_id, guard, cats, resume, tokens),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -193,8 +196,7 @@ async def stream(
 async def _events(
     request: Request,
     conversation_id: uuid.UUID,
-    pubsub: Any,
-    client: aioredis.Redis,
+    guard: slots.StreamGuard,
     cats: frozenset[str] | None,
     resume: str | None,
     tokens: bool,
@@ -205,7 +207,12 @@ async def _events(
         return rec.get("payload", {}).get("category") in cats
 
     heartbeat = api_settings().sse_heartbeat_seconds
+    # Subscribed here, not in the route: a response that never starts leaks no connection
+    # of the shared pool (its slot lease just expires).
+    pubsub = async_redis().pubsub(ignore_subscribe_messages=True)
     try:
+        # subscribe before replaying, so that nothing falls between the two
+        await pubsub.subscribe(channel(conversation_id))
         yield "retry: 1000\n: connected\n\n"
         if resume is None:  # live from now: the stream's place is the feed's end
             place = _Place(
@@ -217,6 +224,9 @@ async def _events(
                 yield chunk
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
+            if not await guard.ok():
+                yield ": key revoked\n\n"
+                break
             if place.ahead and time.monotonic() - place.read_at >= CATCH_UP_SECONDS:
                 async for chunk in place.read():
                     yield chunk
@@ -243,5 +253,5 @@ async def _events(
                 yield "".join(out)
     finally:
         with anyio.CancelScope(shield=True):
+            await guard.close()
             await pubsub.aclose()
-            await client.aclose()
