@@ -31,7 +31,11 @@ TXID_DEFAULT = "(pg_current_xact_id()::text::bigint)"
 def upgrade() -> None:
     # A constant default first: existing rows get 0 without a table rewrite.
     op.add_column("events", sa.Column("txid", sa.BigInteger(), server_default="0", nullable=False))
-    if op.get_bind().dialect.name == "postgresql":
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        version = int(bind.exec_driver_sql("SHOW server_version_num").scalar_one())
+        if version < 130000:
+            raise RuntimeError("agentq needs PostgreSQL 13 or later (pg_current_xact_id)")
         op.alter_column("events", "txid", server_default=sa.text(TXID_DEFAULT))
     op.create_index("ix_events_commit_order", "events", ["txid", "id"])
     op.create_index(
