@@ -9,6 +9,7 @@ from typing import Any
 from agentq import ids
 from agentq.clock import utcnow
 from agentq.errors import Conflict, ConversationNotFound, InvalidInput
+from agentq.ops import tenants
 from agentq.schemas import ConversationOut, MessageOut, ParticipantOut
 from agentq.states import ConversationKind, ParticipantKind
 from agentq.store import agents, conversations, messages
@@ -74,10 +75,9 @@ def create_conversation(
     if kind not in KINDS:
         raise InvalidInput("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     checked = _check_settings(settings or {})
+    owner = tenant_id or tenants.tenant_id()  # in-process callers act for their tenant
     with transaction() as tx:
-        return ConversationOut.model_validate(
-            conversations.create(tx, kind, title, checked, tenant_id)
-        )
+        return ConversationOut.model_validate(conversations.create(tx, kind, title, checked, owner))
 
 
 def _load(tx: Tx, conversation_id: uuid.UUID | str, *, lock: bool = False) -> Any:
@@ -108,7 +108,8 @@ def add_participant(
     with transaction() as tx:
         conv = _load(tx, conversation_id, lock=True)
         if agent is not None:
-            a = agents.find(tx, agent)
+            # Only an agent of the conversation's own tenant may join it.
+            a = agents.find(tx, agent, tenant_id=conv.tenant_id)
             existing = conversations.participant(tx, conv.id, agent_id=a.id)
             if existing is not None:
                 return ParticipantOut.model_validate(existing)
