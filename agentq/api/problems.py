@@ -19,6 +19,7 @@ from agentq.errors import (
     ContentTooLong,
     InvalidInput,
     NotFound,
+    ProfileConfigError,
     ProviderError,
     Timeout,
 )
@@ -76,6 +77,8 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
     (Timeout, 504),
     (ProviderError, 502),
     (NotReady, 503),
+    # the operator's configuration, not the caller's request
+    (ProfileConfigError, 503),
     (AgentqError, 400),
 ]
 
@@ -88,6 +91,7 @@ TITLES = {
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Invalid request",
+    429: "Too many requests",
     500: "Internal error",
     502: "Provider error",
     503: "Not ready",
