@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Row, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agentq import clock
 from agentq.config import get_settings
 
 #: how agentq locks a row it will update: FOR NO KEY UPDATE on PostgreSQL, which does not
@@ -32,6 +35,8 @@ Record = Row[*tuple[Any, ...]]
 
 #: what a step of a turn works in: one transaction, opened by `transaction()`
 Tx = Session
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}
@@ -100,7 +105,24 @@ def _get(url: str | None) -> tuple[Engine, sessionmaker[Session]]:
             if pair is None:
                 engine = make_engine(url)
                 pair = _engines[key] = (engine, sessionmaker(engine, expire_on_commit=False))
+                if engine.dialect.name == "postgresql":
+                    clock.follow(lambda: _clock_offset(engine))
     return pair
+
+
+def _clock_offset(engine: Engine) -> timedelta | None:
+    """The database's clock minus this host's, read halfway through one round trip (SQLite
+    runs on this host: its clock is ours)."""
+    try:
+        with engine.connect() as conn:
+            before = datetime.now(UTC)
+            db_now = conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+            after = datetime.now(UTC)
+    except Exception as exc:  # noqa: BLE001 - keep the offset we have; try again later
+        log.warning("database clock not read: %s", type(exc).__name__)
+        return None
+    offset: timedelta = db_now - (before + (after - before) / 2)
+    return offset
 
 
 def dispose_engines() -> None:
