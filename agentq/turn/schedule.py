@@ -54,6 +54,8 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     if job.status == JobStatus.ACTIVE and job.lease_until and job.lease_until > now:
         return
     if job.status == JobStatus.DELAYED and job.next_attempt_at and job.next_attempt_at > now:
+        # Woken early (a countdown fired ahead of the delay): look again when it is over.
+        out.advance_in = (job.next_attempt_at - now).total_seconds()
         return
     if job.status == JobStatus.ACTIVE:
         log.warning("job %s lease expired; claiming it again", job.id)
