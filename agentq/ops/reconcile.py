@@ -24,7 +24,7 @@ from agentq import turn
 from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.runtime import bus, limits
-from agentq.store import conversations, jobs
+from agentq.store import conversations, recovery
 from agentq.store.session import reader
 from agentq.turn import debounce
 
@@ -55,9 +55,9 @@ def reconcile_once() -> Report:
 
     with reader() as tx:
         pending = conversations.pending_windows(tx, BATCH)
-        stalled = jobs.stalled_conversations(tx, now, now - grace, BATCH)
-        running = jobs.running(tx, now)
-        answered = jobs.answered(tx, now - grace, BATCH)
+        stalled = recovery.stalled_conversations(tx, now, now - grace, BATCH)
+        running = recovery.running(tx, now)
+        answered = recovery.answered(tx, now - grace, BATCH)
 
     for window in pending:
         due = debounce.due_at(window)
@@ -91,7 +91,7 @@ def _forget_finished(agent_id: uuid.UUID, job_ids: list[uuid.UUID]) -> None:
     between the two no finished job keeps a slot.
     """
     with reader() as tx:
-        still = jobs.still_active(tx, job_ids)
+        still = recovery.still_active(tx, job_ids)
     for job_id in job_ids:
         if job_id not in still:
             limits.release(agent_id, job_id)
