@@ -83,3 +83,19 @@ def test_help_loads_no_command_s_work() -> None:
     heavy = [m for m in loaded for p in NOT_FOR_HELP if m == p or m.startswith(p + ".")]
     assert not heavy, f"agentq --help imported {sorted(heavy)}"
     assert "bench" in out.stdout and "worker" in out.stdout
+
+
+def test_keys_list_says_when_each_key_was_last_used(db: str) -> None:
+    import json
+
+    from agentq.ops.keys import create_key, verify
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    used, _ = create_key(name)
+    idle, _ = create_key(name)
+    verify(used)  # a request with it
+    rows = [json.loads(line) for line in agentq("keys", "list", "--json").stdout.splitlines()]
+    mine = {r["prefix"]: r for r in rows if r["tenant"] == name}
+    assert sorted(r["last_used_at"] is None for r in mine.values()) == [False, True]
+    text = agentq("keys", "list").stdout
+    assert "never used" in text and "used 20" in text

@@ -55,11 +55,13 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
             "tenant": k.tenant,
             "created_at": k.created_at.isoformat(),
             "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
         }
+        used = f"used {k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never used"
         typer.echo(
             json.dumps(row)
             if as_json
-            else f"{k.id}  {k.prefix}…  {k.name}  tenant={k.tenant}"
+            else f"{k.id}  {k.prefix}…  {k.name}  tenant={k.tenant}  {used}"
             + ("  REVOKED" if k.revoked_at else "")
         )
 

@@ -12,7 +12,7 @@ from typing import Any
 from agentq.errors import AgentNotFound, ConversationNotFound, JobNotFound
 from agentq.events import feed_record
 from agentq.ops.keys import Principal
-from agentq.schemas import AgentOut, ConversationOut, JobOut
+from agentq.schemas import ConversationOut, JobOut
 from agentq.store import feed, reads, tenancy
 
 
@@ -40,11 +40,6 @@ def own_job(who: Principal, job_id: uuid.UUID) -> None:
 def agent_ids(who: Principal) -> set[str]:
     """The ids (as strings) of the caller's tenant's agents."""
     return {str(a) for a in tenancy.tenant_agent_ids(who.tenant_id)}
-
-
-def list_agents(who: Principal) -> list[AgentOut]:
-    """The tenant's agents, by name."""
-    return reads.tenant_agents(who.tenant_id)
 
 
 def list_conversations(who: Principal, *, limit: int, offset: int) -> list[ConversationOut]:

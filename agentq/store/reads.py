@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
-from agentq.schemas import AgentOut, ConversationOut, JobOut, MessageOut
+from agentq.schemas import ConversationOut, JobOut, MessageOut
 from agentq.states import LinkStatus
-from agentq.store.models import Agent, Conversation, Job, Message, MessageJob
+from agentq.store.models import Conversation, Job, Message, MessageJob
 from agentq.store.session import reader
 
 
@@ -26,8 +26,6 @@ class TriggeredJob:
 
 
 # Statements built once.
-#: tenant :tenant_id's agents by name
-_TENANT_AGENTS = select(Agent).where(Agent.tenant_id == bindparam("tenant_id")).order_by(Agent.name)
 #: tenant :tenant_id's conversations, newest first, one page (:limit, :offset)
 _TENANT_CONVERSATIONS = (
     select(Conversation)
@@ -48,13 +46,6 @@ _TRIGGERED_JOBS = (
     )
     .order_by(Job.created_at)
 )
-
-
-def tenant_agents(tenant_id: uuid.UUID) -> list[AgentOut]:
-    """The tenant's agents, by name."""
-    with reader() as session:
-        rows = session.scalars(_TENANT_AGENTS, {"tenant_id": tenant_id})
-        return [AgentOut.model_validate(a) for a in rows]
 
 
 def tenant_conversations(tenant_id: uuid.UUID, *, limit: int, offset: int) -> list[ConversationOut]:
