@@ -250,11 +250,6 @@ def renew(
     return {(row.id, row.lease_token) for row in tx.connection().execute(renewed)}
 
 
-def status_of(tx: Tx, job_id: uuid.UUID) -> str | None:
-    """The job's status, if it exists."""
-    return tx.connection().execute(select(J.c.status).where(J.c.id == job_id)).scalar()
-
-
 def for_call(tx: Tx, job_id: uuid.UUID) -> Record | None:
     """The job with its agent's profile and its conversation's settings."""
     return tx.connection().execute(_FOR_CALL, {"job_id": job_id}).first()
