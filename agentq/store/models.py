@@ -295,6 +295,9 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the tenant's own limit on pending messages (agentq.runtime.backpressure); None:
+    #: AGENTQ_TENANT_MAX_PENDING_MESSAGES, 0: no limit
+    max_pending_messages: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
