@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from agentq.errors import ConversationNotFound, JobNotFound
+from agentq.errors import AgentNotFound, ConversationNotFound, JobNotFound
 
 
 def conversation(value: uuid.UUID | str) -> uuid.UUID:
@@ -22,6 +22,14 @@ def job(value: uuid.UUID | str) -> uuid.UUID:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
     except ValueError:
         raise JobNotFound(value) from None
+
+
+def agent(value: uuid.UUID | str) -> uuid.UUID:
+    """`value` as an agent id, or AgentNotFound."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise AgentNotFound(value) from None
 
 
 def maybe(value: uuid.UUID | str | None) -> uuid.UUID | None:

@@ -56,6 +56,12 @@ def advance(conversation_id: str) -> None:
     turn.advance(conversation_id)
 
 
+@app.task(name="agentq.wake_agent", **RETRY)
+def wake_agent(agent_id: str) -> None:
+    """An agent's check: wake the conversations parked at its limits, if it can take any."""
+    turn.check_agent(agent_id)
+
+
 @app.task(name="agentq.run_job", **RETRY)
 def run_job(job_id: str, token: int) -> None:
     """Call the LLM for a claimed job, then complete it."""

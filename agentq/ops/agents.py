@@ -308,16 +308,19 @@ def _transition(agent: uuid.UUID | str, command: str) -> AgentOut:
             agent_id=found.id, status=target, name=found.name, event_type=event_name
         )
         after.events = outbox.insert_events(tx, [changed])
-        failed: list[Effects | None] = []
-        if command == "stop":
-            # No new jobs; its unfinished ones fail visibly now, and running calls stop.
-            for job_id in jobs.unfinished_of_agent(tx, found.id):
-                reason = f"agent {found.name} was stopped"
-                failed.append(finish.fail(tx, job_id, reason, stop_call=True))
         out = found.model_copy(update={"status": target})
     effects.run(after)
-    for done in failed:
-        effects.run(done)
+    if command == "stop":
+        # No new jobs start now; its unfinished ones fail visibly, each in a transaction
+        # of its own (one holding the agent could not lock their conversations: the lock
+        # order), and running calls stop. A claim racing the stop is among them.
+        with reader() as tx:
+            unfinished = jobs.unfinished_of_agent(tx, found.id)
+        reason = f"agent {found.name} was stopped"
+        for job_id in unfinished:
+            with transaction() as tx:
+                done = finish.fail(tx, job_id, reason, stop_call=True)
+            effects.run(done)
     if command in ("resume", "start"):
         effects.wake_agent(out.id)
     return out

@@ -27,6 +27,7 @@ BROKER_MAX_CONNECTIONS = 2000
 
 DISPATCH = "agentq.dispatch"
 ADVANCE = "agentq.advance"
+WAKE_AGENT = "agentq.wake_agent"
 RUN_JOB = "agentq.run_job"
 COMPLETE = "agentq.complete"
 RECONCILE = "agentq.reconcile"
@@ -34,6 +35,7 @@ RECONCILE = "agentq.reconcile"
 ROUTES = {
     DISPATCH: CONTROL_QUEUE,
     ADVANCE: CONTROL_QUEUE,
+    WAKE_AGENT: CONTROL_QUEUE,
     RUN_JOB: LLM_QUEUE,
     COMPLETE: CONTROL_QUEUE,
     RECONCILE: CONTROL_QUEUE,

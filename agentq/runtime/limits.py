@@ -10,11 +10,14 @@ running jobs (`restore`), and slots of dead workers expire with their lease.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentq.config import get_settings
 from agentq.runtime.redis import get_redis, key
+from agentq.states import FINISHED_JOB_STATES, JobStatus
 
 _ACQUIRE = (Path(__file__).parent / "acquire.lua").read_text()
 
@@ -42,7 +45,7 @@ def acquire(
         keys=_keys(agent_id),
         args=[
             str(job_id),
-            int(max(s.job_lease_seconds, s.claim_pickup_seconds) * 1000),
+            _lease_ms(),
             max_running,
             per_minute,
             int(s.rate_limit_period_seconds * 1000),
@@ -75,6 +78,12 @@ def extend(slots: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
     pipe.execute()
 
 
+def _lease_ms() -> int:
+    """A slot's lease when taken (a claim's pickup lease; a running call renews less)."""
+    s = get_settings()
+    return int(max(s.job_lease_seconds, s.claim_pickup_seconds) * 1000)
+
+
 def _set_ttl_ms() -> int:
     """How long an agent's set of running jobs outlives its last renewal (as acquire.lua)."""
     s = get_settings()
@@ -83,6 +92,33 @@ def _set_ttl_ms() -> int:
 
 def running(agent_id: uuid.UUID | str) -> int:
     return int(get_redis().zcard(_keys(agent_id)[0]))
+
+
+def orphans(
+    agent_id: uuid.UUID | str,
+    statuses: Callable[[list[uuid.UUID]], dict[uuid.UUID, str]],
+    older_than: float,
+) -> list[uuid.UUID]:
+    """Slots of the agent held for jobs that do not run (a crash between a commit and the
+    slot's release, or a claim whose transaction died): finished or unknown jobs, and jobs
+    back to waiting whose slot was taken more than `older_than` seconds ago (a claim's
+    transaction lasts far less). `statuses` reads the jobs' states from the database."""
+    r = get_redis()
+    now_s, now_us = r.time()
+    now_ms = now_s * 1000 + now_us // 1000
+    held: list[Any] = r.zrange(_keys(agent_id)[0], 0, -1, withscores=True)
+    if not held:
+        return []
+    jobs = {uuid.UUID(m.decode() if isinstance(m, bytes) else m): float(t) for m, t in held}
+    known = statuses(list(jobs))
+    # A slot's score is its expiry: taken (or renewed) at most one pickup lease before it.
+    taken_before = now_ms + _lease_ms() - older_than * 1000
+    return [
+        job_id
+        for job_id, expiry in jobs.items()
+        if known.get(job_id) in (None, *FINISHED_JOB_STATES)
+        or (known[job_id] != JobStatus.ACTIVE and expiry < taken_before)
+    ]
 
 
 def restore(agent_id: uuid.UUID | str, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:

@@ -1,9 +1,12 @@
-"""Debounce timers: one armed `agentq.dispatch` countdown task a conversation, marked by a
-Redis key.
+"""Timers, each one countdown task marked by a Redis key so that at most one is armed:
 
-The window itself lives in the database (`agentq.turn.debounce`), so a lost timer (Redis
-flushed, worker killed) only delays a dispatch until the reconciler re-drives every
-conversation whose due time is past.
+- a conversation's debounce timer (`agentq.dispatch`);
+- an agent's check (`agentq.wake_agent`): conversations parked at its limits are looked
+  at again, once for all of them.
+
+What they stand for lives in the database (the window, `agentq.turn.debounce`; the parked
+jobs), so a lost timer (Redis flushed, worker killed) only delays work until the
+reconciler re-drives it.
 """
 
 from __future__ import annotations
@@ -52,3 +55,30 @@ def disarm(conversation_id: uuid.UUID | str) -> None:
         get_redis().delete(_timer_key(conversation_id))
     except Exception as exc:  # noqa: BLE001
         log.warning("debounce timer not cleared for %s: %s", conversation_id, type(exc).__name__)
+
+
+def _check_key(agent_id: uuid.UUID | str) -> str:
+    return key("agent", agent_id, "check")
+
+
+def arm_agent_check(agent_id: uuid.UUID | str, delay: float) -> bool:
+    """Make sure the agent's parked conversations are looked at in about `delay` seconds;
+    an armed check is left alone. Returns whether a task was sent. Best effort, like
+    `arm`."""
+    ttl_ms = int((max(delay, 0) + TIMER_SLACK_SECONDS) * 1000)
+    try:
+        if not get_redis().set(_check_key(agent_id), "1", px=ttl_ms, nx=True):
+            return False
+        broker.send(broker.WAKE_AGENT, agent_id, countdown=delay)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the reconciler wakes parked conversations
+        log.warning("agent check not armed for %s: %s", agent_id, type(exc).__name__)
+        return False
+
+
+def disarm_agent_check(agent_id: uuid.UUID | str) -> None:
+    """Forget the agent's check; call before looking for parked conversations."""
+    try:
+        get_redis().delete(_check_key(agent_id))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("agent check not cleared for %s: %s", agent_id, type(exc).__name__)

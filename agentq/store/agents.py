@@ -22,11 +22,9 @@ from agentq.store.session import Record, Tx
 
 A, J = tables.agents, tables.jobs
 
-#: lock the agent of a job about to start, with its limits
-_LOCK_FOR_CLAIM = (
-    select(A.c.status, A.c.name, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute)
-    .where(A.c.id == bindparam("agent_id"))
-    .with_for_update(key_share=True)
+#: the agent of a job about to start, with its limits (not locked: see `for_claim`)
+_FOR_CLAIM = select(A.c.status, A.c.name, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute).where(
+    A.c.id == bindparam("agent_id")
 )
 #: lock an agent
 _LOCK = (
@@ -74,9 +72,10 @@ _FREE_SLOT_RESPONDED = (
 )
 
 
-def lock_for_claim(tx: Tx, agent_id: uuid.UUID) -> Record:
-    """(status, name, max_concurrent_jobs, rate_limit_per_minute), locked."""
-    return tx.connection().execute(_LOCK_FOR_CLAIM, {"agent_id": agent_id}).one()
+def for_claim(tx: Tx, agent_id: uuid.UUID) -> Record:
+    """(status, name, max_concurrent_jobs, rate_limit_per_minute). Not locked: claims of
+    one agent must not queue on its row (Redis holds its limits)."""
+    return tx.connection().execute(_FOR_CLAIM, {"agent_id": agent_id}).one()
 
 
 def lock(tx: Tx, agent_id: uuid.UUID) -> Record:

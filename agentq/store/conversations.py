@@ -3,7 +3,7 @@ its debounce window (`pending_since`, `last_message_at`), how far dispatch got
 (`handled_seq`), and who takes part.
 
 A conversation's row lock is what makes its steps take turns: post, dispatch, claim and
-reply each lock it (after the job, before the agent: see `agentq.store.session`).
+reply each lock it, first (the lock order: see `agentq.store.session`).
 """
 
 from __future__ import annotations
@@ -48,36 +48,51 @@ _LOCK_FOR_DISPATCH = (
     .where(C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True)
 )
-#: lock the reply's conversation, and read in the same round trip what completing needs:
-#: the agent's participant (the reply's author), when the trigger was asked, whether a job
-#: of the conversation waits, and whether others wait for the agent at its limit
+#: the job a reply answers (`job_id`), aliased apart from the jobs the reply lock counts
+_THIS = tables.jobs.alias("this_job")
+_THIS_AGENT = select(_THIS.c.agent_id).where(_THIS.c.id == bindparam("job_id")).scalar_subquery()
+#: lock the conversation of job `job_id` before the job (the lock order), and read in the
+#: same round trip what completing needs: the job's agent and that agent's participant
+#: (the reply's author), when the trigger was asked, whether a job of the conversation
+#: waits, and whether others wait for the agent at its limit
 _LOCK_FOR_REPLY = (
     select(
         *_WINDOW,
+        _THIS_AGENT.label("agent_id"),
         select(P.c.id)
-        .where(P.c.conversation_id == bindparam("conv_id"), P.c.agent_id == bindparam("agent_id"))
+        .where(P.c.conversation_id == C.c.id, P.c.agent_id == _THIS_AGENT)
         .scalar_subquery()
         .label("author_id"),
         select(M.c.created_at)
-        .where(M.c.id == bindparam("trigger_id"))
+        .where(
+            M.c.id
+            == select(_THIS.c.trigger_message_id)
+            .where(_THIS.c.id == bindparam("job_id"))
+            .scalar_subquery()
+        )
         .scalar_subquery()
         .label("asked_at"),
         exists()
-        .where(J.c.conversation_id == bindparam("conv_id"), J.c.status == JobStatus.WAITING)
+        .where(J.c.conversation_id == C.c.id, J.c.status == JobStatus.WAITING)
         .label("waiting"),
         exists()
         .where(
-            J.c.agent_id == bindparam("agent_id"),
-            J.c.status == JobStatus.WAITING,
-            J.c.conversation_id != bindparam("conv_id"),
+            J.c.agent_id == _THIS_AGENT,
+            J.c.conversation_id != C.c.id,
+            (J.c.status == JobStatus.WAITING)
+            | ((J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now"))),
         )
         .label("others_wait"),
         (
-            select(A.c.status).where(A.c.id == bindparam("agent_id")).scalar_subquery()
-            == AgentStatus.BUSY
+            select(A.c.status).where(A.c.id == _THIS_AGENT).scalar_subquery() == AgentStatus.BUSY
         ).label("agent_was_busy"),
     )
-    .where(C.c.id == bindparam("conv_id"))
+    .where(
+        C.c.id
+        == select(_THIS.c.conversation_id)
+        .where(_THIS.c.id == bindparam("job_id"))
+        .scalar_subquery()
+    )
     .with_for_update(key_share=True, of=C)
 )
 #: lock the conversation, with its window
@@ -132,12 +147,10 @@ def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()
 
 
-def lock_for_reply(
-    tx: Tx, conv_id: uuid.UUID, agent_id: uuid.UUID, trigger_id: uuid.UUID
-) -> Record:
-    """The conversation locked, with what writing a reply needs (see `_LOCK_FOR_REPLY`)."""
-    params = {"conv_id": conv_id, "agent_id": agent_id, "trigger_id": trigger_id}
-    return tx.connection().execute(_LOCK_FOR_REPLY, params).one()
+def lock_for_reply(tx: Tx, job_id: uuid.UUID, now: datetime) -> Record | None:
+    """The conversation of the job, locked, with what writing its reply needs (see
+    `_LOCK_FOR_REPLY`); None if there is no such job."""
+    return tx.connection().execute(_LOCK_FOR_REPLY, {"job_id": job_id, "now": now}).first()
 
 
 def lock(tx: Tx, conv_id: uuid.UUID) -> Record | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 
-from agentq.states import UNFINISHED_JOB_STATES, JobStatus, LinkStatus
+from agentq.states import OPEN_JOB_STATES, UNFINISHED_JOB_STATES, JobStatus, LinkStatus
 from agentq.store import tables
 from agentq.store.models import Agent, Job
 from agentq.store.session import Record, Tx, reader
@@ -29,7 +29,7 @@ J, L, A, C, M = (
 )
 
 #: the open job of a conversation if there is one (at most one: a unique index), else the
-#: oldest waiting
+#: oldest waiting; locked (the lock order is conversation, job, agent: see agentq.turn)
 _NEXT = (
     select(
         J.c.id,
@@ -44,8 +44,13 @@ _NEXT = (
     .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
     .order_by(J.c.status == JobStatus.WAITING, J.c.created_at, J.c.id)
     .limit(1)
+    .with_for_update(key_share=True)
 )
-#: claim a job: a new fencing token, an attempt, a lease
+#: where a job belongs: its conversation, agent and first trigger (read before locking
+#: them in order)
+_ROUTE = select(J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id).where(
+    J.c.id == bindparam("job_id")
+)
 #: claim a job: a new fencing token and a lease to be taken up in (not an attempt yet: see
 #: `_START`); never a job whose current claim still holds its lease
 _CLAIM = (
@@ -197,8 +202,14 @@ _DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
 
 
 def next_job(tx: Tx, conv_id: uuid.UUID) -> Record | None:
-    """The conversation's job to run or watch next (open first, else oldest waiting)."""
+    """The conversation's job to run or watch next (open first, else oldest waiting),
+    locked."""
     return tx.connection().execute(_NEXT, {"conv_id": conv_id}).first()
+
+
+def route(tx: Tx, job_id: uuid.UUID) -> Record | None:
+    """(conversation_id, agent_id, trigger_message_id) of the job, not locked."""
+    return tx.connection().execute(_ROUTE, {"job_id": job_id}).first()
 
 
 #: a claim's worker takes it up: one more attempt, and the lease of a running call
@@ -392,16 +403,37 @@ def unfinished_of_agent(tx: Tx, agent_id: uuid.UUID) -> list[uuid.UUID]:
 
 
 def waiting_for_agent(
-    tx: Tx, agent_id: uuid.UUID, limit: int, *, exclude: uuid.UUID | None = None
+    tx: Tx, agent_id: uuid.UUID, limit: int, now: datetime, *, exclude: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
-    """Conversations whose next job waits for the agent, oldest first, at most `limit`."""
-    waiting = select(J.c.conversation_id).where(
-        J.c.agent_id == agent_id, J.c.status == JobStatus.WAITING
+    """Conversations whose next job could start now but for the agent's limits, oldest
+    first, at most `limit`: a waiting job in a conversation with no open job, or a
+    delayed job whose retry time is over."""
+    query = _READY.where(J.c.conversation_id != exclude) if exclude is not None else _READY
+    params = {"agent_id": agent_id, "limit": limit, "now": now}
+    return list(tx.connection().execute(query, params).scalars())
+
+
+_OPEN = J.alias("open_job")
+#: see `waiting_for_agent`
+_READY = (
+    select(J.c.conversation_id)
+    .where(
+        J.c.agent_id == bindparam("agent_id"),
+        or_(
+            (J.c.status == JobStatus.WAITING)
+            & ~select(_OPEN.c.id)
+            .where(
+                _OPEN.c.conversation_id == J.c.conversation_id,
+                _OPEN.c.status.in_(OPEN_JOB_STATES),
+            )
+            .exists(),
+            (J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now")),
+        ),
     )
-    if exclude is not None:
-        waiting = waiting.where(J.c.conversation_id != exclude)
-    query = waiting.group_by(J.c.conversation_id).order_by(func.min(J.c.created_at)).limit(limit)
-    return list(tx.connection().execute(query).scalars())
+    .group_by(J.c.conversation_id)
+    .order_by(func.min(J.c.created_at))
+    .limit(bindparam("limit"))
+)
 
 
 # -- operator reads --------------------------------------------------------------------------

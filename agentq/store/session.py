@@ -17,6 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from agentq import clock
 from agentq.config import get_settings
 
+#: THE LOCK ORDER. A transaction that locks rows of several tables locks them in this
+#: order, and so never waits in a cycle with another (a PostgreSQL deadlock): the
+#: conversation first (it makes a conversation's steps take turns), then its jobs, then
+#: the agents. A step that starts from a job reads where the job belongs without a lock
+#: (`jobs.route`), then locks in order. Agent rows are locked last and briefly (a status,
+#: a counter); a claim does not lock its agent at all.
+LOCK_ORDER = ("conversations", "jobs", "agents")
+
 #: how agentq locks a row it will update: FOR NO KEY UPDATE on PostgreSQL, which does not
 #: conflict with the KEY SHARE locks that inserting rows referring to it take (a job's
 #: foreign key to its agent). With plain FOR UPDATE, two transactions that each insert a

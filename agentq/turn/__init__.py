@@ -8,6 +8,7 @@ carries them out after the commit, and holds the entry points re-exported here.
 from agentq.turn.effects import (
     advance,
     attempt_failed,
+    check_agent,
     complete,
     dispatch_due,
     fire,
@@ -21,6 +22,7 @@ from agentq.turn.effects import (
 __all__ = [
     "advance",
     "attempt_failed",
+    "check_agent",
     "complete",
     "dispatch_due",
     "fire",

@@ -17,9 +17,12 @@ claim                               `agentq.run_job` goes to the LLM pool
 due                                 the debounce timer is armed for the window's end
 wake                                `agentq.advance` for each conversation a freed slot
                                     lets start
-wake_agent                          the conversations waiting for the agent are advanced
-advance_in                          `agentq.advance` again after a countdown (a limit or
-                                    a retry delay)
+wake_agent                          the conversations parked for the agent are advanced,
+                                    as many as it has free slots
+check_agent                         the conversation parked at its agent's limits: the
+                                    agent's one check (`agentq.wake_agent`) is armed
+advance_in                          `agentq.advance` again after a countdown (a retry
+                                    delay)
 fail                                the job that cannot start fails visibly (own step)
 then = DISPATCH                     due messages are dispatched and the next job claimed,
                                     in one transaction
@@ -77,6 +80,8 @@ def run(effects: Effects | None) -> None:
             broker.send(broker.ADVANCE, conv_id)
         if e.wake_agent is not None:
             wake_agent(e.wake_agent, exclude=e.conversation_id)
+        if e.check_agent is not None:
+            timers.arm_agent_check(*e.check_agent)
         if e.advance_in is not None:
             broker.send(broker.ADVANCE, e.conversation_id, countdown=e.advance_in)
         if e.fail is not None:
@@ -200,14 +205,21 @@ def advance(conversation_id: uuid.UUID | str) -> Claim | None:
     return out.claim
 
 
-def wake_agent(agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None) -> int:
-    """Advance conversations whose next job waits for this agent (a slot freed, or it was
-    resumed). Returns how many were woken."""
+def wake_agent(agent_id: uuid.UUID | str, *, exclude: uuid.UUID | None = None) -> int:
+    """Advance the conversations parked for this agent (a slot freed, it was resumed, or
+    its check is due), oldest first, as many as it has free slots. Returns how many."""
     with transaction() as tx:
-        conv_ids = schedule.waiting_for(tx, agent_id, exclude=exclude)
+        conv_ids = schedule.waiting_for(tx, ids.agent(agent_id), exclude=exclude)
     for conv_id in conv_ids:
         broker.send(broker.ADVANCE, conv_id)
     return len(conv_ids)
+
+
+def check_agent(agent_id: uuid.UUID | str) -> int:
+    """The agent's check is due (`agentq.wake_agent`): forget it, then wake what is
+    parked. A conversation that parks again re-arms it."""
+    timers.disarm_agent_check(agent_id)
+    return wake_agent(agent_id)
 
 
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:

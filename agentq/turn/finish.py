@@ -19,7 +19,7 @@ from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.states import AgentStatus, JobStatus, Role
 from agentq.store import agents, conversations, jobs, messages, outbox
-from agentq.store.session import Tx
+from agentq.store.session import Record, Tx
 from agentq.turn.outcome import Effects, Then
 from agentq.turn.responders import autonomous
 
@@ -32,12 +32,15 @@ def complete(
     With `answer`, the provider's answer for the claim `token`, if that claim is still
     current; without, the answer stored on the job earlier.
 
-    Every turn ends here, so it is eight statements: finish the job, lock the
-    conversation (reading what the rest needs), free the agent's slot, then the reply, its
-    `llm_messages` and `message_jobs` rows and its events. The lock order is job,
-    conversation, agent, as everywhere.
+    Every turn ends here, so it is eight statements: lock the conversation (reading what
+    the rest needs), finish the job, free the agent's slot, then the reply, its
+    `llm_messages` and `message_jobs` rows and its events: conversation, job, agent, the
+    lock order.
     """
     now = utcnow()
+    conv = conversations.lock_for_reply(tx, job_id, now)
+    if conv is None:
+        return None
     if answer is None:
         answer = jobs.stored_answer(tx, job_id)
         if answer is None:
@@ -46,12 +49,11 @@ def complete(
     if job is None:
         return None
     cid, aid = job.conversation_id, job.agent_id
-    conv = conversations.lock_for_reply(tx, cid, aid, job.trigger_message_id)
     agent = agents.free_slot(tx, aid, responded_at=now)
     out = Effects(cid, release=[(aid, job_id)])
-    # Other conversations may wait for the slot this job frees.
+    # The slot this job frees goes to the conversation parked longest for the agent.
     if conv.agent_was_busy and conv.others_wait and agent.status == AgentStatus.ACTIVE:
-        out.wake = jobs.waiting_for_agent(tx, aid, agent.max_concurrent_jobs, exclude=cid)
+        out.wake = jobs.waiting_for_agent(tx, aid, 1, now, exclude=cid)
     # Another agent may answer the reply (an autonomous channel): it opens a window.
     pending = autonomous(conv.kind, conv.settings)
     reply_id, seq = messages.insert_message(
@@ -153,7 +155,7 @@ def attempt_failed(
     """Record a failed attempt of claim `token`: wait and try again (without holding a
     worker; at least `retry_after` seconds when the provider said so), or fail the job
     visibly when attempts are spent or the error cannot heal. None if the claim is stale."""
-    job = jobs.lock(tx, job_id)
+    job = _lock_in_order(tx, job_id)
     if job is None or job.status != JobStatus.ACTIVE or job.lease_token != token:
         return None
     if not (retryable and job.attempts < job.max_attempts):
@@ -193,11 +195,11 @@ def fail(
     slot is given back at once (nothing of the job runs). None if the job has finished
     meanwhile."""
     now = now or utcnow()
-    job = jobs.lock(tx, job_id)
+    job = _lock_in_order(tx, job_id)
     if job is None or job.status not in (JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.DELAYED):
         return None
     cid, aid = job.conversation_id, job.agent_id
-    conv = conversations.lock(tx, cid)
+    conv = conversations.lock(tx, cid)  # locked already: read its window
     agent = agents.lock(tx, aid)
     assert conv is not None  # a job's conversation outlives it (ON DELETE CASCADE)
     jobs.end(tx, job_id, JobStatus.FAILED, reason, now)
@@ -233,3 +235,13 @@ def fail(
     else:
         out.release.append((aid, job_id))
     return out
+
+
+def _lock_in_order(tx: Tx, job_id: uuid.UUID) -> Record | None:
+    """The job locked, its conversation locked first (the lock order); None if there is
+    no such job."""
+    where = jobs.route(tx, job_id)
+    if where is None:
+        return None
+    conversations.lock(tx, where.conversation_id)
+    return jobs.lock(tx, job_id)

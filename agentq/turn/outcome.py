@@ -52,7 +52,10 @@ class Effects:
     wake: list[uuid.UUID] = field(default_factory=list)
     #: an agent with a freed slot or back at work: advance what waits for it
     wake_agent: uuid.UUID | None = None
-    #: advance the conversation again in this many seconds (a limit, a retry delay)
+    #: the conversation parked at this agent's limits: (agent, seconds until the agent
+    #: looks at its parked conversations again, unless a freed slot wakes them first)
+    check_agent: tuple[uuid.UUID, float] | None = None
+    #: advance the conversation again in this many seconds (a retry delay)
     advance_in: float | None = None
     #: a job that cannot start, and why: fail it visibly
     fail: tuple[uuid.UUID, str] | None = None

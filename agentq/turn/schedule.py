@@ -26,9 +26,10 @@ from agentq.turn.outcome import Claim, Effects
 
 log = logging.getLogger(__name__)
 
-#: how often a conversation whose agent is at its concurrency limit looks again, at most
-#: (a freed slot wakes it at once; this covers a wake-up lost with Redis)
-LIMIT_POLL_SECONDS = 2.0
+#: a conversation parked at its agent's concurrency limit is looked at again after this
+#: long, once per agent however many are parked (a freed slot wakes them at once; this
+#: covers a slot freed just as the conversation parked)
+LIMIT_CHECK_SECONDS = 2.0
 #: why a job whose every attempt ended with its worker gone fails
 WORKER_LOST = "its worker was lost during the last attempt"
 
@@ -44,8 +45,10 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     holds the conversation locked); what it did goes into `out`.
 
     Re-claims a job whose lease ran out (its worker is presumed dead) or whose retry delay
-    is over. A job of a paused agent, or of one at its limits, waits (the conversation
-    with it): resuming, a freed slot or the rate limit's countdown advances it again.
+    is over. A job that cannot start for its agent (paused, at its concurrency limit or
+    rate limit) parks: nothing is scheduled for the conversation. The agent wakes the
+    oldest parked conversations when it can take them (a slot freed, resumed, the rate
+    limit's next start: `out.check_agent`), so waiting costs nothing per conversation.
     """
     now = utcnow()
     job = jobs.next_job(tx, conv_id)
@@ -59,9 +62,11 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         return
     if job.status == JobStatus.ACTIVE:
         log.warning("job %s lease expired; claiming it again", job.id)
-    agent = agents.lock_for_claim(tx, job.agent_id)
+    # Not locked: claims of one agent run side by side (Redis holds its limits); a pause
+    # that commits meanwhile lets this one start, as if it had come first.
+    agent = agents.for_claim(tx, job.agent_id)
     if agent.status == AgentStatus.PAUSED:
-        return
+        return  # resuming wakes it
     if agent.status == AgentStatus.INACTIVE:
         out.fail = (job.id, f"agent {agent.name} is stopped")
         return
@@ -77,7 +82,8 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     if not verdict.ok:
         if verdict.retry_in is None and agent.status == AgentStatus.ACTIVE:
             agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
-        out.advance_in = verdict.retry_in if verdict.retry_in is not None else LIMIT_POLL_SECONDS
+        wait = verdict.retry_in if verdict.retry_in is not None else LIMIT_CHECK_SECONDS
+        out.check_agent = (job.agent_id, wait)
         return
     # The start is when the slot was taken, not when this transaction began. The claim's
     # lease lasts until its LLM task is taken up (then the running call renews its own).
@@ -107,9 +113,12 @@ def pickup_seconds() -> float:
 def waiting_for(
     tx: Tx, agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
-    """Conversations whose next job waits for the agent, oldest first, as many as it may
-    run at once; none while it is paused or stopped."""
+    """Conversations parked for the agent, oldest first, as many as it has free slots;
+    none while it is paused or stopped."""
     agent = agents.limits_of(tx, agent_id)
     if agent is None or agent.status in HOLDING_AGENT_STATES:
         return []
-    return jobs.waiting_for_agent(tx, agent_id, agent.max_concurrent_jobs, exclude=exclude)
+    free = agent.max_concurrent_jobs - limits.running(agent_id)
+    if free <= 0:  # the next slot given back wakes the next one
+        return []
+    return jobs.waiting_for_agent(tx, agent_id, free, utcnow(), exclude=exclude)
