@@ -1,5 +1,7 @@
 """Property-based run of schemathesis over `/openapi.json`: whatever the generated
-request, with a valid key the API never answers 5xx.
+request, with a valid key the API never answers 5xx, and every answer is one the document
+declares (status code, content type, headers and body schema: problem answers are
+`application/problem+json` with the `Problem` schema).
 
 Every operation is run with random ids and again with ids of a real conversation, agent
 and job of the key's tenant, so that the generated bodies reach the core's validation.
@@ -18,7 +20,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.api_support import Server, api_server, cli_create_key
 from tests.conftest import Live
@@ -29,6 +39,14 @@ pytestmark = pytest.mark.integration
 EXAMPLES = 6
 #: the stream never ends on a real conversation: only its errors are fuzzed
 ENDLESS = "/v1/conversations/{conversation_id}/stream"
+#: no server error, and nothing the document does not declare
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +73,9 @@ def real_ids(server: Server, key: str) -> dict[str, str]:
     return {"conversation_id": conv["id"], "agent_id": agent["id"], "job_id": posted["job_id"]}
 
 
-def test_no_generated_request_gets_a_server_error(server: Server, live_stack: Live) -> None:
+def test_generated_requests_get_no_server_error_and_only_documented_answers(
+    server: Server, live_stack: Live
+) -> None:
     key = cli_create_key(live_stack.env)
     auth = {"Authorization": f"Bearer {key}"}
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
@@ -79,12 +99,13 @@ def test_no_generated_request_gets_a_server_error(server: Server, live_stack: Li
                 # Unsatisfiable: e.g. there is no negative version of a parameterless GET
                 with contextlib.suppress(Unsatisfiable):
                     calls += fuzz(strategy, auth, failures, endless=endless)
+    print(f"schemathesis: {calls} requests, {len(failures)} server errors or spec mismatches")
     assert calls > 100
     assert failures == [], "\n".join(failures[:10])
 
 
 def fuzz(strategy: Any, auth: dict[str, str], failures: list[str], *, endless: bool) -> int:
-    """Run up to EXAMPLES generated requests; note each 5xx in `failures`."""
+    """Run up to EXAMPLES generated requests; note each 5xx or spec mismatch in `failures`."""
     calls = 0
 
     @settings(
@@ -101,10 +122,13 @@ def fuzz(strategy: Any, auth: dict[str, str], failures: list[str], *, endless: b
             case.path_parameters = {"conversation_id": str(uuid.uuid4())}
         response = case.call(headers=auth, timeout=30)
         calls += 1
-        if response.status_code >= 500:
+        try:
+            case.validate_response(response, checks=CHECKS, headers=auth)
+        except FailureGroup as group:
             failures.append(
-                f"{case.method} {case.formatted_path} {case.query} "
-                f"{case.body!r:.200} -> {response.status_code} {response.text[:200]}"
+                f"{case.method} {case.formatted_path} {case.query} {case.body!r:.200} -> "
+                f"{response.status_code} {response.headers.get('content-type')} "
+                f"{response.text[:200]}: {'; '.join(f.title for f in group.exceptions)}"
             )
 
     check()

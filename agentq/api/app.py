@@ -10,7 +10,7 @@ from fastapi import FastAPI, Header, Response
 from fastapi.concurrency import run_in_threadpool
 
 import agentq
-from agentq.api import problems
+from agentq.api import openapi, problems
 from agentq.api.body import StrictBody
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
@@ -30,9 +30,12 @@ def create_app() -> FastAPI:
         title="agentq",
         version=agentq.__version__,
         description="Producer API of agentq: post messages into conversations that agents "
-        "answer. Authenticate with `Authorization: Bearer <key>` (`agentq keys create`).",
+        "answer. Authenticate with `Authorization: Bearer <key>` (`agentq keys create`). "
+        "Every error is `application/problem+json` (RFC 9457) naming the field at fault.",
+        generate_unique_id_function=openapi.operation_id,
     )
     problems.install(app)
+    openapi.install(app)
     app.add_middleware(StrictBody, max_bytes=api_settings().max_body_bytes)
     for module in (agents, conversations, stream, jobs, events):
         app.include_router(module.router)
@@ -42,7 +45,11 @@ def create_app() -> FastAPI:
         """The process is up (it does not look at the database or Redis)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["system"], responses={503: {"model": problems.Problem}})
+    @app.get(
+        "/readyz",
+        tags=["system"],
+        responses={503: {"description": "The database or Redis does not answer."}},
+    )
     async def readyz() -> dict[str, Any]:
         """The database and Redis answer; 503 naming the failing one otherwise."""
         checks = await run_in_threadpool(readiness)
@@ -61,11 +68,12 @@ def create_app() -> FastAPI:
     @app.get(
         "/metrics",
         tags=["system"],
+        name="metrics",
         response_class=Response,
         responses={
             200: {"content": {"text/plain": {}}},
-            401: {"model": problems.Problem, "description": "Wrong or missing metrics token."},
-            404: {"model": problems.Problem, "description": "No AGENTQ_METRICS_TOKEN set."},
+            401: {"description": "Wrong or missing metrics token."},
+            404: {"description": "No AGENTQ_METRICS_TOKEN set."},
         },
     )
     def metrics_route(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -14,8 +15,13 @@ from agentq.schemas import AgentOut
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
+#: routes that read the operator's model profiles answer 503 while those are invalid
+PROFILES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The operator's model profiles are invalid (not the caller's fault)."}
+}
 
-@router.post("", status_code=201, response_model=AgentOut)
+
+@router.post("", status_code=201, response_model=AgentOut, responses=PROFILES)
 def create_agent(body: AgentIn, who: Caller) -> AgentOut:
     """Create an agent owned by the key's tenant, on one of the operator's model profiles
     (`model_config.profile`, default "default"). Names are @mentions: unique in the
@@ -38,7 +44,7 @@ def get_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
     return agents.get_agent(agent_id, tenant_id=who.tenant_id)
 
 
-@router.patch("/{agent_id}", response_model=AgentOut)
+@router.patch("/{agent_id}", response_model=AgentOut, responses=PROFILES)
 def update_agent(agent_id: uuid.UUID, body: AgentPatch, who: Caller) -> AgentOut:
     """Change prompt fields, the model (profile and generation parameters, within the
     profile's caps) and limits; fields not given keep their value. Publishes
@@ -85,7 +91,7 @@ def start_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
     return agents.start_agent(agent_id)
 
 
-@router.get("/{agent_id}/health")
+@router.get("/{agent_id}/health", responses=PROFILES)
 def check_agent(agent_id: uuid.UUID, who: Caller) -> dict[str, object]:
     """Call the agent's provider with a tiny request and report its health: ok,
     latency_ms, the profile, and on failure the error class and HTTP status only."""

@@ -13,7 +13,7 @@ from agentq import turn
 from agentq.api import slots, waits
 from agentq.api.auth import Caller
 from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
-from agentq.api.problems import IdempotencyKeyReused, NotReady, Problem
+from agentq.api.problems import IdempotencyKeyReused, NotReady
 from agentq.api.settings import api_settings
 from agentq.errors import Conflict, ProviderError
 from agentq.ops import conversations, jobs, tenancy
@@ -79,13 +79,16 @@ def list_participants(conversation_id: uuid.UUID, who: Caller) -> list[Participa
     response_model=PostResult,
     responses={
         202: {"model": PostResult, "description": "Accepted; no reply within `wait` seconds."},
-        422: {"model": Problem, "description": "Invalid body, or Idempotency-Key reused."},
-        429: {
-            "model": Problem,
-            "description": "`?wait=` while the tenant's waiting posts are at their cap "
-            "(AGENTQ_API_MAX_WAITS_PER_TENANT): nothing was stored; retry after "
-            "`Retry-After` seconds, or post without `wait`.",
+        422: {
+            "description": "Invalid input (`field` names it), or the Idempotency-Key was "
+            "used with another body; nothing was stored."
         },
+        429: {
+            "description": "`?wait=` while the tenant's waiting posts are at their cap "
+            "(AGENTQ_API_MAX_WAITS_PER_TENANT), or too many messages of the tenant are "
+            "pending: nothing was stored; retry after `Retry-After` seconds.",
+        },
+        503: {"description": "`?wait=` while Redis does not answer; post without `wait`."},
     },
 )
 async def post_message(

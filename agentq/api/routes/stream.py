@@ -27,7 +27,6 @@ from fastapi.responses import StreamingResponse
 from agentq.api import slots
 from agentq.api.aredis import async_redis
 from agentq.api.auth import Caller
-from agentq.api.problems import Problem
 from agentq.api.settings import api_settings
 from agentq.errors import InvalidInput
 from agentq.events import AGENT_TOKEN, STATUS_CATEGORIES
@@ -133,15 +132,15 @@ class _Place:
 
 @router.get(
     "/v1/conversations/{conversation_id}/stream",
+    name="stream_conversation",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
-        404: {"model": Problem, "description": "No such conversation (or not yours)."},
         429: {
-            "model": Problem,
             "description": "The tenant's streams are at their cap "
             "(AGENTQ_API_MAX_STREAMS_PER_TENANT); retry after `Retry-After` seconds.",
         },
+        503: {"description": "Redis does not answer: no stream can be followed."},
     },
 )
 async def stream(
