@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     turn_budget: int = 0
     #: "package.module:function" choosing who answers; default agentq.turn.responders
     responder_selector: str | None = None
+    #: backpressure: messages a tenant may have posted and not yet had answered (0: no
+    #: limit); a tenant's own `max_pending_messages` overrides it (agentq.runtime.backpressure)
+    tenant_max_pending_messages: int = Field(default=10_000, ge=0)
+    #: how old a tenant's pending count may be before a post over the limit counts again;
+    #: also the Retry-After of a refused post
+    tenant_pending_recount_seconds: float = Field(default=2.0, gt=0)
     max_content_length: int = 32_000  # characters in one message
     #: characters of an LLM reply kept; a runaway provider must not fill the database
     max_reply_length: int = 32_000

@@ -43,6 +43,11 @@ class JobNotFound(NotFound):
         super().__init__("job", ident)
 
 
+class TenantNotFound(NotFound):
+    def __init__(self, ident: object) -> None:
+        super().__init__("tenant", ident)
+
+
 class InvalidInput(AgentqError):
     """A value given by the caller is not acceptable; `field` names it."""
 
@@ -154,3 +159,21 @@ class ProfileConfigError(AgentqError):
     are invalid; the message names the source, the profile and the field."""
 
     code = "profile_config_error"
+
+
+class Overloaded(AgentqError):
+    """A tenant has as many messages pending (posted, not yet answered) as its limit
+    allows: the post was refused whole, nothing was stored. Retry after `retry_after`
+    seconds, or once replies arrive."""
+
+    code = "too_many_pending_messages"
+
+    def __init__(self, tenant: str, pending: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {pending} messages pending (not yet answered); its limit "
+            f"is {limit}; nothing was stored, retry in {retry_after}s"
+        )
+        self.tenant = tenant
+        self.pending = pending
+        self.limit = limit
+        self.retry_after = retry_after

@@ -19,6 +19,7 @@ from agentq.errors import (
     ContentTooLong,
     InvalidInput,
     NotFound,
+    Overloaded,
     ProfileConfigError,
     ProviderError,
     Timeout,
@@ -73,6 +74,7 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Unauthorized, 401),
+    (Overloaded, 429),
     (PayloadTooLarge, 413),
     (Timeout, 504),
     (ProviderError, 502),
@@ -134,6 +136,8 @@ async def _agentq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentqError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(max(1, exc.retry_after))}
     return problem(
         status, str(exc), code=exc.code, field=getattr(exc, "field", None), headers=headers
     )

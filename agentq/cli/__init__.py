@@ -10,6 +10,7 @@ mistyped option answer at once.
     agentq/cli/agents.py   agents create|list|get|start|stop|pause|resume|check; models list
     agentq/cli/jobs.py     status, jobs list|show|retry
     agentq/cli/keys.py     keys create|list|revoke
+    agentq/cli/tenants.py  tenants limit
     agentq/cli/tools.py    post, demo, fake-llm
     agentq/bench/command.py  bench (the benchmark is its own package, loaded when it runs)
 """
@@ -24,6 +25,7 @@ from agentq.cli.agents import agents_app, models_app
 from agentq.cli.db import db_app
 from agentq.cli.jobs import jobs_app, status
 from agentq.cli.keys import keys_app
+from agentq.cli.tenants import tenants_app
 
 app = typer.Typer(
     help="agentq: a conversation-aware job queue for LLM agents.", no_args_is_help=True
@@ -33,6 +35,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(models_app, name="models")
 app.add_typer(serve.api_app, name="api")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 app.add_typer(jobs_app, name="jobs")
 app.command("status")(status)
 app.command("worker")(serve.worker)

@@ -87,7 +87,19 @@ def collect_status() -> dict[str, Any]:
         "workers": _workers(),
         "jobs": {s: by_status.get(s, 0) for s in JOB_STATUSES},
         "agents": agents,
+        "tenants": _tenants(),
     }
+
+
+def _tenants() -> list[dict[str, Any]]:
+    """Each tenant's pending messages (posted, not yet answered) against its limit."""
+    from agentq.runtime.backpressure import limit_of
+    from agentq.store.tenants import pending_by_tenant
+
+    return [
+        {"name": t.name, "id": str(t.id), "pending": n, "limit": limit_of(t)}
+        for t, n in pending_by_tenant()
+    ]
 
 
 def status(as_json: JsonOpt = False) -> None:
@@ -119,6 +131,10 @@ def status(as_json: JsonOpt = False) -> None:
             f"{a['active_jobs']}/{a['max_concurrent_jobs']}",
             str(a["total_responses"]),
         )
+    console.print(t)
+    t = Table("tenant", "pending messages", "limit", title="Tenants")
+    for tn in data["tenants"]:
+        t.add_row(tn["name"], str(tn["pending"]), str(tn["limit"] or "none"))
     console.print(t)
 
 

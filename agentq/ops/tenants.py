@@ -32,3 +32,11 @@ def tenant_name(tenant: str | None = None) -> str:
 def tenant_id(tenant: str | None = None) -> uuid.UUID:
     """The id of the tenant named `tenant` (see `tenant_name`), created if new."""
     return tenants.tenant_id(tenant_name(tenant))
+
+
+def set_pending_limit(tenant: str, limit: int | None) -> None:
+    """The tenant's own limit on pending messages (backpressure): None follows
+    AGENTQ_TENANT_MAX_PENDING_MESSAGES, 0 is none. TenantNotFound for an unknown tenant."""
+    if limit is not None and not 0 <= limit <= 2**31 - 1:
+        raise InvalidInput("limit", "must be 0 (no limit) or a positive count")
+    tenants.set_max_pending(tenant_name(tenant), limit)

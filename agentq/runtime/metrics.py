@@ -48,8 +48,9 @@ from prometheus_client.registry import Collector
 
 from agentq import events
 from agentq.providers import retry as provider_retry
+from agentq.runtime import backpressure
 from agentq.states import AgentStatus, JobStatus
-from agentq.store import stats
+from agentq.store import stats, tenants
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,7 @@ class StateCollector(Collector):
         yield per_agent
         yield responses
         yield by_agent_status
+        yield from _tenant_gauges()
 
         depth = GaugeMetricFamily(
             "agentq_queue_depth", "Tasks ready in each Celery queue.", labels=["queue"]
@@ -291,6 +293,31 @@ class StateCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+
+
+def _tenant_gauges() -> Iterator[GaugeMetricFamily]:
+    """Pending messages and their limit per tenant (backpressure), labelled by tenant id:
+    ids never change, and no text of a tenant's choosing becomes a label."""
+    try:
+        rows = tenants.pending_by_tenant()
+    except Exception as exc:  # noqa: BLE001 - the other gauges still answer
+        log.warning("metrics: tenant pending counts unavailable: %s", type(exc).__name__)
+        return
+    pending = GaugeMetricFamily(
+        "agentq_tenant_pending_messages",
+        "Messages a tenant posted and has not had answered yet, by tenant id.",
+        labels=["tenant"],
+    )
+    limits = GaugeMetricFamily(
+        "agentq_tenant_pending_limit",
+        "A tenant's limit on pending messages (0: none), by tenant id.",
+        labels=["tenant"],
+    )
+    for tenant, n in rows:
+        pending.add_metric([str(tenant.id)], n)
+        limits.add_metric([str(tenant.id)], backpressure.limit_of(tenant))
+    yield pending
+    yield limits
 
 
 def process_registry() -> CollectorRegistry:

@@ -1,5 +1,6 @@
 """Post: a message and its `message.created` event, in one transaction (a transactional
-outbox). After commit, the event is published and the debounce timer armed."""
+outbox). After commit, the event is published and the debounce timer armed. A tenant
+with its limit's worth of messages pending is refused first (`runtime.backpressure`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from agentq.errors import (
     InvalidInput,
     NotAParticipant,
 )
+from agentq.runtime import backpressure
 from agentq.schemas import PostedMessage
 from agentq.states import ParticipantKind, Role
 from agentq.store import conversations, messages, outbox
@@ -76,7 +78,8 @@ def post(
 ) -> tuple[PostedMessage, Effects]:
     """Add a checked message by `author_id` to the conversation, opening or extending its
     debounce window. With an `idempotency_key` used before for the same author and content,
-    the first message (`duplicate=True`); with other content, Conflict. `shown_id` is the
+    the first message (`duplicate=True`); with other content, Conflict. Overloaded if
+    the conversation's tenant has its limit's worth of messages pending. `shown_id` is the
     author id as the caller gave it, for errors."""
     now = utcnow()
     conv = conversations.lock_for_post(tx, conv_id, author_id)
@@ -94,6 +97,9 @@ def post(
                 )
             posted = PostedMessage.model_validate(earlier).model_copy(update={"duplicate": True})
             return posted, Effects(conv_id)
+    # Last of the checks, as it takes a place in the tenant's count (Overloaded: nothing
+    # written). The conversation's lock is held: the post stays in order either way.
+    backpressure.admit(tx, conv_id)
     role = Role.ASSISTANT if conv.author_kind == ParticipantKind.AGENT else Role.USER
     msg_id, seq = messages.insert_message(
         tx,
