@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     model_profiles: str = ""
     #: a JSON or TOML file of model profiles (name -> fields), re-read when it changes
     model_profiles_file: Path | None = None
+    #: circuit breaker per model profile (agentq.runtime.breaker): this many provider
+    #: requests in a row failing as a provider that is down fails (connection errors,
+    #: timeouts, 5xx, 529; never a 4xx or 429) open it, and its jobs wait without spending
+    #: attempts; 0 turns it off
+    breaker_failures: int = Field(default=5, ge=0)
+    #: ...each within this many seconds of the one before (older failures are forgotten)
+    breaker_window_seconds: float = Field(default=60.0, gt=0)
+    #: how long it stays open before one probe call is let through (half-open); every
+    #: failed probe doubles it, up to breaker_open_max_seconds
+    breaker_open_seconds: float = Field(default=30.0, gt=0)
+    breaker_open_max_seconds: float = Field(default=300.0, gt=0)
+    #: how long the other jobs wait on the probe before another may go (its worker may
+    #: have died): about LLM_TIMEOUT, the longest one request of the probe may take
+    breaker_probe_seconds: float = Field(default=60.0, gt=0)
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @model_validator(mode="after")
@@ -111,11 +125,13 @@ class Settings(BaseSettings):
         if self.max_wait_seconds < self.debounce_seconds:
             raise ValueError("AGENTQ_MAX_WAIT_SECONDS must be >= AGENTQ_DEBOUNCE_SECONDS")
         longest = max(self.max_wait_seconds, self.retry_backoff_max_seconds)
+        longest = max(longest, self.breaker_open_max_seconds, self.breaker_probe_seconds)
         if self.visibility_timeout_seconds <= longest:
             # Celery's Redis transport redelivers an ETA task still waiting past the
             # visibility timeout; keep every countdown well inside it.
             raise ValueError(
-                "AGENTQ_VISIBILITY_TIMEOUT_SECONDS must exceed max wait and retry backoff"
+                "AGENTQ_VISIBILITY_TIMEOUT_SECONDS must exceed max wait, retry backoff and "
+                "the breaker's longest open and probe times"
             )
         if self.job_lease_seconds < MIN_LEASE_SECONDS:
             # A worker renews at a third of the lease: below this, a renewal's round trip

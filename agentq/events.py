@@ -98,6 +98,27 @@ class AgentLifecycle(Event):
     event_type: str = "agent.status_changed"
 
 
+class CircuitOpened(Event):
+    """A model profile's circuit breaker opened (`reopened`: again, after a failed
+    probe): its jobs wait `open_seconds` for a probe. An operator event, with no
+    conversation: tenants' feeds leave it out (each held conversation gets a status)."""
+
+    type = "provider.circuit_opened"
+    profile: str
+    open_seconds: float
+    reopened: bool = False
+
+
+class CircuitClosed(Event):
+    """A model profile's circuit breaker closed: its provider answered the probe; the
+    `woken` jobs held meanwhile start again. An operator event, like `CircuitOpened`."""
+
+    type = "provider.circuit_closed"
+    profile: str
+    open_seconds: float
+    woken: int
+
+
 class Status(Event):
     """Live status (`status.<category>`): typing, progress, errors, notices."""
 

@@ -58,6 +58,28 @@ def observe(
     _count_retry = retry or _no_count
 
 
+def _nobody() -> Callable[[BaseException | None], bool] | None:
+    return None
+
+
+#: who hears, in the current context, the outcome of each provider request: a function
+#: `report(error)` (error None: the provider answered) returning whether retrying may go
+#: on, or None. The circuit breaker (agentq.runtime.breaker) sets it, so that providers
+#: need not know of it; False stops the retries (the circuit opened: the job waits).
+_outcomes: Callable[[], Callable[[BaseException | None], bool] | None] = _nobody
+
+
+def observe_outcomes(
+    listener: Callable[[], Callable[[BaseException | None], bool] | None] | None,
+) -> None:
+    """Report every provider request's outcome to what `listener()` returns in the
+    context of the request (None: nobody), once the request has ended; a report saying
+    False ends the retries. `acall_with_retries` runs it in a thread off the event loop,
+    as it may wait on Redis."""
+    global _outcomes
+    _outcomes = listener or _nobody
+
+
 def retry_wait(
     attempt: int,
     error: BaseException | None,
@@ -83,6 +105,16 @@ def retry_wait(
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
+
+
+class _Halt:
+    """Set when a request's report says not to retry (the provider's circuit opened)."""
+
+    def __init__(self) -> None:
+        self.halted = False
+
+    def retryable(self, exc: BaseException) -> bool:
+        return _retryable(exc) and not self.halted
 
 
 def _waiter(base: float, cap: float) -> Callable[[RetryCallState], float]:
@@ -132,15 +164,25 @@ def call_with_retries(
     """
     start = time.monotonic()
     requests = 0
+    halt = _Halt()
 
     def attempt() -> ChatResult:
         nonlocal requests
         requests += 1
-        with _meter_request(getattr(provider, "name", "unknown")):
-            return provider.complete(request, on_token=on_token)
+        report = _outcomes()
+        try:
+            with _meter_request(getattr(provider, "name", "unknown")):
+                result = provider.complete(request, on_token=on_token)
+        except Exception as exc:
+            if report is not None and not report(exc):
+                halt.halted = True
+            raise
+        if report is not None:
+            report(None)
+        return result
 
     retrying = Retrying(
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(halt.retryable),
         stop=stop_after_attempt(max(max_retries, 0) + 1),
         wait=_waiter(backoff_base, backoff_max),
         before_sleep=_before_sleep(getattr(provider, "name", "unknown"), on_retry),
@@ -173,8 +215,9 @@ async def acall_with_retries(
     start = time.monotonic()
     requests = 0
     name = getattr(provider, "name", "unknown")
+    halt = _Halt()
     retrying = AsyncRetrying(
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(halt.retryable),
         stop=stop_after_attempt(max(max_retries, 0) + 1),
         wait=_waiter(backoff_base, backoff_max),
         before_sleep=_before_sleep(name, on_retry),
@@ -185,8 +228,17 @@ async def acall_with_retries(
     async def attempt() -> ChatResult:
         nonlocal requests
         requests += 1
-        with _meter_request(name):
-            return await provider.acomplete(request, on_token=on_token)
+        report = _outcomes()
+        try:
+            with _meter_request(name):
+                result = await provider.acomplete(request, on_token=on_token)
+        except Exception as exc:  # (a cancellation is no outcome: it is not reported)
+            if report is not None and not await asyncio.to_thread(report, exc):
+                halt.halted = True
+            raise
+        if report is not None:
+            await asyncio.to_thread(report, None)
+        return result
 
     result: ChatResult = await retrying(attempt)
     return replace(result, latency=time.monotonic() - start, requests=requests)

@@ -46,9 +46,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agentq import events
+from agentq import events, profiles
 from agentq.providers import retry as provider_retry
-from agentq.runtime import backpressure
+from agentq.runtime import backpressure, breaker
 from agentq.states import AgentStatus, JobStatus
 from agentq.store import stats, tenants
 
@@ -115,6 +115,12 @@ LLM_RETRIES = Counter(
 DEBOUNCE_BATCHES = Counter(
     "agentq_debounce_batches_total", "Dispatches that turned pending messages into jobs."
 )
+CIRCUIT_TRANSITIONS = Counter(
+    "agentq_circuit_transitions_total",
+    "Circuit breaker changes of state, by model profile and the state entered (open, "
+    "half_open, closed).",
+    ["profile", "state"],
+)
 DEBOUNCE_COALESCED = Counter(
     "agentq_debounce_coalesced_messages_total",
     "Messages folded into a batch with an earlier one (a burst answered once).",
@@ -154,6 +160,13 @@ def llm_retry(provider: str) -> None:
 
 # Providers know nothing of metrics: they report through this hook.
 provider_retry.observe(llm_request, llm_retry)
+
+
+def circuit_transition(profile: str, state: str) -> None:
+    CIRCUIT_TRANSITIONS.labels(profile, state).inc()
+
+
+breaker.observe(circuit_transition)
 
 
 def queue_waited(waited: timedelta) -> None:
@@ -320,6 +333,26 @@ def _tenant_gauges() -> Iterator[GaugeMetricFamily]:
     yield limits
 
 
+class CircuitCollector(Collector):
+    """`agentq_circuit_open{profile}`, read from Redis at scrape time: the breaker's
+    state is shared by all workers, so one process (the API) reports it."""
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            found = breaker.states(profiles.all())
+        except Exception as exc:  # noqa: BLE001 - the other gauges still answer
+            log.warning("metrics: circuit states unavailable: %s", type(exc).__name__)
+            return
+        gauge = GaugeMetricFamily(
+            "agentq_circuit_open",
+            "1 while a model profile's circuit breaker is open or half-open (its jobs wait).",
+            labels=["profile"],
+        )
+        for name, state in found.items():
+            gauge.add_metric([name], 0 if state.state == breaker.CLOSED else 1)
+        yield gauge
+
+
 def process_registry() -> CollectorRegistry:
     """This process's metrics, or the multiprocess aggregate under prefork."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -340,6 +373,7 @@ def state_registry() -> CollectorRegistry:
     if _state is None:
         registry = CollectorRegistry()
         registry.register(StateCollector())
+        registry.register(CircuitCollector())
         _state = registry
     return _state
 

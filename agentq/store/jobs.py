@@ -491,3 +491,66 @@ def operator_jobs(status: str | None, agent: str | None, limit: int) -> list[dic
             }
             for j, name in session.execute(q).all()
         ]
+
+
+# -- held by a circuit breaker ---------------------------------------------------------------
+
+
+def _hold_statement(*, started: bool) -> Any:
+    held = update(J).where(
+        J.c.id == bindparam("job_id"),
+        J.c.status == JobStatus.ACTIVE,
+        J.c.lease_token == bindparam("token"),
+    )
+    if started:  # its call ran and failed as the circuit opened: that attempt is given back
+        held = held.where(J.c.started_token == bindparam("token")).values(attempts=J.c.attempts - 1)
+    else:  # never a claim whose call runs already (a redelivered task)
+        held = held.where(J.c.started_token != bindparam("token"))
+    return held.values(
+        status=JobStatus.DELAYED,
+        next_attempt_at=bindparam("next_attempt_at"),
+        lease_until=None,
+        failure_reason=bindparam("reason"),
+    ).returning(J.c.conversation_id, J.c.agent_id, J.c.attempts)
+
+
+#: a claim held back before its call: delayed without counting an attempt
+_HOLD = _hold_statement(started=False)
+#: a claim whose call failed as the circuit opened: delayed, its attempt given back
+_HOLD_STARTED = _hold_statement(started=True)
+#: held jobs due at once (the circuit closed)
+_MAKE_DUE = (
+    update(J)
+    .where(
+        J.c.id.in_(bindparam("job_ids", expanding=True)),
+        J.c.status == JobStatus.DELAYED,
+        J.c.next_attempt_at > bindparam("now"),
+    )
+    .values(next_attempt_at=bindparam("now"))
+    .returning(J.c.conversation_id)
+)
+
+
+def hold(
+    tx: Tx,
+    job_id: uuid.UUID,
+    token: int,
+    until: datetime,
+    reason: str,
+    *,
+    started: bool,
+) -> Record | None:
+    """Delay the job of claim `token` until `until` without counting an attempt: one its
+    call `started` is given back. (conversation_id, agent_id, attempts), or None if the
+    claim is stale (or, not `started`, its call runs already)."""
+    statement = _HOLD_STARTED if started else _HOLD
+    params = {"job_id": job_id, "token": token, "next_attempt_at": until, "reason": reason}
+    return tx.connection().execute(statement, params).first()
+
+
+def make_due(tx: Tx, job_ids: Sequence[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+    """Make those of the delayed jobs still waiting due `now`; their conversations."""
+    if not job_ids:
+        return []
+    params = {"job_ids": list(job_ids), "now": now}
+    return list(tx.connection().execute(_MAKE_DUE, params).scalars())

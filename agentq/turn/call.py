@@ -20,6 +20,7 @@ from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.errors import ProviderError, UnknownProfile
 from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_provider
+from agentq.runtime import breaker
 from agentq.states import CANCELLING, JobStatus
 from agentq.store import jobs
 from agentq.store.session import Tx
@@ -47,10 +48,17 @@ class Call:
     #: why no request could be made (the agent's model profile is not declared): the
     #: call fails with it, not retried
     failure: str | None = None
+    #: the model profile called (its circuit breaker hears how the call went)
+    profile: str = profiles.DEFAULT
+    #: seconds the job must wait before calling: the profile's circuit is open (no
+    #: attempt was counted)
+    held: float | None = None
+    #: the call is the half-open circuit's one probe
+    probe: bool = False
 
     @property
     def answered(self) -> bool:
-        return self.request is None and self.failure is None
+        return self.request is None and self.failure is None and self.held is None
 
 
 def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
@@ -62,23 +70,45 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
     cid = found.conversation_id
     if found.result is not None:  # (a JSON null reads as None too)
         return Call(job_id, cid, found.id, token, found.provider, None)
+    model_config = found.model_config or {}
+    profile: profiles.ModelProfile | None = None
+    try:
+        profile = profiles.of_agent(model_config)
+    except UnknownProfile as exc:
+        unknown = exc.name
+    # The circuit is asked before the attempt counts: a job held by it spends none.
+    admission = breaker.admit(profile.name, job_id, cid) if profile else breaker.Admission()
+    if profile is not None and admission.wait is not None:
+        held = admission.wait
+        return Call(
+            job_id, cid, found.id, token, profile.provider, None, profile=profile.name, held=held
+        )
     lease = timedelta(seconds=get_settings().job_lease_seconds)
     if jobs.start(tx, job_id, token, utcnow() + lease) is None:
+        if profile is not None and admission.probe:
+            breaker.release_probe(profile.name, job_id)
         return None  # this claim's call runs (or ran) already: a redelivered task
     limit = get_settings().context_messages
     upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
     agentq_logging.bind(agent=found.name, conversation_id=cid)
-    model_config = found.model_config or {}
-    try:
-        profile = profiles.of_agent(model_config)
-    except UnknownProfile as exc:
-        reason = f"the agent's model profile {exc.name!r} is not declared by the operator"
+    if profile is None:
+        reason = f"the agent's model profile {unknown!r} is not declared by the operator"
         return Call(job_id, cid, found.id, token, found.provider, None, failure=reason)
     prompt = build_messages(tx, found, cid, limit, upto)
     request = chat_request(model_config, prompt)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
     # The profile's provider, as declared now (not the one stored when the agent was made).
-    return Call(job_id, cid, found.id, token, profile.provider, request, cancellable)
+    return Call(
+        job_id,
+        cid,
+        found.id,
+        token,
+        profile.provider,
+        request,
+        cancellable,
+        profile=profile.name,
+        probe=admission.probe,
+    )
 
 
 async def call(

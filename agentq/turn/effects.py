@@ -46,7 +46,7 @@ from agentq import ids
 from agentq.config import get_settings
 from agentq.errors import ProviderError
 from agentq.providers import ChatResult
-from agentq.runtime import answers, broker, bus, calls, limits, metrics, signals, timers
+from agentq.runtime import answers, breaker, broker, bus, calls, limits, metrics, signals, timers
 from agentq.schemas import PostedMessage
 from agentq.states import JobStatus
 from agentq.store import jobs as stored_jobs
@@ -239,12 +239,18 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
     Transient provider errors are retried inside the call (tenacity); what still fails
     costs the job an attempt. If writing the reply fails, the answer is kept (on the job,
     else in Redis), so a retry writes it without calling the provider again.
+
+    While the circuit of the job's model profile is open (`agentq.runtime.breaker`) the
+    job is held instead: before its call, or when its call fails as the circuit opens.
     """
     jid = ids.job(job_id)
     c = prepare(jid, token)
     if c is None:
         log.info("job %s claim %s is stale; nothing to do", jid, token)
         _ended_elsewhere(jid)
+        return
+    if c.held is not None:
+        hold(jid, token, c.profile, c.held, started=False)
         return
     kept = answers.recall(jid)
     if c.answered or kept is not None:
@@ -254,13 +260,15 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
     flight = calls.Flight(
         jid, token, c.agent_id, c.conversation_id, time.monotonic() + s.llm.attempt_deadline
     )
-    try:
-        result = calls.calls().run(
-            flight,
-            lambda on_token: call.call(
+
+    async def guarded(on_token: Callable[[str], None]) -> ChatResult:
+        with breaker.guarding(c.profile):  # its requests report to the profile's circuit
+            return await call.call(
                 c, on_token if s.stream_tokens else None, on_restart=flight.restart
-            ),
-        )
+            )
+
+    try:
+        result = calls.calls().run(flight, guarded)
     except calls.Stopped as stopped:
         if stopped.reason == calls.DEADLINE:
             limit = s.llm.attempt_deadline
@@ -270,6 +278,13 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
             _ended_elsewhere(jid)
         return
     except ProviderError as exc:
+        # Failed as its provider is down and the circuit is open now (this failure may
+        # have opened it): the outage, not the job, spent that attempt.
+        down = breaker.counts(exc)
+        held = breaker.admit(c.profile, jid, c.conversation_id, take=False).wait if down else None
+        if held is not None:
+            hold(jid, token, c.profile, held, started=True)
+            return
         attempt_failed(
             jid, token, call.short_reason(exc), retryable=exc.retryable, retry_after=exc.retry_after
         )
@@ -278,6 +293,9 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         log.exception("job %s: unexpected error in the LLM call", jid)
         attempt_failed(jid, token, call.short_reason(exc), retryable=True)
         return
+    finally:
+        if c.probe:  # ended without an outcome (stopped, a bug)? another job may probe
+            breaker.release_probe(c.profile, jid)
     problem = call.unusable(result)
     if problem is not None:
         attempt_failed(jid, token, problem[0], retryable=problem[1])
@@ -351,4 +369,18 @@ def attempt_failed(
         log.warning("job %s attempt failed, retrying in %.1fs: %s", job_id, out.advance_in, reason)
     else:
         log.warning("job %s failed: %s", job_id, reason)
+    run(out)
+
+
+def hold(job_id: uuid.UUID, token: int, profile: str, wait: float, *, started: bool) -> None:
+    """Hold the job of claim `token` for `wait` seconds: the circuit of its model profile
+    is open. Delayed, not failed, and no attempt counted (one its call `started` is given
+    back); the conversation is advanced again then, or as soon as the circuit closes."""
+    out = _in_transaction(
+        lambda tx: finish.hold(tx, job_id, token, profile=profile, wait=wait, started=started)
+    )
+    if out is None:  # the claim went stale meanwhile: its slot is still this worker's
+        _ended_elsewhere(job_id)
+        return
+    log.info("job %s held %.1f s: the circuit of model profile %s is open", job_id, wait, profile)
     run(out)

@@ -245,3 +245,42 @@ def _lock_in_order(tx: Tx, job_id: uuid.UUID) -> Record | None:
         return None
     conversations.lock(tx, where.conversation_id)
     return jobs.lock(tx, job_id)
+
+
+def hold(
+    tx: Tx,
+    job_id: uuid.UUID,
+    token: int,
+    *,
+    profile: str,
+    wait: float,
+    started: bool,
+) -> Effects | None:
+    """Hold claim `token` while the circuit of its model profile is open: the job is
+    delayed `wait` seconds (until a probe may go), not failed, and no attempt is counted
+    (one its call `started` is given back: the provider failed it, not the job); its
+    agent slot is given back and the conversation is told why. None if the claim is
+    stale."""
+    until = utcnow() + timedelta(seconds=wait)
+    reason = f"waiting for model profile {profile!r}: its provider is failing (circuit open)"
+    job = jobs.hold(tx, job_id, token, until, reason, started=started)
+    if job is None:
+        return None
+    waiting = events.Status(
+        conversation_id=job.conversation_id,
+        category="engine",
+        message="waiting for the model provider to recover",
+        data={
+            "reason": "circuit_open",
+            "profile": profile,
+            "retry_in": round(wait, 1),
+            "job_id": str(job_id),
+        },
+    )
+    return Effects(
+        job.conversation_id,
+        events=outbox.insert_events(tx, [waiting]),
+        release=[(job.agent_id, job_id)],
+        wake_agent=job.agent_id,
+        advance_in=wait,
+    )
