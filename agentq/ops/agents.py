@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from typing import Any
 
-from agentq import events, profiles
+from agentq import events, names, profiles
 from agentq.clock import utcnow
 from agentq.errors import Conflict, InvalidInput, UnknownProvider
 from agentq.ops import tenants
@@ -18,8 +17,6 @@ from agentq.store.session import reader, transaction
 from agentq.turn import effects, finish
 from agentq.turn.outcome import Effects
 
-#: names are used in @mentions, so they are one word
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 #: what a caller may set in model_config, each bounded by the agent's model profile
 AGENT_KEYS = profiles.AGENT_KEYS
 
@@ -130,8 +127,7 @@ def create_agent(
     profile's caps. `tenant_id` is the owning tenant (None: the in-process callers'
     tenant, see `agentq.ops.tenants`). Names are unique in a tenant in any case
     (Conflict), and say nothing of other tenants' names."""
-    if not NAME_RE.match(name or ""):
-        raise InvalidInput("name", f"{name!r} must be one word of letters, digits, _ . -")
+    name = names.check(name)  # @mentions: one word, any script (agentq.names)
     if model_config is not None and not isinstance(model_config, dict):
         raise InvalidInput("model_config", "must be an object")
     profile, model_config = _model_config(model_config or {})

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from agentq import names
 from agentq.errors import AgentNotFound, Conflict
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus, JobStatus
@@ -112,8 +113,8 @@ _LIVE = Agent.deleted_at.is_(None)
 
 
 def _named(name: str) -> ColumnElement[bool]:
-    # the unique index is on lower(name): the same rule as @mentions
-    return func.lower(Agent.name) == name.lower()
+    # the unique index is on name_key: the same rule as @mentions
+    return Agent.name_key == names.key(name)
 
 
 def exists_named(tx: Tx, name: str, tenant_id: uuid.UUID) -> bool:

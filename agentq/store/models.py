@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from agentq import names
 from agentq.clock import utcnow  # noqa: F401 - re-exported
 from agentq.states import FINISHED_JOB_STATES, OPEN_JOB_STATES  # noqa: F401 - re-exported
 
@@ -41,6 +42,10 @@ NAMING = {
 
 def new_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+def _name_key(context: Any) -> str:
+    return names.key(context.get_current_parameters()["name"])
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -95,12 +100,12 @@ class Conversation(Base):
 class Agent(Base):
     __tablename__ = "agents"
     __table_args__ = (
-        # Names are @mentions, which match case-insensitively: one live agent a name
-        # (any case) in a tenant. Another tenant's names are no concern of this one's.
+        # Names are @mentions, which match in any case: one live agent a name key
+        # (agentq.names) in a tenant. Another tenant's names are no concern of this one's.
         Index(
-            "uq_agents_tenant_name",
+            "uq_agents_tenant_name_key",
             "tenant_id",
-            text("lower(name)"),
+            "name_key",
             unique=True,
             postgresql_where=text("deleted_at IS NULL"),
             sqlite_where=text("deleted_at IS NULL"),
@@ -109,6 +114,9 @@ class Agent(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100))
+    #: what makes two names the same (NFC, case-folded: `agentq.names.key`), computed
+    #: here rather than by the database's lower(), which is ASCII-only on SQLite
+    name_key: Mapped[str] = mapped_column(String(300), default=_name_key)
     #: the tenant that owns it (agents made in-process: the Client's or CLI's tenant,
     #: by default the tenant named "default")
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)

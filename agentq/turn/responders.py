@@ -1,9 +1,10 @@
 """Responder selection: which agents answer a batch of pending messages.
 
-A DM: its one agent. A channel: the agents @mentioned by name, else the one a scorer
-finds most relevant (default: word overlap of the recent text with role, backstory and
-goal). An agent never answers its own message. Pluggable: set AGENTQ_RESPONDER_SELECTOR
-to "package.module:function" with the signature of `select_responders`.
+A DM: its one agent. A channel: the agents @mentioned by name (in any case and script, as
+`agentq.names` compares names), else the one a scorer finds most relevant (default: word
+overlap of the recent text with role, backstory and goal). An agent never answers its own
+message. Pluggable: set AGENTQ_RESPONDER_SELECTOR to "package.module:function" with the
+signature of `select_responders`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from agentq import names
 from agentq.states import AgentStatus, ConversationKind, Responders, Role
 
-MENTION_RE = re.compile(r"@([A-Za-z][A-Za-z0-9_.-]*)")
 WORD_RE = re.compile(r"[a-z0-9]{3,}")
 
 
@@ -100,13 +101,8 @@ def select_responders(
         return []
     if conv.kind == ConversationKind.DM:
         return candidates[:1]
-    names = {a.name.lower(): a for a in candidates}
-    mentioned = [
-        names[n.lower()]
-        for m in speaking
-        for n in MENTION_RE.findall(m.content)
-        if n.lower() in names
-    ]
+    by_key = {names.key(a.name): a for a in candidates}
+    mentioned = [by_key[k] for m in speaking for k in names.mentioned(m.content, by_key)]
     if mentioned:
         return list(dict.fromkeys(mentioned))
     if human and (conv.settings or {}).get("responders") == Responders.ALL:
