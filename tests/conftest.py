@@ -35,6 +35,9 @@ FAST = {
     "LLM_BACKOFF_MAX": "2",
     "LLM_TIMEOUT": "5",
     "LLM_API_KEY": "sk-test-SECRET-0123456789",
+    # Off: tests of failing providers expect failed jobs, which an open circuit holds
+    # instead (tests/test_breaker.py turns it on).
+    "AGENTQ_BREAKER_FAILURES": "0",
     "LLM_PROVIDER": "openai",
     "AGENTQ_MODEL_PROFILES": profiles_json(),
 }
