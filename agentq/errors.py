@@ -91,9 +91,11 @@ class Conflict(AgentqError):
 
 
 class JobNotRetryable(Conflict):
-    def __init__(self, job_id: object, status: str) -> None:
+    def __init__(self, job_id: object, status: str, why: str | None = None) -> None:
         super().__init__(
-            f"job {job_id!s} is {status}; only failed or cancelled jobs can be retried"
+            f"job {job_id!s} cannot be retried: {why}"
+            if why
+            else f"job {job_id!s} is {status}; only failed or cancelled jobs can be retried"
         )
 
 

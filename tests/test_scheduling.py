@@ -18,6 +18,7 @@ from sqlalchemy import update
 from agentq import turn
 from agentq.client import Client
 from agentq.clock import utcnow
+from agentq.errors import JobNotRetryable
 from agentq.ops.reconcile import reconcile_once
 from agentq.providers import ChatResult
 from agentq.runtime import limits
@@ -140,3 +141,25 @@ def test_a_slot_left_taken_by_a_crash_is_given_back(control: None) -> None:
     assert report.orphan_slots == 1 and report.woken == 1
     assert limits.running(agent.id) == 0
     assert turn.advance(second) is not None
+
+
+def test_a_job_whose_messages_were_carried_into_another_is_not_retried(control: None) -> None:
+    client = Client()
+    for policy in ("interrupt", "rollback"):
+        agent = client.create_agent(f"carry-{uuid.uuid4().hex[:8]}")
+        conv = client.create_conversation("dm", settings={**NOW, "double_texting": policy})
+        client.add_participant(conv.id, agent=agent.id)
+        user = client.add_participant(conv.id, user_id="u")
+        client.post_message(conv.id, user.id, "first")
+        turn.dispatch_due(conv.id)
+        first = turn.advance(conv.id)
+        assert first is not None
+        client.post_message(conv.id, user.id, "second")
+        turn.dispatch_due(conv.id, start=True)  # cancels the first job: the second covers both
+        cancelled, replacement = jobs_of(conv.id)
+        assert cancelled.status == "cancelled" and replacement.status != "cancelled"
+        with pytest.raises(JobNotRetryable) as refused:
+            client.retry_job(cancelled.id)
+        why = str(refused.value)
+        assert str(replacement.id) in why if policy == "interrupt" else "no message" in why
+        assert jobs_of(conv.id)[0].status == "cancelled"  # nothing changed

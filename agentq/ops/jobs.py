@@ -8,7 +8,7 @@ from agentq import ids
 from agentq.errors import JobNotFound, JobNotRetryable
 from agentq.schemas import JobOut, MessageOut
 from agentq.states import RETRYABLE_JOB_STATES
-from agentq.store import jobs, messages
+from agentq.store import conversations, jobs, messages
 from agentq.store.session import reader, transaction
 from agentq.turn import effects
 from agentq.turn.outcome import Effects, Then
@@ -38,14 +38,30 @@ def jobs_for_message(message_id: uuid.UUID | str) -> list[uuid.UUID]:
 
 
 def retry_job(job_id: uuid.UUID | str) -> JobOut:
-    """Give a failed (or cancelled) job a fresh set of attempts; it runs in its turn."""
+    """Give a failed (or cancelled) job a fresh set of attempts; it runs in its turn, its
+    place among the conversation's waiting jobs kept (it answers the messages it was made
+    for, before later ones).
+
+    A job whose messages another job answers (an interrupt carried them into it) or that
+    answers none any more (rolled back) raises JobNotRetryable: retrying it would answer
+    them twice, or nothing.
+    """
     jid = ids.job(job_id)
     with transaction() as tx:
+        where = jobs.route(tx, jid)
+        if where is None:
+            raise JobNotFound(job_id)
+        conversations.lock(tx, where.conversation_id)  # the lock order: conversation first
         row = jobs.lock(tx, jid)
         if row is None:
             raise JobNotFound(job_id)
         if row.status not in RETRYABLE_JOB_STATES:
             raise JobNotRetryable(jid, row.status)
+        other = jobs.carried_into(tx, jid)
+        if other is not None:
+            raise JobNotRetryable(jid, row.status, f"its messages are answered by job {other}")
+        if not jobs.triggers(tx, jid):
+            raise JobNotRetryable(jid, row.status, "it answers no message any more (rolled back)")
         jobs.retry(tx, jid)
     effects.run(Effects(row.conversation_id, then=Then.ADVANCE))
     return get_job(jid)

@@ -381,6 +381,32 @@ def link_reply(
     )
 
 
+#: the newest other job answering one of the job's messages (they were carried into it)
+_OTHER = J.alias("other_job")
+_CARRIED_INTO = (
+    select(_OTHER.c.id)
+    .join(L, L.c.job_id == _OTHER.c.id)
+    .where(
+        L.c.status == LinkStatus.TRIGGER,
+        _OTHER.c.id != bindparam("job_id"),
+        L.c.message_id.in_(
+            select(L.c.message_id).where(
+                L.c.job_id == bindparam("job_id"), L.c.status == LinkStatus.TRIGGER
+            )
+        ),
+    )
+    .order_by(_OTHER.c.created_at.desc())
+    .limit(1)
+)
+
+
+def carried_into(tx: Tx, job_id: uuid.UUID) -> uuid.UUID | None:
+    """The newest other job that answers one of this job's messages (an interrupt carried
+    them into it), if any."""
+    other: uuid.UUID | None = tx.connection().execute(_CARRIED_INTO, {"job_id": job_id}).scalar()
+    return other
+
+
 def triggers(tx: Tx, job_id: uuid.UUID) -> list[Record]:
     """The messages the job answers, in seq order."""
     return list(tx.connection().execute(_TRIGGERS, {"job_id": job_id}))
