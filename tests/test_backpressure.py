@@ -27,7 +27,7 @@ from agentq.store.models import Conversation, Event, Job, Message
 from agentq.store.session import reader
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 from agentq.testing.stack import Stack
-from tests.api_support import Server, api_server, cli_create_key
+from tests.api_support import Server, api_server, cli_create_key, free_port
 from tests.conftest import apply_env, stack_with
 from tests.helpers import jobs_of, make_dm, replies_of, wait_until
 
@@ -261,5 +261,23 @@ def test_no_limit_and_bad_limits(env: tuple[Stack, Server]) -> None:
     set_pending_limit(client.tenant, None)  # back to the setting: over it now
     with pytest.raises(errors.Overloaded):
         client.post_message(conv.id, user.id, "over")
+    client.resume_agent(agent)
+    wait_until(lambda: pending_of(client) == 0, timeout=60, what="answers")
+
+
+def test_with_redis_unreachable_the_database_count_decides(env: tuple[Stack, Server]) -> None:
+    client = Client(tenant=f"dark-{tag()}")
+    conv, user, agent = make_dm(client, settings=NOW)
+    client.pause_agent(agent)
+    for i in range(LIMIT):
+        client.post_message(conv.id, user.id, f"m{i}")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    apply_env({**env[0].env, "AGENTQ_REDIS_URL": dead})
+    try:
+        with pytest.raises(errors.Overloaded) as refused:
+            client.post_message(conv.id, user.id, "over, and Redis is gone")
+        assert refused.value.pending == LIMIT
+    finally:
+        apply_env(env[0].env)
     client.resume_agent(agent)
     wait_until(lambda: pending_of(client) == 0, timeout=60, what="answers")
