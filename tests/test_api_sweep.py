@@ -115,14 +115,15 @@ def operations() -> list[Op]:
     for route in iter_route_contexts(app.routes):  # app.routes, routers included
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
+        path = str(route.path_format)
         for method in sorted(route.methods or ()):
-            doc = spec["paths"][route.path_format][method.lower()]
+            doc = spec["paths"][path][method.lower()]
             body = doc.get("requestBody", {}).get("content", {}).get("application/json")
             ops.append(
                 Op(
                     op_id=doc["operationId"],
                     method=method,
-                    path=route.path_format,
+                    path=path,
                     params=tuple(doc.get("parameters", [])),
                     body=_resolve(body["schema"], spec) if body else None,
                     secured=bool(doc.get("security")),
@@ -256,13 +257,15 @@ def no_server_errors(api: Api) -> None:
     assert errors == [], "\n".join(errors[:10])
 
 
-def url_of(op: Op, ids: dict[str, str], *, failing: bool = False, **override: str) -> str:
+def url_of(
+    op: Op, ids: dict[str, str], *, failing: bool = False, override: dict[str, str] | None = None
+) -> str:
     """The operation's URL with `ids`; a stream's only when the request fails before the
     stream starts (`failing`), else an unknown conversation's."""
     values = {p: ids[p] for p in op.path_params()}
     if op.op_id == ENDLESS and not failing:
         values["conversation_id"] = str(uuid.uuid4())
-    values.update(override)
+    values.update(override or {})
     return op.path.format(**values)
 
 
@@ -336,10 +339,12 @@ def sweep_route(
     # ids: not UUIDs, unknown, another tenant's
     for name in op.path_params():
         for bad in NOT_UUIDS:
-            problem(send("non-UUID id", url=url_of(op, ids, **{name: bad}), json=body), 422, name)
+            problem(
+                send("non-UUID id", url=url_of(op, ids, override={name: bad}), json=body), 422, name
+            )
         unknown = str(uuid.uuid4())
         problem(
-            send("unknown id", url=url_of(op, ids, **{name: unknown}), json=body),
+            send("unknown id", url=url_of(op, ids, override={name: unknown}), json=body),
             404,
             None,
             unknown,
