@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from agentq import names
 from agentq.schemas import AgentOut, ConversationOut, JobOut, MessageOut, ParticipantOut
 
 #: how deep and how big a JSON object given as settings or model_config may be
@@ -69,7 +70,16 @@ class AgentModelConfig(_In):
 
 
 class AgentIn(_In):
-    name: Annotated[Text, Field(min_length=1, max_length=100)]
+    #: checked by agentq.names (422 naming `name` and saying what a name may be)
+    name: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=names.MAX_LENGTH,
+            description=f"An @mention, unique in the tenant in any case: {names.RULE}.",
+            examples=["Zoë", "助手", "Ólafur-2"],
+        ),
+    ]
     role: Annotated[Text, Field(max_length=10_000)] = ""
     backstory: Annotated[Text, Field(max_length=10_000)] = ""
     goal: Annotated[Text, Field(max_length=10_000)] = ""

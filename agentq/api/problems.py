@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentq.errors import (
@@ -36,12 +36,16 @@ MEDIA_TYPE = "application/problem+json"
 class Problem(BaseModel):
     """The body of every error answer."""
 
-    type: str
-    title: str
-    status: int
-    detail: str
+    type: str = Field(description="The problem's kind: " + TYPE_BASE + "<code>.")
+    title: str = Field(description="The HTTP status in words.")
+    status: int = Field(description="The HTTP status.")
+    detail: str = Field(description="What is wrong, naming the value at fault.")
     #: the offending field (`content`, `settings.hop_limit`, `Idempotency-Key`), if any
-    field: str | None = None
+    field: str | None = Field(
+        default=None,
+        description="The field at fault (`content`, `settings.hop_limit`, `agent_id`, "
+        "`Content-Type`, `body` for the body as a whole), if any.",
+    )
 
 
 class IdempotencyKeyReused(Conflict):

@@ -24,8 +24,9 @@ PROFILES: dict[int | str, dict[str, Any]] = {
 @router.post("", status_code=201, response_model=AgentOut, responses=PROFILES)
 def create_agent(body: AgentIn, who: Caller) -> AgentOut:
     """Create an agent owned by the key's tenant, on one of the operator's model profiles
-    (`model_config.profile`, default "default"). Names are @mentions: unique in the
-    tenant in any case (409); other tenants' names do not matter."""
+    (`model_config.profile`, default "default"). Names are @mentions: one word, letters
+    of any script (422 saying what a name may be), unique in the tenant in any case
+    (409); other tenants' names do not matter."""
     fields = body.model_dump(exclude={"name", "model_config_"}, by_alias=False)
     model_config = body.model_config_.model_dump(exclude_none=True)
     return agents.create_agent(
