@@ -268,10 +268,9 @@ def test_stopping_an_agent_closes_its_running_call_at_once(
         assert job.status == "failed" and "was stopped" in (job.failure_reason or "")
 
 
-def test_a_job_cancelled_by_an_interrupt_can_be_retried(
-    base_env: dict[str, str], tmp_path: Path
-) -> None:
-    # The cancel signal names the claim it stopped, not the job: a retry's claim runs.
+def test_a_job_stopped_mid_call_can_be_retried(base_env: dict[str, str], tmp_path: Path) -> None:
+    # The stop signal names the claim it stopped, not the job: a retry's claim runs. (A
+    # job an interrupt cancelled is not retried: its messages went to its replacement.)
     with (
         FakeLLMServer(FakeLLMConfig(latency=2.0)) as llm,
         stack_with(base_env, tmp_path, llm) as stack,
@@ -279,13 +278,13 @@ def test_a_job_cancelled_by_an_interrupt_can_be_retried(
         stack.start_worker(concurrency=8)
         stack.start_reconciler(interval=1.0)
         client = Client()
-        conv, user, _ = make_dm(client, settings={**NOW, "double_texting": "interrupt"})
+        conv, user, agent_id = make_dm(client, settings=NOW)
         client.post_message(conv.id, user.id, "first")
         wait_until(lambda: llm.stats()["in_flight"] == 1, timeout=20, what="the first call")
-        client.post_message(conv.id, user.id, "second")
-        wait_until(lambda: len(replies_of(conv.id)) == 1, timeout=30, what="the reply")
+        client.stop_agent(agent_id)
         first = jobs_of(conv.id)[0]
-        assert first.status == "cancelled"
+        assert first.status == "failed"
+        client.start_agent(agent_id)
         client.retry_job(first.id)
-        wait_until(lambda: len(replies_of(conv.id)) == 2, timeout=30, what="the retried reply")
+        wait_until(lambda: len(replies_of(conv.id)) == 1, timeout=30, what="the retried reply")
         assert client.get_job(first.id).status == "completed"
