@@ -36,7 +36,7 @@ def test_task_messages_carry_ids_only(isolated: Live) -> None:
     turn.advance(conv.id)  # queues agentq.run_job; no worker consumes it
 
     messages = queued_messages(isolated.redis.url)
-    tasks = [m for m in messages if "headers" in m and "body" in m]
+    tasks = [m for m in messages if isinstance(m, dict) and "headers" in m and "body" in m]
     names = {m["headers"]["task"] for m in tasks}
     assert {"agentq.dispatch", "agentq.run_job"} <= names
     queues = {m["properties"]["delivery_info"]["routing_key"] for m in tasks}
