@@ -91,7 +91,11 @@ def _set_ttl_ms() -> int:
 
 
 def running(agent_id: uuid.UUID | str) -> int:
-    return int(get_redis().zcard(_keys(agent_id)[0]))
+    """The agent's slots taken, leaving out those whose lease ran out (a dead worker's,
+    dropped at the next acquire)."""
+    r = get_redis()
+    now_s, now_us = r.time()
+    return int(r.zcount(_keys(agent_id)[0], now_s * 1000 + now_us // 1000, "+inf"))
 
 
 def orphans(
