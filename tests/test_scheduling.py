@@ -109,13 +109,14 @@ def test_a_lost_worker_is_found_behind_hundreds_parked_on_a_paused_agent(control
     get_redis().delete(CONTROL_QUEUE)
     limits.release(agent.id, claim.job_id)
 
-    report = reconcile_once()
-    assert report.advanced == 1 and report.woken == 0
+    report = reconcile_once()  # (the database may hold other tests' lost jobs too)
+    assert report.advanced >= 1
     (job,) = jobs_of(conv)
     assert job.lease_token == claim.token + 1  # claimed again, in the first pass
     # The parked conversations cost nothing: their agent is paused.
-    assert {task for task, _ in queued()} == {"agentq.run_job"} or not queued()
-    assert all(j.status == "waiting" for c in parked[:5] for j in jobs_of(c))
+    advanced = {c for task, c in queued() if task == "agentq.advance"}
+    assert not advanced & {str(c) for c in parked}
+    assert all(j.status == "waiting" for c in parked for j in jobs_of(c))
 
 
 def test_a_slot_left_taken_by_a_crash_is_given_back(control: None) -> None:
@@ -137,9 +138,10 @@ def test_a_slot_left_taken_by_a_crash_is_given_back(control: None) -> None:
             .where(Job.conversation_id == second)
             .values(created_at=utcnow() - timedelta(seconds=5))
         )
-    report = reconcile_once()
-    assert report.orphan_slots == 1 and report.woken == 1
+    report = reconcile_once()  # (other tests' agents may be in the same pass)
+    assert report.orphan_slots >= 1
     assert limits.running(agent.id) == 0
+    assert ("agentq.advance", str(second)) in queued()  # woken
     assert turn.advance(second) is not None
 
 
