@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from agentq.cli.jobs import collect_status
 from agentq.client import Client
 from agentq.errors import ProviderError
 from agentq.ops import tenancy
@@ -179,6 +180,7 @@ def test_a_provider_down_holds_its_jobs_and_answers_them_in_order_when_back(
                 client.post_message(conv.id, user.id, "during the outage")
                 client.post_message(conv.id, user.id, "and once more")
             wait_until(lambda: _circuit_gauge().get("default") == 1, 30, what="it to open")
+            assert collect_status()["circuits"]["default"]["state"] in ("open", "half_open")
             # Down long enough for a probe to fail and open it again.
             wait_until(
                 lambda: any(e.payload["reopened"] for e in _operator_events("default")),

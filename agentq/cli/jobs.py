@@ -88,6 +88,7 @@ def collect_status() -> dict[str, Any]:
         "jobs": {s: by_status.get(s, 0) for s in JOB_STATUSES},
         "agents": agents,
         "tenants": _tenants(),
+        "circuits": _circuits(),
     }
 
 
@@ -100,6 +101,22 @@ def _tenants() -> list[dict[str, Any]]:
         {"name": t.name, "id": str(t.id), "pending": n, "limit": limit_of(t)}
         for t, n in pending_by_tenant()
     ]
+
+
+def _circuits() -> dict[str, dict[str, Any]]:
+    """Model profiles whose circuit breaker is not closed: their jobs wait."""
+    from agentq import profiles
+    from agentq.runtime import breaker
+
+    try:
+        found = breaker.states(profiles.all())
+    except Exception:  # noqa: BLE001 - Redis down shows in the queues already
+        return {}
+    return {
+        name: {"state": c.state, "retry_in": round(c.retry_in, 1)}
+        for name, c in found.items()
+        if c.state != breaker.CLOSED
+    }
 
 
 def status(as_json: JsonOpt = False) -> None:
@@ -136,6 +153,10 @@ def status(as_json: JsonOpt = False) -> None:
     for tn in data["tenants"]:
         t.add_row(tn["name"], str(tn["pending"]), str(tn["limit"] or "none"))
     console.print(t)
+    opened = ", ".join(
+        f"{n} ({c['state']}, {c['retry_in']:g} s)" for n, c in data["circuits"].items()
+    )
+    console.print(f"Open circuits: {opened or 'none'}")
 
 
 def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
