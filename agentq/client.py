@@ -12,8 +12,8 @@ from redis.client import PubSub
 
 from agentq import turn
 from agentq.config import get_settings
-from agentq.errors import NotFound, Timeout
-from agentq.ops import agents, conversations, jobs, replies, tenants
+from agentq.errors import Timeout
+from agentq.ops import agents, conversations, jobs, replies, tenancy, tenants
 from agentq.runtime import bus
 from agentq.runtime.redis import get_redis
 from agentq.schemas import (
@@ -87,7 +87,9 @@ class Client:
     for one tenant: `tenant` by name, else $AGENTQ_TENANT, else the tenant named
     "default" (created the first time it is used). The agents and conversations it
     creates are that tenant's, so that an API key of the tenant sees them; agents are
-    found (by id or by name, in any case) among that tenant's only.
+    found (by id or by name, in any case) among that tenant's only, and so are
+    conversations, messages and jobs given by id: another tenant's id raises the same
+    NotFound as an id that names nothing (`agentq.ops.tenancy` decides, as for the API).
 
     Every method is synchronous and safe to call from several threads.
     """
@@ -166,7 +168,7 @@ class Client:
     ) -> ParticipantOut:
         """Add an agent of the client's tenant (by id or name) or a user to a conversation."""
         return conversations.add_participant(
-            conversation_id,
+            tenancy.own_conversation(self, conversation_id),
             agent=None if agent is None else self._agent_id(agent),
             user_id=user_id,
             display_name=display_name,
@@ -189,12 +191,14 @@ class Client:
         idempotency_key: str | None = None,
     ) -> PostedMessage:
         """Accept a message (stored before this returns); agents answer asynchronously."""
-        return turn.post_message(conversation_id, author_id, content, idempotency_key)
+        conv_id = tenancy.own_conversation(self, conversation_id)
+        return turn.post_message(conv_id, author_id, content, idempotency_key)
 
     def list_messages(
         self, conversation_id: uuid.UUID | str, *, after_seq: int = 0, limit: int = 100
     ) -> list[MessageOut]:
-        return conversations.list_messages(conversation_id, after_seq=after_seq, limit=limit)
+        conv_id = tenancy.own_conversation(self, conversation_id)
+        return conversations.list_messages(conv_id, after_seq=after_seq, limit=limit)
 
     def ask(
         self,
@@ -218,11 +222,7 @@ class Client:
         the database every POLL_SECONDS in any case (events are best effort).
         """
         deadline = time.monotonic() + timeout
-        try:
-            mid = uuid.UUID(str(message_id))
-        except ValueError:
-            raise NotFound("message", message_id) from None
-        conv_id = replies.conversation_of(mid)
+        mid, conv_id = tenancy.own_message(self, message_id)
         pubsub = _subscribe(conv_id)
         try:
             while True:
@@ -237,16 +237,19 @@ class Client:
                 pubsub.close()
 
     def get_job(self, job_id: uuid.UUID | str) -> JobOut:
-        return jobs.get_job(job_id)
+        return jobs.get_job(tenancy.own_job(self, job_id))
 
     def retry_job(self, job_id: uuid.UUID | str) -> JobOut:
         """Run a failed or cancelled job again, with fresh attempts."""
-        return jobs.retry_job(job_id)
+        return jobs.retry_job(tenancy.own_job(self, job_id))
 
     def events(self, since: str | int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The stored event feed after the cursor `since` (0: from the start), in commit
         order: continue with the last record's `cursor` and no event is skipped or
-        repeated, whatever commits meanwhile. A malformed cursor: InvalidInput."""
+        repeated, whatever commits meanwhile. A malformed cursor: InvalidInput.
+
+        The operator's feed: every tenant's events, and the deployment's own (a circuit
+        opening); the HTTP API's `/v1/events` is a tenant's."""
         return bus.read_feed(after=since, limit=limit, field="since")
 
     def stream(
@@ -260,9 +263,9 @@ class Client:
         its first `agent.token` with an `offset` above 0, and the whole reply comes with
         `agent.responded`. The iterator ends after `timeout` seconds without a record
         (None: never); close it to stop earlier."""
-        conv = conversations.get_conversation(conversation_id)
+        conv_id = tenancy.own_conversation(self, conversation_id)
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(bus.channel(conv.id))
+        pubsub.subscribe(bus.channel(conv_id))
         return _follow(pubsub, timeout)
 
     @property

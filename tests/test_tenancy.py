@@ -1,7 +1,9 @@
 """A tenancy model that is whole (issue 15): every agent belongs to a tenant, also when the
 CLI or `agentq.Client` creates it; names are unique per tenant in any case (the database
 decides under concurrency); agents are updated and deleted (soft) through the Client, the
-CLI and the API, with events; a tenant never sees, updates or deletes another's agent."""
+CLI and the API, with events; a tenant never sees, updates or deletes another's agent;
+and a Client or CLI acting for tenant B cannot post into, read or retry tenant A's
+conversations, messages or jobs by id (the same NotFound as an unknown id)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner, Result
 
-from agentq import errors
+from agentq import errors, turn
+from agentq.cli import app as cli_app
 from agentq.client import Client
+from agentq.ops import conversations, jobs
 from agentq.store.models import Event, Message
 from agentq.store.session import reader
 from tests.api_support import Server, api_server, cli_create_key
@@ -159,6 +165,76 @@ def test_another_tenant_cannot_update_or_delete(db: str) -> None:
         with pytest.raises(errors.AgentNotFound):
             act()
     assert a.get_agent(made.id).role == "" and a.get_agent(made.id).status == "active"
+
+
+def _tenant_pair_with_a_job() -> tuple[Client, Client, Any, Any, Any, uuid.UUID]:
+    """Tenant A's DM with one posted message and the job answering it (dispatched in this
+    process: no worker runs), and tenant B's client."""
+    a, b = Client(tenant=f"a-{tag()}"), Client(tenant=f"b-{tag()}")
+    conv, user, _ = make_dm(a, settings={"debounce_seconds": 0, "max_wait_seconds": 0})
+    posted = a.post_message(conv.id, user.id, "mine")
+    turn.dispatch_due(conv.id)
+    (job_id,) = jobs.jobs_for_message(posted.id)
+    return a, b, conv, user, posted, job_id
+
+
+def test_another_tenants_conversation_message_and_job_by_id_are_not_found(db: str) -> None:
+    a, b, conv, user, posted, job_id = _tenant_pair_with_a_job()
+    unknown = uuid.uuid4()
+    # each call of B by one of A's ids, and the same call by an id that names nothing
+    calls: list[tuple[str, Callable[[Any], object]]] = [
+        ("post", lambda i: b.post_message(i, user.id, "intruder")),
+        ("ask", lambda i: b.ask(i, user.id, "intruder", timeout=0.1)),
+        ("list messages", lambda i: b.list_messages(i)),
+        ("add participant", lambda i: b.add_participant(i, user_id="mallory")),
+        ("stream", lambda i: b.stream(i, timeout=0.1)),
+        ("wait for reply", lambda i: b.wait_for_reply(i, timeout=0.1)),
+        ("get job", lambda i: b.get_job(i)),
+        ("retry job", lambda i: b.retry_job(i)),
+    ]
+    theirs = {"wait for reply": posted.id, "get job": job_id, "retry job": job_id}
+    for what, call in calls:
+        with pytest.raises(errors.NotFound) as refused:
+            call(theirs.get(what, conv.id))
+        with pytest.raises(errors.NotFound) as missing:
+            call(unknown)
+        assert type(refused.value) is type(missing.value), what
+        assert str(refused.value) == str(missing.value).replace(
+            str(unknown), str(refused.value.ident)
+        )
+    # nothing of B's was written, and A still reaches all of it
+    assert [m.content for m in a.list_messages(conv.id)] == ["mine"]
+    assert len(conversations.list_participants(conv.id)) == 2
+    assert a.get_job(job_id).status == "waiting"
+    assert jobs.jobs_for_message(posted.id) == [job_id]
+
+
+def test_the_cli_acts_for_its_tenant_by_id(db: str) -> None:
+    a, b, conv, user, posted, job_id = _tenant_pair_with_a_job()
+    runner = CliRunner()
+
+    def agentq(*args: str, tenant: str | None = None) -> Result:
+        env = {"AGENTQ_TENANT": tenant} if tenant else {}
+        return runner.invoke(cli_app, list(args), env=env)
+
+    post = ("post", str(conv.id), str(user.id))
+    for args in (("--tenant", b.tenant), ()):
+        refused = agentq(*post, "from the shell", *args, tenant=b.tenant)
+        assert refused.exit_code == 2 and "not found" in refused.output, refused.output
+    for cmd in (("jobs", "show", str(job_id)), ("jobs", "retry", str(job_id))):
+        refused = agentq(*cmd, "--tenant", b.tenant)
+        assert refused.exit_code == 2 and f"job {job_id} not found" in refused.output
+    assert (
+        json.loads(agentq("jobs", "retry", "--all-failed", "--json", tenant=b.tenant).output) == []
+    )
+    assert [m.content for m in a.list_messages(conv.id)] == ["mine"]
+
+    # A's own: by --tenant, and by AGENTQ_TENANT
+    assert agentq(*post, "by flag", "--tenant", a.tenant).exit_code == 0
+    assert agentq(*post, "by env", tenant=a.tenant).exit_code == 0
+    shown = agentq("jobs", "show", str(job_id), "--json", tenant=a.tenant)
+    assert shown.exit_code == 0 and json.loads(shown.output)["id"] == str(job_id)
+    assert [m.content for m in a.list_messages(conv.id)] == ["mine", "by flag", "by env"]
 
 
 # -- the real API, the CLI and real workers ---------------------------------------------------

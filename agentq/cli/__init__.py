@@ -12,6 +12,7 @@ mistyped option answer at once.
     agentq/cli/keys.py     keys create|list|revoke
     agentq/cli/tenants.py  tenants limit
     agentq/cli/tools.py    post, demo, fake-llm
+    agentq/cli/options.py  options shared by groups (--tenant for ids of conversations, jobs)
     agentq/bench/command.py  bench (the benchmark is its own package, loaded when it runs)
 """
 

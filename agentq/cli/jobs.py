@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentq.cli.options import Tenant
+
 jobs_app = typer.Typer(help="Inspect and retry jobs.", no_args_is_help=True)
 
 #: seconds to wait for workers to answer a ping; an idle cluster answers in milliseconds
@@ -206,14 +208,17 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(
-    job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    tenant: Tenant = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """One job: state, attempts, failure reason, triggering messages, reply id."""
+    """One job of the tenant: state, attempts, failure reason, triggering messages,
+    reply id."""
+    from agentq.client import Client
     from agentq.errors import AgentqError
-    from agentq.ops.jobs import get_job
 
     try:
-        job = get_job(job_id)
+        job = Client(tenant=tenant).get_job(job_id)
     except AgentqError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -233,21 +238,28 @@ def jobs_show(
 def jobs_retry(
     job_id: Annotated[str | None, typer.Argument(help="Job id.")] = None,
     all_failed: Annotated[
-        bool, typer.Option("--all-failed", help="Retry every failed job.")
+        bool, typer.Option("--all-failed", help="Retry every failed job of the tenant.")
     ] = False,
+    tenant: Tenant = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Give a failed or cancelled job fresh attempts; it runs in its conversation's turn."""
+    """Give a failed or cancelled job of the tenant fresh attempts; it runs in its
+    conversation's turn."""
+    from agentq.client import Client
     from agentq.errors import AgentqError
-    from agentq.ops.jobs import retry_job
 
     if bool(job_id) == all_failed:
         raise typer.BadParameter("give a job id or --all-failed (not both)")
-    ids = [job_id] if job_id else [r["id"] for r in _job_rows("failed", None, 100_000)]
+    try:
+        client = Client(tenant=tenant)
+        ids = [job_id] if job_id else _failed_ids(client)
+    except AgentqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     results, errors = [], 0
     for jid in ids:
         try:
-            job = retry_job(jid)
+            job = client.retry_job(jid)
             results.append({"id": str(job.id), "status": job.status})
         except AgentqError as exc:
             errors += 1
@@ -261,3 +273,13 @@ def jobs_retry(
             typer.echo("no failed jobs")
     if errors:
         raise typer.Exit(2)
+
+
+def _failed_ids(client: Any) -> list[str]:
+    """The ids of the failed jobs of the client's tenant, newest first."""
+    from agentq.ops import tenancy
+
+    found: list[str] = []
+    while page := tenancy.list_jobs(client, status="failed", limit=1000, offset=len(found)):
+        found += [str(j.id) for j in page]
+    return found

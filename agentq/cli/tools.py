@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from agentq.cli.options import Tenant
+
 
 def post(
     conversation_id: Annotated[str, typer.Argument(help="Conversation id.")],
@@ -16,13 +18,15 @@ def post(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Post at most once with this key.")
     ] = None,
+    tenant: Tenant = None,
 ) -> None:
-    """Post a message into a conversation (and optionally wait for the reply)."""
+    """Post a message into a conversation of the tenant (and optionally wait for the
+    reply)."""
     from agentq.client import Client
     from agentq.errors import AgentqError
 
-    client = Client()
     try:
+        client = Client(tenant=tenant)
         msg = client.post_message(conversation_id, author_id, content, idempotency_key)
         typer.echo(f"message {msg.id} seq {msg.seq}{' (duplicate)' if msg.duplicate else ''}")
         if wait > 0:
