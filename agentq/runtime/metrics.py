@@ -47,10 +47,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agentq import events, profiles
+from agentq.clock import utcnow
 from agentq.providers import retry as provider_retry
 from agentq.runtime import backpressure, breaker
 from agentq.states import AgentStatus, JobStatus
-from agentq.store import stats, tenants
+from agentq.store import feed, stats, tenants
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +354,40 @@ class CircuitCollector(Collector):
         yield gauge
 
 
+class FeedLagCollector(Collector):
+    """The stored feed's lag on PostgreSQL, read at scrape time: readers get an event
+    only once every transaction older than its own has ended, so one long transaction
+    anywhere on the server holds back everything committed after it began (see
+    ops/RUNBOOK.md#feed-lag). Nothing on SQLite."""
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            found = feed.lag()
+        except Exception as exc:  # noqa: BLE001 - the other gauges still answer
+            log.warning("metrics: feed lag unavailable: %s", type(exc).__name__)
+            return
+        if found is None:
+            return
+        now = utcnow()
+
+        def age(since: datetime | None) -> float:
+            return 0.0 if since is None else max(0.0, (now - since).total_seconds())
+
+        yield GaugeMetricFamily(
+            "agentq_feed_lag_seconds",
+            "Age of the oldest committed event the feed does not hand out yet (0: none "
+            "waits): an older transaction is still open.",
+            value=age(found.held_since),
+        )
+        yield GaugeMetricFamily(
+            "agentq_feed_oldest_transaction_seconds",
+            "Age of the oldest open transaction on the database server that holds a "
+            "transaction id (0: none): the feed holds back every event committed after it "
+            "began.",
+            value=age(found.writer_since),
+        )
+
+
 def process_registry() -> CollectorRegistry:
     """This process's metrics, or the multiprocess aggregate under prefork."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -374,6 +409,7 @@ def state_registry() -> CollectorRegistry:
         registry = CollectorRegistry()
         registry.register(StateCollector())
         registry.register(CircuitCollector())
+        registry.register(FeedLagCollector())
         _state = registry
     return _state
 

@@ -26,7 +26,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, Text, and_, cast, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    cast,
+    column,
+    func,
+    or_,
+    select,
+    table,
+)
 from sqlalchemy import bindparam as param
 from sqlalchemy import tuple_ as row
 
@@ -193,3 +205,43 @@ def tail(conversation_id: uuid.UUID) -> str:
 def check_cursor(raw: str | int | None, field: str) -> str:
     """`raw` as a canonical cursor, or an InvalidInput naming `field`."""
     return encode_cursor(decode_cursor(raw, field))
+
+
+# The feed's lag (PostgreSQL): events committed at or above xmin wait for an older
+# transaction, anywhere on the server (transaction ids are the server's), to end.
+#: when the first event the feed holds back was written (None: it holds none back)
+_HELD_SINCE = (
+    select(_E.c.created_at)
+    .where(_E.c.txid >= _XMIN)
+    .order_by(_E.c.txid, _E.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_ACTIVITY = table("pg_stat_activity", column("xact_start"), column("backend_xid"))
+#: when the oldest open transaction holding a transaction id began (it holds xmin back;
+#: other roles' sessions show only with pg_read_all_stats)
+_WRITER_SINCE = (
+    select(func.min(_ACTIVITY.c.xact_start))
+    .where(_ACTIVITY.c.backend_xid.is_not(None))
+    .scalar_subquery()
+)
+_LAG = select(_HELD_SINCE.label("held_since"), _WRITER_SINCE.label("writer_since"))
+
+
+@dataclass(frozen=True)
+class Lag:
+    """What holds the feed back, as of one read."""
+
+    #: when the oldest committed event not handed out yet was written (None: none waits)
+    held_since: datetime | None
+    #: when the oldest open transaction with a transaction id began (None: none open)
+    writer_since: datetime | None
+
+
+def lag() -> Lag | None:
+    """The feed's lag on PostgreSQL (None on SQLite, where commits are in id order)."""
+    with reader() as session:
+        if _dialect(session) != "postgresql":
+            return None
+        row = session.connection().execute(_LAG).one()
+    return Lag(row.held_since, row.writer_since)
