@@ -5,6 +5,7 @@ and the operator sees the circuit open and close (metric, log, events)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -20,6 +21,7 @@ from agentq.client import Client
 from agentq.errors import ProviderError
 from agentq.ops import tenancy
 from agentq.ops.keys import Principal
+from agentq.providers import ChatMessage, ChatRequest, acall_with_retries, get_provider
 from agentq.runtime import breaker, metrics
 from agentq.runtime.embedded import free_port
 from agentq.store.models import Event
@@ -139,6 +141,27 @@ def test_a_failed_probe_opens_it_again_for_longer(quick: str) -> None:
     state = breaker.states([profile])[profile]
     assert state.state == breaker.OPEN and state.retry_in > 1.0  # 2 s: twice the first
     assert [e.payload["reopened"] for e in _operator_events(profile)] == [False, True]
+
+
+def test_a_call_in_flight_stops_retrying_when_the_circuit_opens(quick: str) -> None:
+    with FakeLLMServer(latency=0.0, error_rate=1.0) as llm:
+        request = ChatRequest([ChatMessage("user", "hello")], model="m", endpoint=llm.url)
+
+        async def guarded() -> None:
+            with breaker.guarding(quick):  # as run_job does, inside the call's task
+                await acall_with_retries(
+                    get_provider("openai"),
+                    request,
+                    max_retries=8,
+                    backoff_base=0.01,
+                    backoff_max=0.01,
+                )
+
+        with pytest.raises(ProviderError, match="500"):
+            asyncio.run(guarded())
+        # The third 500 in a row opened the circuit: no fourth request of the nine allowed.
+        assert llm.stats()["requests"] == 3
+    assert breaker.states([quick])[quick].state == breaker.OPEN
 
 
 # -- a provider outage under load ------------------------------------------------------
