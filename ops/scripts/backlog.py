@@ -19,8 +19,9 @@ Every `--every` seconds (default 10) it samples, during the wait and the drain:
   session ends in a rollback, so rollbacks are the read-only transactions);
 - tasks: control and LLM tasks the workers RAN, counted from their logs (Celery logs one
   "Task <name>[<id>] succeeded|retry|raised" line per execution, at INFO);
-- eta: countdown tasks held by the workers (the broker's `unacked` hash: what is
-  scheduled for later), and the control queue's length;
+- unacked: tasks the workers hold (the broker's `unacked` hash): countdown tasks waiting
+  for their time (what is scheduled for later) and tasks running (acks late); and the
+  control queue's length;
 - conns: connections to the run's database (`pg_stat_activity`), and to the server;
 - errors: "too many clients" lines in every process's log.
 
@@ -274,7 +275,7 @@ class Sample:
     commits: int
     rollbacks: int
     tasks: dict[str, int]
-    eta_tasks: int
+    unacked: int
     control_queue: int
     connections: int
     server_connections: int
@@ -333,7 +334,7 @@ class Sampler(threading.Thread):
             commits=commits - self._last[0],
             rollbacks=rollbacks - self._last[1],
             tasks=dict(tasks),
-            eta_tasks=int(self._redis.hlen("unacked")),
+            unacked=int(self._redis.hlen("unacked")),
             control_queue=int(self._redis.llen(CONTROL_QUEUE)),
             connections=conns,
             server_connections=server,
@@ -361,7 +362,7 @@ class Sampler(threading.Thread):
                 self._next += self.every
             say(
                 f"  {s.phase:>5} t={s.t:6.1f}s commits={s.commits} tasks={s.tasks_run} "
-                f"eta={s.eta_tasks} conns={s.connections} errors={s.conn_errors}"
+                f"unacked={s.unacked} conns={s.connections} errors={s.conn_errors}"
             )
 
     def stop(self) -> None:
@@ -407,7 +408,7 @@ class Result:
             "rollbacks": sum(s.rollbacks for s in ss),
             "tasks": dict(tasks),
             "tasks_per_s": round(sum(tasks.values()) / seconds, 2),
-            "max_eta_tasks": max((s.eta_tasks for s in ss), default=0),
+            "max_unacked": max((s.unacked for s in ss), default=0),
             "max_connections": max((s.connections for s in ss), default=0),
             "max_server_connections": max((s.server_connections for s in ss), default=0),
             "conn_errors": sum(s.conn_errors for s in ss),
@@ -598,14 +599,14 @@ def series_lines(result: Result) -> list[str]:
     head = (
         f"{'phase':<6}{'t(s)':>7}{'commits':>9}{'rollbk':>8}{'tasks':>7}"
         + "".join(f"{c:>10}" for c in TASK_COLUMNS)
-        + f"{'eta':>6}{'ctlq':>6}{'conns':>7}{'server':>7}{'errors':>7}"
+        + f"{'unack':>6}{'ctlq':>6}{'conns':>7}{'server':>7}{'errors':>7}"
     )
     out = [head]
     for s in result.samples:
         out.append(
             f"{s.phase:<6}{s.t:>7.1f}{s.commits:>9}{s.rollbacks:>8}{s.tasks_run:>7}"
             + "".join(f"{s.tasks.get(c, 0):>10}" for c in TASK_COLUMNS)
-            + f"{s.eta_tasks:>6}{s.control_queue:>6}{s.connections:>7}"
+            + f"{s.unacked:>6}{s.control_queue:>6}{s.connections:>7}"
             f"{s.server_connections:>7}{s.conn_errors:>7}"
         )
     return out
@@ -622,7 +623,7 @@ def report_lines(results: list[Result], label: str) -> list[str]:
             "",
             f"wait   {w['seconds']}s: {w['commits']} commits ({w['commits_per_s']}/s), "
             f"{w['rollbacks']} read-only, tasks run {w['tasks_per_s']}/s {w['tasks']}, "
-            f"max eta {w['max_eta_tasks']}, max conns {w['max_connections']} "
+            f"max unacked {w['max_unacked']}, max conns {w['max_connections']} "
             f"(server {w['max_server_connections']}), conn errors {w['conn_errors']}",
             f"drain  {d['seconds']}s: {d['commits']} commits, tasks {d['tasks']}, "
             f"max conns {d['max_connections']} (server {d['max_server_connections']}), "
