@@ -506,7 +506,7 @@ def finish(
     try:
         drain: float | None = wait_for(
             "every conversation answered",
-            lambda: count_jobs(agent_id)["completed"] + count_jobs(agent_id)["failed"] >= expected,
+            lambda: sum(count_jobs(agent_id)[k] for k in ("completed", "failed")) >= expected,
             drain_timeout,
             every=0.25,
         )
@@ -628,17 +628,21 @@ def report_lines(results: list[Result], label: str) -> list[str]:
             f"drain  {d['seconds']}s: {d['commits']} commits, tasks {d['tasks']}, "
             f"max conns {d['max_connections']} (server {d['max_server_connections']}), "
             f"conn errors {d['conn_errors']}",
-            f"answered {r.answered}/{r.expected} in {r.drain_seconds}s; lost {r.lost}, "
+            f"answered {r.answered}/{r.expected} "
+            + (f"in {r.drain_seconds}s" if r.drain_seconds is not None else "by the drain timeout")
+            + f"; lost (or not finished) {r.lost}, "
             f"duplicated {r.duplicated}, reordered {r.reordered}, overlapping {r.overlapping}, "
             f"order inversions {r.order_inversions}",
         ]
     return out
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows the module's docstring as written, and each flag's default."""
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Cost of a backlog parked on a paused or busy agent (issue 16, item 1).",
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("-n", "--conversations", type=int, default=300, help="waiting conversations")
     p.add_argument("-d", "--seconds", type=float, default=120.0, help="how long they wait")
     p.add_argument("--every", type=float, default=10.0, help="seconds between samples")
@@ -659,13 +663,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate",
         type=int,
         default=600,
-        help="the agents' rate_limit_per_minute (600, the default profile's cap)",
+        help="the agents' rate_limit_per_minute (at most the default profile's cap)",
     )
     p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait")
     p.add_argument(
         "--pg-admin",
         default=None,
-        help="an existing server's admin URL (default: a private server, initdb)",
+        help="an existing server's admin URL; none: a server of its own (initdb)",
     )
     p.add_argument("--max-connections", type=int, default=100, help="of the private server")
     p.add_argument("--label", default="this checkout", help="what the report calls the code")

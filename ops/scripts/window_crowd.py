@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: find `agentq` and `ops` in thi
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ops.scripts.backlog import (  # noqa: E402
+    HelpFormatter,
     private_postgres,
     quiet_and_interruptible,
     say,
@@ -222,9 +223,7 @@ def table(rounds: list[Round]) -> list[str]:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Fire error of debounce windows that close together (issue 16, item 4).",
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--sizes", default="20,200", help="crowd sizes, comma-separated")
     p.add_argument(
         "--agents", choices=("shared", "each", "both"), default="both", help="agent per crowd"
@@ -236,7 +235,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=25, help="threads per worker")
     p.add_argument("--llm-latency", type=float, default=0.01, help="fake LLM seconds per call")
     p.add_argument(
-        "--pg-admin", default=None, help="an existing server's admin URL (default: private)"
+        "--pg-admin", default=None, help="an existing server's admin URL; none: a server of its own"
     )
     p.add_argument(
         "--warmup", type=int, default=10, help="size of a first crowd not reported (0: none)"
