@@ -110,15 +110,15 @@ async def post_message(
     AGENTQ_API_MAX_WAITS_PER_TENANT posts waiting at once: past that a post with `wait`
     is refused whole (429 with `Retry-After`, nothing stored).
     """
-    await run_in_threadpool(own_conversation, who, conversation_id)
     wait = min(wait, api_settings().max_wait_seconds)
     lease: slots.Lease | None = None
-    if wait > 0:
+    if wait > 0:  # before any database work: a tenant's surplus costs one Redis call
         try:
             lease = await _wait_slot(who.tenant_id, wait)
         except slots.Busy as busy:
             return busy.response()
     try:
+        await run_in_threadpool(own_conversation, who, conversation_id)
         posted = await run_in_threadpool(_post, conversation_id, body, idempotency_key)
         if posted.duplicate:
             response.headers["Idempotent-Replayed"] = "true"

@@ -1,13 +1,14 @@
 """`/v1/conversations/{id}/stream`: a conversation's events as Server-Sent Events.
 
 The stream replays the stored feed after `Last-Event-ID` (or `?after=`) in commit order
-and then follows the conversation's Redis channel live. The SSE `id` is always a feed
-cursor the stream has reached in commit order, so a client that reconnects with the
-standard `Last-Event-ID` header misses no stored event: a replayed event carries its own
-cursor; an event delivered live (at once, before the feed may hand it out) carries the
-stream's cursor, which the stream moves past it by reading the feed again within about
-a second (sending an `id:`-only block), so a reconnect repeats at most the events of
-that last second. Live status updates and tokens are not stored and have no id.
+and then follows the conversation's Redis channel live. Every stored event is sent with
+its own feed cursor as the SSE `id`, so a client that reconnects with the standard
+`Last-Event-ID` header misses and repeats no stored event: a stored event announced on
+the channel is sent when the feed hands it out (read within CATCH_UP_SECONDS, once every
+older transaction has ended; usually milliseconds later). Should the feed hold it back
+longer than LIVE_FALLBACK_SECONDS (a long transaction elsewhere), it is sent at once
+without an `id`, and a reconnect may repeat it. Live status updates and tokens are not
+stored, have no id and are sent at once.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ router = APIRouter(tags=["stream"])
 REPLAY_PAGE = 500
 #: ids remembered to drop an event that arrives both by replay and live
 SEEN_MAX = 10_000
-#: how often the feed is read again while events delivered live are ahead of the cursor
-CATCH_UP_SECONDS = 1.0
+#: how soon the feed is read again while pub/sub announced events it has not handed out;
+#: the wait doubles, up to CATCH_UP_MAX_SECONDS, while reads bring none of them (a long
+#: transaction elsewhere on the server holds the feed back: see the RUNBOOK's feed lag)
+CATCH_UP_SECONDS = 0.05
+CATCH_UP_MAX_SECONDS = 1.0
+#: an announced event the feed still holds back after this long is sent at once, without
+#: an `id` (live beats exact resume: a reconnect soon after may repeat it)
+LIVE_FALLBACK_SECONDS = 2.0
 #: the longest cursor the feed hands out
 MAX_CURSOR_LENGTH = 52
 
@@ -81,8 +88,10 @@ class _Place:
         self.conversation_id = conversation_id
         self.cursor = cursor
         self.wanted = wanted
-        self.ahead: set[int] = set()
+        #: announced, not yet handed out by the feed: id -> (when announced, the event)
+        self.ahead: dict[int, tuple[float, dict[str, Any]]] = {}
         self.read_at = time.monotonic()
+        self.catch_up = CATCH_UP_SECONDS
         self._sent_cursor: str | None = None
         self._seen: set[int] = set()
         self._order: deque[int] = deque()
@@ -97,11 +106,16 @@ class _Place:
         return True
 
     def live(self, rec: dict[str, Any]) -> list[str]:
-        """A stored event pub/sub brought: sent now (once), the feed catches up later."""
-        if not self.first_time(rec["id"]):
-            return []
-        self.ahead.add(rec["id"])
-        return [self.sse(rec, self.cursor)] if self.wanted(rec) else []
+        """A stored event pub/sub announced: sent when the feed hands it out, with its own
+        cursor (within CATCH_UP_SECONDS once every older transaction has ended), so that
+        a resume from any `id` sent repeats and misses nothing."""
+        if rec["id"] not in self._seen:
+            self.ahead.setdefault(rec["id"], (time.monotonic(), rec))
+        return []
+
+    def due(self) -> bool:
+        """Whether the feed should be read again for the events announced."""
+        return bool(self.ahead) and time.monotonic() - self.read_at >= self.catch_up
 
     def sse(self, rec: dict[str, Any], cursor: str) -> str:
         self._sent_cursor = cursor
@@ -111,6 +125,15 @@ class _Place:
         """The feed after the cursor, page by page: the events not sent yet, then an
         `id:`-only block if the cursor moved past events sent before."""
         self.read_at = time.monotonic()
+        waiting = len(self.ahead)
+        late = []
+        for event_id, (since, rec) in list(self.ahead.items()):
+            if self.read_at - since > LIVE_FALLBACK_SECONDS:
+                del self.ahead[event_id]
+                if self.first_time(event_id) and self.wanted(rec):
+                    late.append(_sse(rec))
+        if late:
+            yield "".join(late)
         while True:
             page = await run_in_threadpool(
                 read_feed, self.cursor, REPLAY_PAGE, self.conversation_id
@@ -118,7 +141,7 @@ class _Place:
             out = []
             for rec in page:
                 self.cursor = rec["cursor"]
-                self.ahead.discard(rec["id"])
+                self.ahead.pop(rec["id"], None)
                 if self.first_time(rec["id"]) and self.wanted(rec):
                     out.append(self.sse(rec, self.cursor))
             if out:
@@ -128,6 +151,10 @@ class _Place:
         if self._sent_cursor not in (None, self.cursor):
             self._sent_cursor = self.cursor
             yield f"id: {self.cursor}\n\n"
+        handed_out = len(self.ahead) < waiting
+        self.catch_up = (
+            CATCH_UP_SECONDS if handed_out else min(self.catch_up * 2, CATCH_UP_MAX_SECONDS)
+        )
 
 
 @router.get(
@@ -226,10 +253,10 @@ async def _events(
             if not await guard.ok():
                 yield ": key revoked\n\n"
                 break
-            if place.ahead and time.monotonic() - place.read_at >= CATCH_UP_SECONDS:
+            if place.due():
                 async for chunk in place.read():
                     yield chunk
-            msg = await pubsub.get_message(timeout=1.0)
+            msg = await pubsub.get_message(timeout=place.catch_up if place.ahead else 1.0)
             if msg is None:
                 if time.monotonic() - quiet_since >= heartbeat:
                     quiet_since = time.monotonic()
