@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     #: backpressure: messages a tenant may have posted and not yet had answered (0: no
     #: limit); a tenant's own `max_pending_messages` overrides it (agentq.runtime.backpressure)
     tenant_max_pending_messages: int = Field(default=10_000, ge=0)
+    #: fair shares: jobs of one tenant that may run at once, across all its agents (0: no
+    #: cap). Past it the tenant's next jobs park until one of its own ends, so its backlog
+    #: cannot fill the LLM pool ahead of other tenants' turns (size it below the pool)
+    tenant_max_concurrent_jobs: int = Field(default=0, ge=0)
     #: how old a tenant's pending count may be before a post over the limit counts again;
     #: also the Retry-After of a refused post
     tenant_pending_recount_seconds: float = Field(default=2.0, gt=0)

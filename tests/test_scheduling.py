@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import update
 from agentq import turn
 from agentq.client import Client
 from agentq.clock import utcnow
+from agentq.config import reset_settings
 from agentq.errors import JobNotRetryable
 from agentq.ops.reconcile import reconcile_once
 from agentq.providers import ChatResult
@@ -165,3 +167,31 @@ def test_a_job_whose_messages_were_carried_into_another_is_not_retried(control: 
         why = str(refused.value)
         assert str(replacement.id) in why if policy == "interrupt" else "no message" in why
         assert jobs_of(conv.id)[0].status == "cancelled"  # nothing changed
+
+
+@pytest.fixture
+def capped(control: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AGENTQ_TENANT_MAX_CONCURRENT_JOBS", "2")
+    reset_settings()
+    yield
+    monkeypatch.delenv("AGENTQ_TENANT_MAX_CONCURRENT_JOBS")
+    reset_settings()
+
+
+def test_a_tenant_at_its_cap_parks_and_its_own_freed_slot_wakes_it(capped: None) -> None:
+    a, b = Client(tenant=f"a-{uuid.uuid4().hex[:6]}"), Client(tenant=f"b-{uuid.uuid4().hex[:6]}")
+    first, second = (
+        a.create_agent(f"a{i}-{uuid.uuid4().hex[:6]}", max_concurrent_jobs=5) for i in (1, 2)
+    )
+    a1, a2 = conversations_of(a, first.id, 2)
+    (a3,) = conversations_of(a, second.id, 1)
+    (b1,) = conversations_of(b, b.create_agent(f"b-{uuid.uuid4().hex[:6]}").id, 1)
+    c1, c2 = turn.advance(a1), turn.advance(a2)
+    assert c1 is not None and c2 is not None
+    get_redis().delete(CONTROL_QUEUE)
+    assert turn.advance(a3) is None  # tenant a runs 2 jobs: its cap, whatever the agent
+    assert turn.advance(b1) is not None  # another tenant is not held back
+    # One of a's jobs ends: its slot goes to a's conversation parked longest.
+    assert turn.complete(c1.job_id, ChatResult(content="done", model="m"), c1.token)
+    assert ("agentq.advance", str(a3)) in queued()
+    assert turn.advance(a3) is not None

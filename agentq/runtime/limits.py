@@ -20,6 +20,7 @@ from agentq.runtime.redis import get_redis, key
 from agentq.states import FINISHED_JOB_STATES, JobStatus
 
 _ACQUIRE = (Path(__file__).parent / "acquire.lua").read_text()
+_RELEASE = (Path(__file__).parent / "release.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -29,52 +30,110 @@ class Verdict:
     running: int = 0
     #: seconds until the rate limit allows a start; None: wait for a free slot
     retry_in: float | None = None
+    #: refused for the tenant's cap on running jobs (not the agent's limits)
+    tenant_full: bool = False
 
 
 def _keys(agent_id: uuid.UUID | str) -> list[str]:
     return [key("agent", agent_id, "running"), key("agent", agent_id, "starts")]
 
 
+def _tenant_keys(tenant_id: uuid.UUID | str) -> list[str]:
+    return [key("tenant", tenant_id, "running"), key("tenant", tenant_id, "parked")]
+
+
+def tenant_cap() -> int:
+    """Jobs of one tenant that may run at once (0: no cap)."""
+    return get_settings().tenant_max_concurrent_jobs
+
+
 def acquire(
-    agent_id: uuid.UUID | str, job_id: uuid.UUID | str, *, max_running: int, per_minute: int
+    agent_id: uuid.UUID | str,
+    job_id: uuid.UUID | str,
+    *,
+    max_running: int,
+    per_minute: int,
+    tenant_id: uuid.UUID | str | None = None,
 ) -> Verdict:
-    """Take a slot for `job_id` if the agent's limits allow it (idempotent per job)."""
+    """Take a slot for `job_id` if the agent's limits (and its tenant's cap) allow it
+    (idempotent per job)."""
     s = get_settings()
+    cap = s.tenant_max_concurrent_jobs if tenant_id is not None else 0
     script = get_redis().register_script(_ACQUIRE)
     ok, value = script(
-        keys=_keys(agent_id),
+        keys=[*_keys(agent_id), *_tenant_keys(tenant_id or "-"), key("agent", agent_id, "tenant")],
         args=[
             str(job_id),
             _lease_ms(),
             max_running,
             per_minute,
             int(s.rate_limit_period_seconds * 1000),
+            cap,
+            str(tenant_id or ""),
         ],
     )
     if ok:
         return Verdict(True, running=int(value))
+    if int(value) == -2:
+        return Verdict(False, tenant_full=True)
     return Verdict(False, retry_in=None if int(value) < 0 else int(value) / 1000)
 
 
-def release(agent_id: uuid.UUID | str, job_id: uuid.UUID | str) -> None:
-    get_redis().zrem(_keys(agent_id)[0], str(job_id))
+def release(agent_id: uuid.UUID | str, job_id: uuid.UUID | str) -> uuid.UUID | None:
+    """Give the job's slot back. Returns its tenant when jobs wait for the tenant's cap
+    (the caller wakes them)."""
+    script = get_redis().register_script(_RELEASE)
+    tenant = script(
+        keys=[_keys(agent_id)[0], key("agent", agent_id, "tenant")],
+        args=[str(job_id), key("tenant", "")],
+    )
+    if not tenant:
+        return None
+    return uuid.UUID(tenant.decode() if isinstance(tenant, bytes) else tenant)
+
+
+def tenant_running(tenant_id: uuid.UUID | str) -> int:
+    """The tenant's slots taken (leases not run out)."""
+    r = get_redis()
+    now_s, now_us = r.time()
+    return int(r.zcount(_tenant_keys(tenant_id)[0], now_s * 1000 + now_us // 1000, "+inf"))
+
+
+def forget_parked(tenant_id: uuid.UUID | str) -> None:
+    """Nothing waits for the tenant's cap any more."""
+    get_redis().delete(_tenant_keys(tenant_id)[1])
 
 
 def extend(slots: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
     """Renew the slots (agent, job) of jobs still running here, by one lease from now
-    (their worker is alive); a slot already given back stays given back."""
+    (their worker is alive), the tenant's too; a slot already given back stays given
+    back."""
     if not slots:
         return
     s = get_settings()
     r = get_redis()
     now_s, now_us = r.time()
     expiry = now_s * 1000 + now_us // 1000 + int(s.job_lease_seconds * 1000)
+    agent_ids = sorted({agent_id for agent_id, _ in slots})
+    tenants: dict[uuid.UUID, Any] = {}
+    if s.tenant_max_concurrent_jobs:
+        found = r.mget([key("agent", a, "tenant") for a in agent_ids])
+        tenants = {
+            a: t.decode() if isinstance(t, bytes) else t
+            for a, t in zip(agent_ids, found, strict=True)
+            if t
+        }
     pipe = r.pipeline(transaction=False)
     for agent_id, job_id in slots:
         pipe.zadd(_keys(agent_id)[0], {str(job_id): expiry}, xx=True)
-    for agent_id in {agent_id for agent_id, _ in slots}:
+        if agent_id in tenants:
+            pipe.zadd(_tenant_keys(tenants[agent_id])[0], {str(job_id): expiry}, xx=True)
+    for agent_id in agent_ids:
         # The set itself must outlive its longest call, not only the slot that made it.
         pipe.pexpire(_keys(agent_id)[0], _set_ttl_ms())
+        if agent_id in tenants:
+            pipe.pexpire(_tenant_keys(tenants[agent_id])[0], _set_ttl_ms())
+            pipe.pexpire(key("agent", agent_id, "tenant"), _set_ttl_ms())
     pipe.execute()
 
 

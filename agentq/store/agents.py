@@ -24,9 +24,9 @@ from agentq.store.session import Record, Tx
 A, J = tables.agents, tables.jobs
 
 #: the agent of a job about to start, with its limits (not locked: see `for_claim`)
-_FOR_CLAIM = select(A.c.status, A.c.name, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute).where(
-    A.c.id == bindparam("agent_id")
-)
+_FOR_CLAIM = select(
+    A.c.status, A.c.name, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute, A.c.tenant_id
+).where(A.c.id == bindparam("agent_id"))
 #: lock an agent
 _LOCK = (
     select(A.c.id, A.c.name, A.c.status, A.c.max_concurrent_jobs)
@@ -74,8 +74,8 @@ _FREE_SLOT_RESPONDED = (
 
 
 def for_claim(tx: Tx, agent_id: uuid.UUID) -> Record:
-    """(status, name, max_concurrent_jobs, rate_limit_per_minute). Not locked: claims of
-    one agent must not queue on its row (Redis holds its limits)."""
+    """(status, name, max_concurrent_jobs, rate_limit_per_minute, tenant_id). Not locked:
+    claims of one agent must not queue on its row (Redis holds its limits)."""
     return tx.connection().execute(_FOR_CLAIM, {"agent_id": agent_id}).one()
 
 
@@ -85,8 +85,8 @@ def lock(tx: Tx, agent_id: uuid.UUID) -> Record:
 
 
 def limits_of(tx: Tx, agent_id: uuid.UUID) -> Record | None:
-    """(status, max_concurrent_jobs) of the agent, if it exists."""
-    query = select(A.c.status, A.c.max_concurrent_jobs).where(A.c.id == agent_id)
+    """(status, max_concurrent_jobs, tenant_id) of the agent, if it exists."""
+    query = select(A.c.status, A.c.max_concurrent_jobs, A.c.tenant_id).where(A.c.id == agent_id)
     return tx.connection().execute(query).first()
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 
-from agentq.states import OPEN_JOB_STATES, UNFINISHED_JOB_STATES, JobStatus, LinkStatus
+from agentq.states import (
+    HOLDING_AGENT_STATES,
+    OPEN_JOB_STATES,
+    UNFINISHED_JOB_STATES,
+    JobStatus,
+    LinkStatus,
+)
 from agentq.store import tables
 from agentq.store.models import Agent, Job
 from agentq.store.session import Record, Tx, reader
@@ -439,26 +445,47 @@ def waiting_for_agent(
     return list(tx.connection().execute(query, params).scalars())
 
 
+def waiting_for_tenant(tx: Tx, tenant_id: uuid.UUID, limit: int, now: datetime) -> list[uuid.UUID]:
+    """Conversations whose next job could start now but for its limits, of any agent of
+    the tenant that is not paused or stopped, oldest first, at most `limit`."""
+    params = {"tenant_id": tenant_id, "limit": limit, "now": now}
+    return list(tx.connection().execute(_READY_IN_TENANT, params).scalars())
+
+
 _OPEN = J.alias("open_job")
-#: see `waiting_for_agent`
-_READY = (
-    select(J.c.conversation_id)
+#: a job that could start now but for its limits: waiting in a conversation with no open
+#: job, or delayed past its retry time
+_STARTABLE = or_(
+    (J.c.status == JobStatus.WAITING)
+    & ~select(_OPEN.c.id)
     .where(
-        J.c.agent_id == bindparam("agent_id"),
-        or_(
-            (J.c.status == JobStatus.WAITING)
-            & ~select(_OPEN.c.id)
-            .where(
-                _OPEN.c.conversation_id == J.c.conversation_id,
-                _OPEN.c.status.in_(OPEN_JOB_STATES),
-            )
-            .exists(),
-            (J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now")),
-        ),
+        _OPEN.c.conversation_id == J.c.conversation_id,
+        _OPEN.c.status.in_(OPEN_JOB_STATES),
     )
-    .group_by(J.c.conversation_id)
-    .order_by(func.min(J.c.created_at))
-    .limit(bindparam("limit"))
+    .exists(),
+    (J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now")),
+)
+
+
+def _oldest_conversations(whose: Any) -> Any:
+    return (
+        select(J.c.conversation_id)
+        .where(whose, _STARTABLE)
+        .group_by(J.c.conversation_id)
+        .order_by(func.min(J.c.created_at))
+        .limit(bindparam("limit"))
+    )
+
+
+#: see `waiting_for_agent`
+_READY = _oldest_conversations(J.c.agent_id == bindparam("agent_id"))
+#: see `waiting_for_tenant`
+_READY_IN_TENANT = _oldest_conversations(
+    J.c.agent_id.in_(
+        select(A.c.id).where(
+            A.c.tenant_id == bindparam("tenant_id"), A.c.status.not_in(HOLDING_AGENT_STATES)
+        )
+    )
 )
 
 

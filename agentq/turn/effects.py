@@ -69,7 +69,7 @@ def run(effects: Effects | None) -> None:
         for job_id, token in e.cancelled:
             _cancel(job_id, token)
         for agent_id, job_id in e.release:
-            limits.release(agent_id, job_id)
+            _release(agent_id, job_id)
         if e.responded_after is not None:
             metrics.responded(e.responded_after)
         if e.claim is not None:
@@ -92,6 +92,13 @@ def run(effects: Effects | None) -> None:
             queue.append(_advance(e.conversation_id))
 
 
+def _release(agent_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """Give the job's slot back; if jobs wait for its tenant's cap, wake the oldest."""
+    tenant = limits.release(agent_id, job_id)
+    if tenant is not None:
+        wake_tenant(tenant)
+
+
 def _cancel(job_id: uuid.UUID, token: int) -> None:
     # The slot stays taken until the worker's call has really ended: the worker gives it
     # back (or, if the worker is gone, it runs out with the lease).
@@ -109,7 +116,7 @@ def _giving_back(out: Effects) -> Iterator[None]:
         yield
     except BaseException:
         if out.taken is not None:
-            limits.release(*out.taken)
+            _release(*out.taken)
         raise
 
 
@@ -210,6 +217,18 @@ def wake_agent(agent_id: uuid.UUID | str, *, exclude: uuid.UUID | None = None) -
     its check is due), oldest first, as many as it has free slots. Returns how many."""
     with transaction() as tx:
         conv_ids = schedule.waiting_for(tx, ids.agent(agent_id), exclude=exclude)
+    for conv_id in conv_ids:
+        broker.send(broker.ADVANCE, conv_id)
+    return len(conv_ids)
+
+
+def wake_tenant(tenant_id: uuid.UUID) -> int:
+    """Advance the tenant's conversations parked at its cap, oldest first, as many as it
+    has free slots. Returns how many; with none parked, the tenant stops asking."""
+    with transaction() as tx:
+        conv_ids = schedule.waiting_in_tenant(tx, tenant_id)
+    if not conv_ids and limits.tenant_running(tenant_id) < limits.tenant_cap():
+        limits.forget_parked(tenant_id)
     for conv_id in conv_ids:
         broker.send(broker.ADVANCE, conv_id)
     return len(conv_ids)
@@ -316,7 +335,7 @@ def _ended_elsewhere(job_id: uuid.UUID) -> None:
     with transaction() as tx:
         job = stored_jobs.get(tx, job_id)
     if job is not None and job.status != JobStatus.ACTIVE:
-        limits.release(job.agent_id, job_id)
+        _release(job.agent_id, job_id)
         wake_agent(job.agent_id)
 
 

@@ -78,9 +78,12 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         job.id,
         max_running=agent.max_concurrent_jobs,
         per_minute=agent.rate_limit_per_minute,
+        tenant_id=agent.tenant_id,
     )
     if not verdict.ok:
-        if verdict.retry_in is None and agent.status == AgentStatus.ACTIVE:
+        # At the tenant's cap, one of its own jobs ending wakes it (effects.run).
+        at_limit = verdict.retry_in is None and not verdict.tenant_full
+        if at_limit and agent.status == AgentStatus.ACTIVE:
             agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
         wait = verdict.retry_in if verdict.retry_in is not None else LIMIT_CHECK_SECONDS
         out.check_agent = (job.agent_id, wait)
@@ -118,7 +121,22 @@ def waiting_for(
     agent = agents.limits_of(tx, agent_id)
     if agent is None or agent.status in HOLDING_AGENT_STATES:
         return []
-    free = agent.max_concurrent_jobs - limits.running(agent_id)
+    free = min(agent.max_concurrent_jobs - limits.running(agent_id), _tenant_free(agent.tenant_id))
     if free <= 0:  # the next slot given back wakes the next one
         return []
     return jobs.waiting_for_agent(tx, agent_id, free, utcnow(), exclude=exclude)
+
+
+def waiting_in_tenant(tx: Tx, tenant_id: uuid.UUID) -> list[uuid.UUID]:
+    """Conversations of the tenant parked at its cap (or their agents' limits), oldest
+    first, as many as the tenant has free slots."""
+    free = _tenant_free(tenant_id)
+    return jobs.waiting_for_tenant(tx, tenant_id, free, utcnow()) if free > 0 else []
+
+
+def _tenant_free(tenant_id: uuid.UUID | None) -> int:
+    """Slots the tenant's cap leaves free (no cap: as many as anyone asks)."""
+    cap = limits.tenant_cap()
+    if not cap or tenant_id is None:
+        return 1 << 30
+    return cap - limits.tenant_running(tenant_id)
