@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agentq.clock import utcnow
 from agentq.errors import Conflict
-from agentq.states import AgentStatus, JobStatus, ParticipantKind, Role
+from agentq.states import JobStatus, ParticipantKind, Role
 from agentq.store import tables
 from agentq.store.session import Record, Tx
 
@@ -54,7 +54,7 @@ _THIS_AGENT = select(_THIS.c.agent_id).where(_THIS.c.id == bindparam("job_id")).
 #: lock the conversation of job `job_id` before the job (the lock order), and read in the
 #: same round trip what completing needs: the job's agent and that agent's participant
 #: (the reply's author), when the trigger was asked, whether a job of the conversation
-#: waits, and whether others wait for the agent at its limit
+#: waits, and whether other conversations wait for the agent
 _LOCK_FOR_REPLY = (
     select(
         *_WINDOW,
@@ -83,9 +83,6 @@ _LOCK_FOR_REPLY = (
             | ((J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now"))),
         )
         .label("others_wait"),
-        (
-            select(A.c.status).where(A.c.id == _THIS_AGENT).scalar_subquery() == AgentStatus.BUSY
-        ).label("agent_was_busy"),
     )
     .where(
         C.c.id

@@ -17,7 +17,7 @@ from typing import Any
 from agentq import events
 from agentq.clock import utcnow
 from agentq.config import get_settings
-from agentq.states import AgentStatus, JobStatus, Role
+from agentq.states import HOLDING_AGENT_STATES, JobStatus, Role
 from agentq.store import agents, conversations, jobs, messages, outbox
 from agentq.store.session import Record, Tx
 from agentq.turn.outcome import Effects, Then
@@ -51,8 +51,9 @@ def complete(
     cid, aid = job.conversation_id, job.agent_id
     agent = agents.free_slot(tx, aid, responded_at=now)
     out = Effects(cid, release=[(aid, job_id)])
-    # The slot this job frees goes to the conversation parked longest for the agent.
-    if conv.agent_was_busy and conv.others_wait and agent.status == AgentStatus.ACTIVE:
+    # The slot this job frees goes to the conversation parked longest for the agent
+    # (whatever the agent's busy flag said: another reply may have cleared it already).
+    if conv.others_wait and agent.status not in HOLDING_AGENT_STATES:
         out.wake = jobs.waiting_for_agent(tx, aid, 1, now, exclude=cid)
     # Another agent may answer the reply (an autonomous channel): it opens a window.
     pending = autonomous(conv.kind, conv.settings)
