@@ -131,3 +131,51 @@ def test_compose_and_manifests_validate() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "compose: ok" in proc.stdout
     assert "ScaledObject" in proc.stdout and "Deployment" in proc.stdout
+
+
+def test_oldest_waiting_job_age_is_scraped(
+    tmp_path: Path,
+    base_env: dict[str, str],
+    quiet_redis,  # noqa: ANN001
+    restored_env: None,
+) -> None:
+    """agentq_oldest_waiting_job_seconds, the stuck-conversation alert's metric: 0 while no
+    job waits, then the age of the oldest waiting job (a database of its own: others' jobs
+    do not count)."""
+    from datetime import timedelta
+
+    from agentq.client import Client
+    from agentq.clock import utcnow
+    from agentq.runtime import metrics
+    from agentq.store.migrate import upgrade
+    from agentq.store.models import Job
+    from agentq.store.session import transaction
+    from tests.conftest import apply_env
+
+    url = f"sqlite:///{tmp_path / 'stuck.db'}"
+    upgrade(url)
+    apply_env({**base_env, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": quiet_redis.url})
+
+    def oldest() -> float:
+        (gauge,) = [
+            m
+            for m in metrics.StateCollector().collect()
+            if m.name == "agentq_oldest_waiting_job_seconds"
+        ]
+        return float(gauge.samples[0].value)
+
+    assert oldest() == 0
+    client = Client()
+    conv, user, agent_id = make_dm(client, settings={"debounce_seconds": 60})
+    message = client.post_message(conv.id, user.id, "is anyone there?")
+    with transaction() as s:
+        s.add(
+            Job(
+                conversation_id=conv.id,
+                agent_id=agent_id,
+                trigger_message_id=message.id,
+                status="waiting",
+                created_at=utcnow() - timedelta(seconds=600),
+            )
+        )
+    assert 600 <= oldest() < 3600

@@ -292,6 +292,7 @@ class StateCollector(Collector):
         yield responses
         yield by_agent_status
         yield from _tenant_gauges()
+        yield from _oldest_waiting_gauge()
 
         depth = GaugeMetricFamily(
             "agentq_queue_depth", "Tasks ready in each Celery queue.", labels=["queue"]
@@ -332,6 +333,22 @@ def _tenant_gauges() -> Iterator[GaugeMetricFamily]:
         limits.add_metric([str(tenant.id)], backpressure.limit_of(tenant))
     yield pending
     yield limits
+
+
+def _oldest_waiting_gauge() -> Iterator[GaugeMetricFamily]:
+    """Age of the oldest waiting job (0: none waits): a conversation whose turn never comes
+    (see ops/RUNBOOK.md#stuck-conversation) makes it grow without bound."""
+    try:
+        since = stats.oldest_waiting_since()
+    except Exception as exc:  # noqa: BLE001 - the other gauges still answer
+        log.warning("metrics: oldest waiting job unavailable: %s", type(exc).__name__)
+        return
+    age = 0.0 if since is None else max(0.0, (utcnow() - since).total_seconds())
+    yield GaugeMetricFamily(
+        "agentq_oldest_waiting_job_seconds",
+        "Age of the oldest job waiting for its turn (0: none waits).",
+        value=age,
+    )
 
 
 class CircuitCollector(Collector):

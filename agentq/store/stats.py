@@ -61,6 +61,8 @@ _ACTIVE_CONVERSATIONS = (
 _RECENT_MESSAGES = (
     select(func.count()).select_from(Message).where(Message.created_at >= bindparam("since"))
 )
+#: when the oldest job still waiting for its turn was created (None: none waits)
+_OLDEST_WAITING = select(func.min(Job.created_at)).where(Job.status == JobStatus.WAITING)
 #: the cheapest statement a database answers
 _PING = text("SELECT 1")
 
@@ -75,6 +77,13 @@ def queue_state(*, active_since: datetime, messages_since: datetime) -> QueueSta
         conversations = session.scalar(_ACTIVE_CONVERSATIONS, {"since": active_since}) or 0
         messages = session.scalar(_RECENT_MESSAGES, {"since": messages_since}) or 0
     return QueueState(by_status, agents, active, conversations, messages)
+
+
+def oldest_waiting_since() -> datetime | None:
+    """When the oldest waiting job was created: a conversation whose turn never comes
+    shows here first (the stuck-conversation alert)."""
+    with reader() as session:
+        return session.scalar(_OLDEST_WAITING)
 
 
 def ping() -> None:
