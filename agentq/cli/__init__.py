@@ -45,6 +45,7 @@ app.command("reconcile")(serve.reconcile)
 app.command("flower", context_settings={"allow_extra_args": True})(serve.flower)
 app.command("post")(tools.post)
 app.command("demo")(tools.demo)
+app.command("dev")(tools.dev)
 app.command("fake-llm")(tools.fake_llm)
 app.command("bench")(bench)
 

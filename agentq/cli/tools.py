@@ -73,3 +73,34 @@ def fake_llm(
             retry_after=retry_after,
         ),
     )
+
+
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address of the HTTP API.")] = "127.0.0.1",
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A database to use (e.g. PostgreSQL); default: ./agentq.db (SQLite)."),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="A Redis to use; default: one it starts itself.")
+    ] = None,
+    latency: Annotated[float, typer.Option(help="Fake LLM latency in seconds.")] = 0.3,
+    env_file: Annotated[
+        bool,
+        typer.Option(help="Write ./.env so that a `python` here finds the same stack."),
+    ] = True,
+) -> None:
+    """Run a local stack until Ctrl-C: API, workers, reconciler, fake LLM, Redis, SQLite."""
+    from agentq.dev import run_dev
+
+    sys.exit(
+        run_dev(
+            host=host,
+            port=port,
+            database_url=database_url,
+            redis_url=redis_url,
+            latency=latency,
+            write_env=env_file,
+        )
+    )
