@@ -179,3 +179,83 @@ def test_oldest_waiting_job_age_is_scraped(
             )
         )
     assert 600 <= oldest() < 3600
+
+
+def _validate_module():  # noqa: ANN202 - ops/ is not a package
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ops_validate", ROOT / "ops" / "validate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_validate_finds_what_breaks_a_deployment(tmp_path: Path) -> None:
+    """ops/validate.py on a copy of ops/k8s with one fault of each kind it must catch."""
+    import shutil
+
+    import yaml
+
+    validate = _validate_module()
+    k8s = tmp_path / "k8s"
+    shutil.copytree(ROOT / "ops" / "k8s", k8s)
+
+    def edit(name: str, change) -> None:  # noqa: ANN001
+        docs = list(yaml.safe_load_all((k8s / name).read_text()))
+        change(docs)
+        (k8s / name).write_text(yaml.safe_dump_all(docs))
+
+    kust = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    kust["resources"].remove("namespace.yaml")  # nothing creates the namespace
+    (k8s / "kustomization.yaml").write_text(yaml.safe_dump(kust))
+
+    def writable_beat(docs: list) -> None:  # noqa: ANN001
+        container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+        container["securityContext"]["readOnlyRootFilesystem"] = False
+        del container["livenessProbe"]
+
+    def unmigrated_llm_on_its_list(docs: list) -> None:  # noqa: ANN001
+        del docs[0]["spec"]["template"]["spec"]["initContainers"]
+        trigger = docs[2]["spec"]["triggers"][0]["metadata"]
+        trigger["query"] = 'max(agentq_queue_depth{queue="agentq.llm"})'
+        del docs[2]["spec"]["advanced"]
+
+    edit("beat.yaml", writable_beat)
+    edit("worker-llm.yaml", unmigrated_llm_on_its_list)
+    edit("api.yaml", lambda docs: docs.pop())  # the PodDisruptionBudget
+    errors, _ = validate.check_k8s(k8s, validate.defined_metrics(ROOT / "agentq"))
+    text = "\n".join(errors)
+    for expected in (
+        "namespace.yaml is not in resources",
+        "the Namespace is not the first object",
+        "Deployment/agentq-beat: container beat has a writable root filesystem",
+        "Deployment/agentq-beat: no probe",
+        "Deployment/agentq-worker-llm: worker starts without migrating",
+        "agentq-worker-llm does not count running jobs",
+        "agentq-worker-llm has no scale-down stabilization",
+        "no PodDisruptionBudget selects the API's pods",
+    ):
+        assert expected in text, text
+
+
+def test_validate_knows_the_code_metrics_and_the_scrape_jobs() -> None:
+    validate = _validate_module()
+    metrics = validate.defined_metrics(ROOT / "agentq")
+    assert {
+        "agentq_oldest_waiting_job_seconds",
+        "agentq_jobs_finished_total",
+        "agentq_response_time_seconds_bucket",
+        "agentq_queue_depth",
+    } <= metrics
+    assert "agentq_no_such_metric" not in metrics
+    import yaml
+
+    config = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    given = validate.scrape_labels(config)
+    assert {"agentq-api", "agentq-worker"} <= given["job"]
+    assert "worker" in given["component"]
+    assert list(validate.selectors('absent(up{job="x", component="worker"} == 1)')) == [
+        ("job", "=", "x"),
+        ("component", "=", "worker"),
+    ]
