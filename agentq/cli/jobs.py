@@ -241,10 +241,13 @@ def jobs_retry(
         bool, typer.Option("--all-failed", help="Retry every failed job of the tenant.")
     ] = False,
     tenant: Tenant = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --all-failed: do not ask for confirmation.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Give a failed or cancelled job of the tenant fresh attempts; it runs in its
-    conversation's turn."""
+    conversation's turn. --all-failed asks first, and shows its progress on stderr."""
     from agentq.client import Client
     from agentq.errors import AgentqError
 
@@ -256,14 +259,21 @@ def jobs_retry(
     except AgentqError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if all_failed and ids and not yes:
+        typer.confirm(
+            f"Retry {len(ids)} failed job(s) of tenant {client.tenant}?", abort=True, err=True
+        )
     results, errors = [], 0
-    for jid in ids:
-        try:
-            job = client.retry_job(jid)
-            results.append({"id": str(job.id), "status": job.status})
-        except AgentqError as exc:
-            errors += 1
-            results.append({"id": str(jid), "error": str(exc)})
+    with typer.progressbar(
+        ids, label="retrying", file=sys.stderr, show_pos=True, hidden=not all_failed
+    ) as bar:
+        for jid in bar:
+            try:
+                job = client.retry_job(jid)
+                results.append({"id": str(job.id), "status": job.status})
+            except AgentqError as exc:
+                errors += 1
+                results.append({"id": str(jid), "error": str(exc)})
     if as_json:
         _emit(results)
     else:
@@ -271,6 +281,8 @@ def jobs_retry(
             typer.echo(f"{r['id']}  {r.get('status') or 'error: ' + r['error']}")
         if not results:
             typer.echo("no failed jobs")
+    if all_failed and ids:
+        typer.echo(f"retried {len(ids) - errors} of {len(ids)} ({errors} errors)", err=True)
     if errors:
         raise typer.Exit(2)
 

@@ -20,8 +20,9 @@ def post(
     ] = None,
     tenant: Tenant = None,
 ) -> None:
-    """Post a message into a conversation of the tenant (and optionally wait for the
-    reply)."""
+    """Post a message into a conversation of the tenant; --wait for the reply.
+
+    Ids: `agentq conversations create --agent NAME --user ID` prints them."""
     from agentq.client import Client
     from agentq.errors import AgentqError
 

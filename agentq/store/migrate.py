@@ -30,3 +30,7 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 
 def current(url: str | None = None) -> None:
     command.current(alembic_config(url))
+
+
+def history(url: str | None = None) -> None:
+    command.history(alembic_config(url), indicate_current=True)
