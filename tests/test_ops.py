@@ -181,12 +181,13 @@ def test_oldest_waiting_job_age_is_scraped(
     assert 600 <= oldest() < 3600
 
 
-def _validate_module():  # noqa: ANN202 - ops/ is not a package
+def _ops_module(name: str):  # noqa: ANN202 - ops/ is not a package
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ops_validate", ROOT / "ops" / "validate.py")
+    spec = importlib.util.spec_from_file_location(f"ops_{name}", ROOT / "ops" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -197,7 +198,7 @@ def test_validate_finds_what_breaks_a_deployment(tmp_path: Path) -> None:
 
     import yaml
 
-    validate = _validate_module()
+    validate = _ops_module("validate")
     k8s = tmp_path / "k8s"
     shutil.copytree(ROOT / "ops" / "k8s", k8s)
 
@@ -240,7 +241,7 @@ def test_validate_finds_what_breaks_a_deployment(tmp_path: Path) -> None:
 
 
 def test_validate_knows_the_code_metrics_and_the_scrape_jobs() -> None:
-    validate = _validate_module()
+    validate = _ops_module("validate")
     metrics = validate.defined_metrics(ROOT / "agentq")
     assert {
         "agentq_oldest_waiting_job_seconds",
@@ -259,3 +260,10 @@ def test_validate_knows_the_code_metrics_and_the_scrape_jobs() -> None:
         ("job", "=", "x"),
         ("component", "=", "worker"),
     ]
+
+
+def test_the_architecture_picture_is_drawn_from_its_source() -> None:
+    """ops/architecture.svg is what ops/architecture.py draws now (and the README shows it)."""
+    module = _ops_module("architecture")
+    assert (ROOT / "ops" / "architecture.svg").read_text() == module.render()
+    assert "](ops/architecture.svg)" in (ROOT / "README.md").read_text()
