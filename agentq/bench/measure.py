@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+
+class Phase:
+    """Says on stderr when a step of the run starts and ends (`done()`, or the end of a
+    `with`): a full run takes minutes, and stdout keeps only the report. One line each,
+    so the printing weighs nothing in what is measured."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.t0 = what, time.monotonic()
+        print(f"bench: {what} ...", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        took = time.monotonic() - self.t0
+        print(f"bench: {self.what}: done in {took:.1f}s", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Phase:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.done()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentq.bench.config import BENCH_ENV, BenchConfig
-from agentq.bench.measure import RSSSampler, percentiles, span_rate, wait_for, worker_pids
+from agentq.bench.measure import Phase, RSSSampler, percentiles, span_rate, wait_for, worker_pids
 from agentq.bench.turns import backlog, settled, turns_of
 
 
@@ -73,13 +73,15 @@ def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
     out: dict[str, Any] = {}
     n_convs = max(cfg.conversations, cfg.burst)
     with Stack(env, log_dir=log_dir) as stack, RSSSampler(lambda: worker_pids(stack)) as rss:
-        for _ in range(cfg.workers):
-            stack.start_worker(pool=cfg.pool, concurrency=cfg.concurrency)
-        stack.start_reconciler(interval=float(BENCH_ENV["AGENTQ_RECONCILE_INTERVAL_SECONDS"]))
-        dms = make_dms(n_convs, cfg.producers)
+        with Phase(f"agentq: {cfg.workers} worker(s), {n_convs} conversations"):
+            for _ in range(cfg.workers):
+                stack.start_worker(pool=cfg.pool, concurrency=cfg.concurrency)
+            stack.start_reconciler(interval=float(BENCH_ENV["AGENTQ_RECONCILE_INTERVAL_SECONDS"]))
+            dms = make_dms(n_convs, cfg.producers)
         max_wait = float(env["AGENTQ_MAX_WAIT_SECONDS"])
 
         # 1. latency at the offered rate
+        step = Phase(f"latency phase: {cfg.rate:g} messages/s for {cfg.duration:g}s")
         lat = dms[: cfg.conversations]
         llm.reset_stats()
         count = int(cfg.rate * cfg.duration)
@@ -102,8 +104,10 @@ def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
             },
             "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
         }
+        step.done()
 
         # 2. throughput: one message a conversation, all at once
+        step = Phase(f"throughput phase: {cfg.burst} messages at once")
         burst = dms[: cfg.burst]
         llm.reset_stats()
         since = time.time()
@@ -117,6 +121,7 @@ def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
             "turns_per_s": span_rate(turns),
             "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
         }
+        step.done()
         out["worker_rss_mb"] = rss.peak_mb()
     return out
 

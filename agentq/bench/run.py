@@ -10,7 +10,7 @@ from typing import Any
 
 from agentq.bench.baseline import baseline_phases
 from agentq.bench.config import BENCH_ENV, PG_ADMIN, BenchConfig
-from agentq.bench.measure import environment
+from agentq.bench.measure import Phase, environment
 from agentq.bench.phases import agentq_phases, capacity_phase
 from agentq.store.scratch import create_database, drop_database
 
@@ -28,11 +28,13 @@ def run_bench(
     own_db = database_url is None
     url = database_url or create_database(PG_ADMIN, prefix="agentq_bench")
     try:
+        setup = Phase("setup: database, Redis, fake LLM")
         upgrade(url)
         with (
             EmbeddedRedis() as redis_server,
             FakeLLMServer(FakeLLMConfig(latency=cfg.latency)) as llm,
         ):
+            setup.done()
             env = {
                 **BENCH_ENV,
                 "AGENTQ_DATABASE_URL": url,
@@ -57,9 +59,11 @@ def run_bench(
             with environment(env):
                 result: dict[str, Any] = {"config": asdict(cfg), "log_dir": str(logs)}
                 result["agentq"] = agentq_phases(cfg, env, llm, logs)
-                result["baseline"] = baseline_phases(cfg, env, logs)
+                with Phase("baselines: bare Celery no-op and the hand-written pipeline"):
+                    result["baseline"] = baseline_phases(cfg, env, logs)
                 if cfg.capacity:
-                    result["capacity"] = capacity_phase(cfg, env, llm, logs)
+                    with Phase(f"capacity: {cfg.capacity} LLM calls held by one worker"):
+                        result["capacity"] = capacity_phase(cfg, env, llm, logs)
     finally:
         if own_db:
             drop_database(url, PG_ADMIN)
