@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
+import socket
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -22,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from agentq.errors import AgentqError
 from agentq.runtime.embedded import EmbeddedRedis
 
 #: the first line of a `.env` written by `agentq dev`: only such a file is rewritten/removed
@@ -53,6 +56,9 @@ def run_dev(
     latency: float = 0.3,
     write_env: bool = True,
 ) -> int:
+    if not _port_free(host, port):
+        print(f"agentq dev: {host}:{port} is in use: choose another with --port", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     here = Path.cwd()
     try:
@@ -69,6 +75,9 @@ def run_dev(
     except KeyboardInterrupt:
         _say("stopped: every process agentq dev started has ended")
         return 0
+    except (RuntimeError, AgentqError) as exc:  # no redis-server, a process that died...
+        print(f"agentq dev: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
@@ -141,6 +150,15 @@ def _start_processes(
     _wait_http(f"http://{host}:{port}/healthz", procs.procs["api"])
     _say(f"api        http://{host}:{port}")
     return procs
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_http(url: str, proc: Any, timeout: float = 30.0) -> None:

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -81,9 +82,11 @@ def _run_curl(line: str, cwd: Path) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("backend", "stop"), [("sqlite", signal.SIGINT), ("postgres", signal.SIGTERM)]
+)
 def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
-    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+    tmp_path: Path, backend: str, stop: signal.Signals, request: pytest.FixtureRequest
 ) -> None:
     port = free_port()
     args = [sys.executable, "-m", "agentq.cli", "dev", "--port", str(port)]
@@ -119,7 +122,7 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
 
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 6  # redis, fake LLM, 2 workers, reconciler, API
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         rest = output.until("stopped:", timeout=60)
         assert proc.wait(60) == 0, rest
         assert "turn answered  Ava" in rest
@@ -130,3 +133,21 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_dev_says_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "agentq.cli", "dev", "--port", str(port)],
+            cwd=tmp_path,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2
+    assert f"127.0.0.1:{port} is in use: choose another with --port" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
