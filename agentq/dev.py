@@ -43,8 +43,12 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: every process is stopped on the way out
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C or SIGTERM: unwind, stopping every process on the way out; a second Ctrl-C
+    while they stop is ignored, so that none is left behind half-stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def run_dev(
@@ -59,7 +63,8 @@ def run_dev(
     if not _port_free(host, port):
         print(f"agentq dev: {host}:{port} is in use: choose another with --port", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     here = Path.cwd()
     try:
         with ExitStack() as stack:
@@ -71,6 +76,7 @@ def run_dev(
                 stack.callback(_remove_env_file, _write_env_file(here / ".env", env))
             api = f"http://{host}:{port}"
             _print_usage(api, key, conv_id, user_id, env, logs, write_env)
+            stack.callback(_say, "stopping every process agentq dev started ...")
             return _follow(procs)
     except KeyboardInterrupt:
         _say("stopped: every process agentq dev started has ended")
@@ -79,6 +85,7 @@ def run_dev(
         print(f"agentq dev: {exc}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 

@@ -123,6 +123,9 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 6  # redis, fake LLM, 2 workers, reconciler, API
         proc.send_signal(stop)
+        time.sleep(0.3)
+        if proc.poll() is None:
+            proc.send_signal(stop)  # impatient: a second signal must not cut the stopping short
         rest = output.until("stopped:", timeout=60)
         assert proc.wait(60) == 0, rest
         assert "turn answered  Ava" in rest
