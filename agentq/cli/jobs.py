@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from agentq.cli.options import Tenant
 
@@ -22,10 +20,15 @@ PING_TIMEOUT = 1.0
 #: `agentq.states.JobStatus`, spelled out so that `--help` need not import it
 JOB_STATUSES = ("waiting", "active", "delayed", "completed", "failed", "cancelled")
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _console() -> Console:
+    from rich.console import Console  # imported when a table is printed, not for --help
+
     return Console(width=200) if not sys.stdout.isatty() else Console()
 
 
@@ -127,6 +130,8 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(data)
         return
+    from rich.table import Table
+
     console = _console()
     t = Table("queue", "ready", title="Queues")
     for q, n in data["queues"].items():
@@ -183,6 +188,8 @@ def jobs_list(
     if as_json:
         _emit(rows)
         return
+    from rich.table import Table
+
     t = Table(
         "job",
         "agent",
@@ -228,6 +235,8 @@ def jobs_show(
     if as_json:
         _emit(data)
         return
+    from rich.table import Table
+
     t = Table("field", "value", title=f"Job {job_id}", show_header=False)
     for k, v in data.items():
         t.add_row(k, "" if v is None else str(v))
