@@ -2,7 +2,8 @@
 
 Needs no Redis or PostgreSQL server: it uses AGENTQ_DATABASE_URL and AGENTQ_REDIS_URL when
 they are set, else a SQLite file in a temporary folder and a Redis it starts itself. Real
-worker processes, the reconciler and the fake LLM run beside it, over real sockets.
+worker processes, the reconciler and the fake LLM run beside it, over real sockets; they
+start as `agentq dev` starts them (agentq.dev.backing_services).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from agentq.runtime.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
     from agentq.schemas import JobOut, MessageOut
@@ -64,47 +63,18 @@ class Progress:
 
 
 def run_demo(turns: int = 4, latency: float = 0.4, workers: int = 2) -> int:
-    from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
+    from agentq.dev import backing_services
+    from agentq.testing.stack import Stack
 
     turns = max(1, min(turns, len(SCRIPT)))
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="agentq-demo-"))
-        env: dict[str, str] = {}
-        if not os.environ.get("AGENTQ_REDIS_URL"):
-            with Progress("starting embedded Redis"):
-                redis = stack.enter_context(EmbeddedRedis())
-            env["AGENTQ_REDIS_URL"] = redis.url
-            print(f"redis:    embedded, {redis.url}")
-        else:
-            print(f"redis:    {os.environ['AGENTQ_REDIS_URL']}")
-        if not os.environ.get("AGENTQ_DATABASE_URL"):
-            env["AGENTQ_DATABASE_URL"] = f"sqlite:///{work / 'agentq.db'}"
-        print(f"database: {env.get('AGENTQ_DATABASE_URL') or os.environ['AGENTQ_DATABASE_URL']}")
-        llm = stack.enter_context(FakeLLMServer(FakeLLMConfig(latency=latency, jitter=latency / 2)))
-        env.update(
-            {
-                "LLM_PROVIDER": "openai",
-                "LLM_ENDPOINT": llm.url,
-                "LLM_API_KEY": "demo-key",
-                # the demo's agents answer quickly after a message; production waits longer
-                "AGENTQ_DEBOUNCE_SECONDS": "0.3",
-                "AGENTQ_MAX_WAIT_SECONDS": "2",
-                "AGENTQ_RECONCILE_GRACE_SECONDS": "2",
-            }
+        env = backing_services(  # a line each: Redis, the fake LLM, the database
+            stack,
+            database_url=os.environ.get("AGENTQ_DATABASE_URL") or f"sqlite:///{work / 'agentq.db'}",
+            redis_url=os.environ.get("AGENTQ_REDIS_URL") or None,
+            latency=latency,
         )
-        print(f"llm:      fake, {llm.url} (latency {latency:.2f}s)")
-        os.environ.update(env)
-        from agentq.config import reset_settings
-        from agentq.runtime.broker import reset_app
-
-        reset_settings()
-        reset_app()
-        from agentq.store.migrate import upgrade
-
-        with Progress("migrating the database"):
-            upgrade()
-        from agentq.testing.stack import Stack
-
         procs = stack.enter_context(Stack(env, log_dir=work / "logs"))
         with Progress(f"starting {workers} worker process(es) and the reconciler"):
             for _ in range(workers):

@@ -68,14 +68,17 @@ def run_dev(
     here = Path.cwd()
     try:
         with ExitStack() as stack:
-            env = _backing_services(stack, here, database_url, redis_url, latency)
+            database_url = database_url or f"sqlite:///{here / 'agentq.db'}"
+            env = backing_services(
+                stack, database_url=database_url, redis_url=redis_url, latency=latency
+            )
             key, conv_id, user_id = _prepare(env)
             logs = Path(tempfile.mkdtemp(prefix="agentq-dev-"))
             procs = _start_processes(stack, env, logs, host, port)
-            if write_env:
-                stack.callback(_remove_env_file, _write_env_file(here / ".env", env))
+            written = _write_env_file(here / ".env", env) if write_env else None
+            stack.callback(_remove_env_file, written)
             api = f"http://{host}:{port}"
-            _print_usage(api, key, conv_id, user_id, env, logs, write_env)
+            _print_usage(api, key, conv_id, user_id, env, logs, written is not None)
             stack.callback(_say, "stopping every process agentq dev started ...")
             return _follow(procs)
     except KeyboardInterrupt:
@@ -90,20 +93,25 @@ def run_dev(
     return 0
 
 
-def _backing_services(
-    stack: ExitStack, here: Path, database_url: str | None, redis_url: str | None, latency: float
+def _row(label: str, text: str) -> None:
+    _say(f"{label + ':':<9} {text}")
+
+
+def backing_services(
+    stack: ExitStack, *, database_url: str, redis_url: str | None, latency: float
 ) -> dict[str, str]:
-    """Redis, the database and the fake LLM; returns the environment every process shares."""
+    """Redis (`redis_url`, else one started here), the database (migrated) and the fake LLM,
+    stopped with `stack`; points this process at them and returns the environment every
+    process of the stack shares. `agentq demo` uses it too."""
     from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
 
     if redis_url is None:
         redis_url = stack.enter_context(EmbeddedRedis()).url
-        _say(f"redis      embedded, {redis_url}")
+        _row("redis", f"embedded, {redis_url}")
     else:
-        _say(f"redis      {redis_url}")
-    database_url = database_url or f"sqlite:///{here / 'agentq.db'}"
+        _row("redis", redis_url)
     llm = stack.enter_context(FakeLLMServer(FakeLLMConfig(latency=latency, jitter=latency / 2)))
-    _say(f"fake LLM   {llm.url} (latency {latency:.2f}s)")
+    _row("llm", f"fake, {llm.url} (latency {latency:.2f}s)")
     env = {
         "AGENTQ_DATABASE_URL": database_url,
         "AGENTQ_REDIS_URL": redis_url,
@@ -117,7 +125,7 @@ def _backing_services(
 
     use_env(env)
     upgrade()
-    _say(f"database   {_redacted(database_url)} (migrated)")
+    _row("database", f"{_redacted(database_url)} (migrated)")
     return env
 
 
@@ -136,7 +144,7 @@ def _prepare(env: dict[str, str]) -> tuple[str, str, str]:
     conv, user = client.start_session(AGENT, user_id=USER)
     # the key's tenant is the in-process client's, so HTTP and Python see the same agents
     key, info = create_key("agentq-dev", client.tenant)
-    _say(f"key        {info.prefix}… (tenant {info.tenant}, `agentq keys revoke {info.id}`)")
+    _row("key", f"{info.prefix}… (tenant {info.tenant}, `agentq keys revoke {info.id}`)")
     return key, str(conv.id), str(user.id)
 
 
@@ -148,14 +156,14 @@ def _start_processes(
 
     procs = stack.enter_context(Stack(env, log_dir=logs))
     procs.start_worker(queues=(CONTROL_QUEUE,), concurrency=8, name="control")
-    _say("worker     control (8 threads)")
+    _row("worker", "control (8 threads)")
     procs.start_worker(queues=(LLM_QUEUE,), concurrency=20, name="llm")
-    _say("worker     llm (20 threads)")
+    _row("worker", "llm (20 threads)")
     procs.start_reconciler(interval=1.0)
-    _say("reconciler every 1s")
+    _row("beat", "the reconciler, every 1s")
     procs._spawn("api", ["-m", "agentq.cli", "api", "--host", host, "--port", str(port)])
     _wait_http(f"http://{host}:{port}/healthz", procs.procs["api"])
-    _say(f"api        http://{host}:{port}")
+    _row("api", f"http://{host}:{port}")
     return procs
 
 
@@ -187,7 +195,7 @@ def _print_usage(
     user_id: str,
     env: dict[str, str],
     logs: Path,
-    write_env: bool,
+    env_written: bool,
 ) -> None:
     body = shlex.quote(f'{{"author_id": "{user_id}", "content": "Where should I go in May?"}}')
     curl = (
@@ -200,12 +208,12 @@ def _print_usage(
         f'conv, user = client.start_session("{AGENT}", user_id="sam")',
         'print(client.ask(conv.id, user.id, "Where should I go in May?", timeout=30).content)',
     ]
-    where = "reads ./.env" if write_env else "needs these exports"
+    where = "reads ./.env" if env_written else "needs the exports below"
     lines = [
         "",
-        f"API        {api}  (docs {api}/docs, OpenAPI {api}/openapi.json)",
-        f"key        {key}  (development key: shown once)",
-        f"logs       {logs}",
+        f"API:      {api}  (docs {api}/docs, OpenAPI {api}/openapi.json)",
+        f"key:      {key}  (development key: shown once)",
+        f"logs:     {logs}",
         "",
         "HTTP (posts into a conversation with the agent Ava and waits for the reply):",
         f"  {curl}",
@@ -266,12 +274,12 @@ def _write_env_file(path: Path, env: dict[str, str]) -> Path | None:
     """Write the settings a fresh process here needs, unless a `.env` of the user's is
     there (then the printed exports are the way)."""
     if path.exists() and not path.read_text().startswith(ENV_MARKER):
-        _say(f"note       {path} is yours: left alone (use the exports below)")
+        _row("note", f"{path} is yours: left alone (use the exports below)")
         return None
     path.write_text(
         "\n".join([ENV_MARKER, *(f"{k}={v}" for k, v in env.items() if k != "LLM_API_KEY")]) + "\n"
     )
-    _say(f"settings   {path}")
+    _row("settings", str(path))
     return path
 
 

@@ -103,7 +103,7 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
     try:
         output = Output(proc)
         out = output.until("ready:")
-        assert f"API        http://127.0.0.1:{port}" in out
+        assert f"API:      http://127.0.0.1:{port}" in out
         curl = re.search(r"^  (curl .*)$", out, re.M)
         assert curl, out
         reply = json.loads(_run_curl(curl.group(1), tmp_path))
