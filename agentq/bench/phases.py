@@ -114,7 +114,9 @@ def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
         post_schedule(burst, cfg.burst, 0, cfg.producers)
         ids = [c for c, _ in burst]
         wait_settled(ids, 300, "the throughput phase's replies")
-        turns = [t for t in turns_of(ids, cfg.debounce, max_wait) if t["first"] >= since]
+        # By reply time: the latency phase's replies all came before `since`, and a reply
+        # comes well after its message, whatever clock skew the processes' stamps carry.
+        turns = [t for t in turns_of(ids, cfg.debounce, max_wait) if t["replied"] >= since]
         out["throughput"] = {
             "messages": cfg.burst,
             "turns": len(turns),
