@@ -26,9 +26,13 @@ from agentq.client import Client
 from agentq.clock import utcnow
 from agentq.providers import ChatResult
 from agentq.runtime.broker import CONTROL_QUEUE
+from agentq.runtime.embedded import EmbeddedRedis
 from agentq.runtime.redis import get_redis
+from agentq.store.migrate import upgrade
 from agentq.store.models import Job
-from agentq.store.session import DatabaseError, get_engine, transaction
+from agentq.store.scratch import create_database, drop_database
+from agentq.store.session import DatabaseError, dispose_engines, get_engine, transaction
+from agentq.testing.stack import use_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +41,13 @@ NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
 
 
 @pytest.fixture
-def jitter(db: str) -> Iterator[None]:
-    """A random pause of up to 3 ms before every statement of the racing threads."""
-    if not db.startswith("postgresql"):
-        pytest.skip("deadlocks are PostgreSQL's: SQLite locks the whole database")
+def jitter(base_env: dict[str, str], quiet_redis: EmbeddedRedis) -> Iterator[None]:
+    """A PostgreSQL database of the test's own (deadlocks are PostgreSQL's: SQLite locks
+    the whole database; and no live reconciler may drive what the races leave), and a
+    random pause of up to 3 ms before every statement of the racing threads."""
+    url = create_database()
+    upgrade(url)
+    use_env({**base_env, "AGENTQ_DATABASE_URL": url, "AGENTQ_REDIS_URL": quiet_redis.url})
     racing = threading.local()
 
     def pause(*_: object) -> None:
@@ -53,6 +60,8 @@ def jitter(db: str) -> Iterator[None]:
     _racing = racing
     yield
     event.remove(engine, "before_cursor_execute", pause)
+    dispose_engines()
+    drop_database(url)
 
 
 _racing: threading.local

@@ -25,9 +25,11 @@ from agentq.ops.reconcile import reconcile_once
 from agentq.providers import ChatResult
 from agentq.runtime import limits
 from agentq.runtime.broker import CONTROL_QUEUE
+from agentq.runtime.embedded import EmbeddedRedis
 from agentq.runtime.redis import get_redis
 from agentq.store.models import Job
 from agentq.store.session import transaction
+from agentq.testing.stack import use_env
 from tests.helpers import jobs_of, replies_of
 
 NOW = {"debounce_seconds": 0, "max_wait_seconds": 0}
@@ -56,7 +58,10 @@ def conversations_of(client: Client, agent_id: uuid.UUID, n: int) -> list[uuid.U
 
 
 @pytest.fixture
-def control(db: str) -> None:
+def control(module_db: str, base_env: dict[str, str], quiet_redis: EmbeddedRedis) -> None:
+    """A database of this module's own (the session's has a live reconciler, which would
+    drive what these tests leave parked) and a Redis no worker listens on."""
+    use_env({**base_env, "AGENTQ_DATABASE_URL": module_db, "AGENTQ_REDIS_URL": quiet_redis.url})
     get_redis().delete(CONTROL_QUEUE)
 
 
@@ -95,8 +100,8 @@ def test_parked_conversations_cost_one_check_and_wake_oldest_first(control: None
 def test_a_lost_worker_is_found_behind_hundreds_parked_on_a_paused_agent(control: None) -> None:
     client = Client()
     paused = client.create_agent(f"paused-{uuid.uuid4().hex[:8]}")
-    parked = conversations_of(client, paused.id, 600)  # more than a reconciler page
     client.pause_agent(paused.id)
+    parked = conversations_of(client, paused.id, 600)  # more than a reconciler page
     agent = client.create_agent(f"lost-{uuid.uuid4().hex[:8]}")
     (conv,) = conversations_of(client, agent.id, 1)
     claim = turn.advance(conv)
