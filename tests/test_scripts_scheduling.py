@@ -30,7 +30,7 @@ def run_script(name: str, *args: str, timeout: float = 300) -> Any:
 def test_backlog_parks_and_drains_everything() -> None:
     # The suite's PostgreSQL server (the script's own server is exercised below).
     out = run_script(
-        "backlog.py", "-n", "5", "-d", "10", "--every", "5", "--hold-margin", "10",
+        "backlog.py", "-n", "5", "-d", "4", "--every", "2", "--hold-margin", "4",
         "--pg-admin", ADMIN_URL,
     )  # fmt: skip
     assert [s["scenario"] for s in out["scenarios"]] == ["paused", "busy"]
