@@ -83,11 +83,20 @@ def _run_curl(line: str, cwd: Path) -> str:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("backend", "stop"), [("sqlite", signal.SIGINT), ("postgres", signal.SIGTERM)]
+    ("backend", "stop", "own_env"),
+    [("sqlite", signal.SIGINT, False), ("postgres", signal.SIGTERM, False)]
+    + [("sqlite", signal.SIGINT, True)],  # a .env of the user's: left alone, exports printed
 )
 def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
-    tmp_path: Path, backend: str, stop: signal.Signals, request: pytest.FixtureRequest
+    tmp_path: Path,
+    backend: str,
+    stop: signal.Signals,
+    own_env: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
+    mine = "# the user's own settings\nSOMETHING=else\n"
+    if own_env:
+        (tmp_path / ".env").write_text(mine)
     port = free_port()
     args = [sys.executable, "-m", "agentq.cli", "dev", "--port", str(port)]
     if backend == "postgres":
@@ -109,8 +118,14 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
         reply = json.loads(_run_curl(curl.group(1), tmp_path))
         assert reply["reply"]["content"], reply
 
+        python = f"{shlex.quote(sys.executable)} -c {shlex.quote(_python_snippet(out))}"
+        if own_env:  # the printed exports, then the snippet
+            assert "needs the exports below" in out
+            python = "\n".join([*re.findall(r"^  (export .*)$", out, re.M), python])
+        else:
+            assert "reads ./.env" in out
         done = subprocess.run(
-            [sys.executable, "-c", _python_snippet(out)],
+            ["sh", "-c", python],
             cwd=tmp_path,
             env=_clean_env(),
             capture_output=True,
@@ -131,7 +146,10 @@ def test_dev_stack_answers_the_printed_curl_and_python_then_stops_clean(
         assert "turn answered  Ava" in rest
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, [p.cmdline() for p in alive]
-        assert not (tmp_path / ".env").exists()
+        if own_env:
+            assert (tmp_path / ".env").read_text() == mine
+        else:
+            assert not (tmp_path / ".env").exists()
     finally:
         if proc.poll() is None:
             proc.kill()
