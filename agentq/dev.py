@@ -60,6 +60,16 @@ def run_dev(
     latency: float = 0.3,
     write_env: bool = True,
 ) -> int:
+    try:
+        import fastapi  # noqa: F401 - the API and the fake LLM are served over HTTP
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"agentq dev: {exc.name} is not installed: the local stack serves the API and the "
+            "fake LLM over HTTP (pip install 'agentq-queue[embedded]')",
+            file=sys.stderr,
+        )
+        return 2
     if not _port_free(host, port):
         print(f"agentq dev: {host}:{port} is in use: choose another with --port", file=sys.stderr)
         return 2

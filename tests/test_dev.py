@@ -172,3 +172,22 @@ def test_dev_says_when_its_port_is_taken(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert f"127.0.0.1:{port} is in use: choose another with --port" in out.stderr
     assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_dev_names_the_extra_it_needs(tmp_path: Path) -> None:
+    run_without_uvicorn = (
+        "import sys; sys.modules['uvicorn'] = None; sys.argv = ['agentq', 'dev']; "
+        "from agentq.cli import main; main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", run_without_uvicorn],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "uvicorn is not installed" in out.stderr
+    assert "pip install 'agentq-queue[embedded]'" in out.stderr
+    assert not list(tmp_path.iterdir())
