@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -22,10 +23,47 @@ async def principal(
     """The caller, from `Authorization: Bearer <key>`; 401 without a valid key."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("an API key is needed: Authorization: Bearer <key>")
-    found = await run_in_threadpool(verify, credentials.credentials)
+    found = await _verify(credentials.credentials)
     if found is None:
         raise Unauthorized("unknown or revoked API key")
     return found
+
+
+#: lookups under way, by key: concurrent requests with one key share one
+_inflight: dict[str, asyncio.Future[Principal | None]] = {}
+
+
+async def _verify(key: str) -> Principal | None:
+    """The key's principal, with one database lookup for all the requests that ask at
+    once: a burst of one tenant's requests waits on one lookup instead of taking the
+    thread pool from everyone else's. Nothing is cached: a key revoked before a lookup
+    starts is refused."""
+    pending = _inflight.get(key)
+    if pending is not None:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this request was cancelled, not the lookup it waited on
+            # The request that looked up went away (its client left): look up anew.
+            return await _verify(key)
+    future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+    _inflight[key] = future
+    try:
+        found = await run_in_threadpool(verify, key)
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no warning when no other request waited
+        raise
+    except BaseException:
+        future.cancel()
+        raise
+    else:
+        future.set_result(found)
+        return found
+    finally:
+        if _inflight.get(key) is future:
+            del _inflight[key]
 
 
 Caller = Annotated[Principal, Depends(principal)]
