@@ -8,7 +8,8 @@ agentq worker processes with the chosen pool. Then:
    seconds. From the database timestamps of every turn: end-to-end latency split into
    debounce wait, queue wait, LLM time, completion time and orchestration overhead
    (end-to-end minus the debounce window minus the LLM call), and the debounce timer's
-   fire-time error (job created minus computed due time).
+   fire-time error (job created minus computed due time). With `--rates 10,20,40` this
+   runs once per rate (`latency_by_rate`; `latency` is the first).
 2. **throughput**: `burst` messages, one a conversation, posted at once: turns a second.
 3. **baselines** on the same Redis: bare Celery no-op tasks a second, and a hand-written
    one-task-a-message pipeline doing the same database writes (messages/s). They live in
@@ -30,4 +31,5 @@ agentq. This file imports nothing, so that the command line loads only `command.
     reads.py     the statements behind them (to move to agentq/store/bench.py)
     measure.py   percentiles, peak RSS, waiting
     run.py       run_bench, ratios, format_report
+    plot.py      `--plot`: latency split against offered load, ratios (matplotlib, lazily)
 """

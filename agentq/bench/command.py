@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,10 @@ def bench(
     ] = None,
     rate: Annotated[
         float | None, typer.Option(help="Messages a second in the latency phase.")
+    ] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option(help="Run the latency phase at each of these rates, e.g. 10,20,40."),
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of the latency phase.")] = None,
     burst: Annotated[int | None, typer.Option(help="Messages of the throughput phase.")] = None,
@@ -39,11 +44,36 @@ def bench(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Draw the latency split and the ratios into this PNG (extra: plot)."),
+    ] = None,
+    from_json: Annotated[
+        Path | None,
+        typer.Option("--from", help="With --plot: redraw from a saved --json output, run nothing."),
+    ] = None,
 ) -> None:
     """Benchmark agentq against bare Celery on the same Redis (see ops/bench/README.md)."""
     from agentq.bench.config import FULL, SHORT
+    from agentq.bench.plot import PlotError, load_result, require_matplotlib
     from agentq.bench.run import format_report, run_bench
 
+    if plot is not None:
+        try:
+            require_matplotlib()  # before a run, not after ten minutes of it
+        except PlotError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from None
+    if from_json is not None:
+        if plot is None:
+            raise typer.BadParameter(
+                "redraws a plot: give --plot FILE.png too", param_hint="--from"
+            )
+        try:
+            result = load_result(from_json)
+        except PlotError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--from") from None
+        draw(result, plot, "--from")
+        return
     cfg = SHORT if short else FULL
     given: dict[str, Any] = {
         k: v
@@ -60,6 +90,7 @@ def bench(
             noop_tasks=noop_tasks,
             capacity=capacity,
             capacity_latency=capacity_latency,
+            rates=parse_rates(rates) if rates is not None else None,
         ).items()
         if v is not None
     }
@@ -70,3 +101,31 @@ def bench(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run_bench(cfg, url)
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+    if plot is not None:
+        draw(result, plot, "--plot")
+
+
+def parse_rates(text: str) -> tuple[float, ...]:
+    """`10,20,40` -> (10.0, 20.0, 40.0); anything else names --rates."""
+    try:
+        rates = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        rates = ()
+    if not rates or any(r <= 0 for r in rates):
+        raise typer.BadParameter(
+            f"{text!r}: a comma list of messages a second above 0, e.g. 10,20,40",
+            param_hint="--rates",
+        )
+    return rates
+
+
+def draw(result: dict[str, Any], path: Path, source: str) -> None:
+    """Plot `result` into `path`; a bad result is an error of option `source`."""
+    from agentq.bench.plot import PlotError, plot
+
+    try:
+        plot(result, path)
+    except PlotError as exc:
+        raise typer.BadParameter(str(exc), param_hint=source) from None
+    # stderr: stdout may be the JSON being saved
+    typer.echo(f"bench: plot written to {path}", err=True)

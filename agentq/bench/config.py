@@ -26,6 +26,7 @@ BENCH_ENV = {
 class BenchConfig:
     conversations: int = 100  # DMs receiving the latency phase's messages
     rate: float = 100.0  # messages a second offered in the latency phase
+    rates: tuple[float, ...] = ()  # the latency phase once at each (empty: `rate` alone)
     duration: float = 30.0  # seconds of the latency phase
     burst: int = 1000  # messages (one a conversation) of the throughput phase
     latency: float = 0.05  # fake LLM seconds an answer
@@ -37,6 +38,9 @@ class BenchConfig:
     capacity: int = 0  # LLM calls held at once in the capacity phase (0: skip)
     capacity_latency: float = 10.0  # fake LLM seconds an answer in the capacity phase
     producers: int = 8  # producer threads posting messages
+
+    def offered_rates(self) -> tuple[float, ...]:
+        return self.rates or (self.rate,)
 
 
 #: the CI configuration: every phase, small, well under a minute of load

@@ -67,6 +67,43 @@ def post_schedule(
     return api_ms
 
 
+def latency_phase(
+    cfg: BenchConfig,
+    rate: float,
+    dms: list[tuple[uuid.UUID, uuid.UUID]],
+    llm: Any,
+    max_wait: float,
+) -> dict[str, Any]:
+    """`rate` messages a second for `cfg.duration` over `dms`, the latency split of every
+    turn. Only turns replied after it started count: an earlier rate's replies all came
+    before (each phase waits for its conversations to settle)."""
+    step = Phase(f"latency phase: {rate:g} messages/s for {cfg.duration:g}s")
+    llm.reset_stats()
+    count = int(rate * cfg.duration)
+    since = time.time()
+    t0 = time.monotonic()
+    api_ms = post_schedule(dms, count, rate, cfg.producers)
+    offered = count / max(time.monotonic() - t0, 1e-9)
+    ids = [c for c, _ in dms]
+    # Past saturation the backlog drains at the box's own pace (10 turns/s or more).
+    wait_settled(ids, 120 + cfg.duration + count / 10, "the latency phase's replies")
+    turns = [t for t in turns_of(ids, cfg.debounce, max_wait) if t["replied"] >= since]
+    step.done()
+    return {
+        "rate": rate,
+        "messages": count,
+        "offered_rate": round(offered, 1),
+        "turns": len(turns),
+        "turns_per_s": span_rate(turns),
+        "api_post_ms": percentiles(api_ms),
+        **{
+            k: percentiles([t[k] for t in turns])
+            for k in ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_error")
+        },
+        "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
+    }
+
+
 def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path) -> dict[str, Any]:
     from agentq.testing.stack import Stack
 
@@ -80,31 +117,10 @@ def agentq_phases(cfg: BenchConfig, env: dict[str, str], llm: Any, log_dir: Path
             dms = make_dms(n_convs, cfg.producers)
         max_wait = float(env["AGENTQ_MAX_WAIT_SECONDS"])
 
-        # 1. latency at the offered rate
-        step = Phase(f"latency phase: {cfg.rate:g} messages/s for {cfg.duration:g}s")
+        # 1. latency, once at each offered rate, on the same conversations
         lat = dms[: cfg.conversations]
-        llm.reset_stats()
-        count = int(cfg.rate * cfg.duration)
-        t0 = time.monotonic()
-        api_ms = post_schedule(lat, count, cfg.rate, cfg.producers)
-        offered = count / max(time.monotonic() - t0, 1e-9)
-        ids = [c for c, _ in lat]
-        # Past saturation the backlog drains at the box's own pace (10 turns/s or more).
-        wait_settled(ids, 120 + cfg.duration + count / 10, "the latency phase's replies")
-        turns = turns_of(ids, cfg.debounce, max_wait)
-        out["latency"] = {
-            "messages": count,
-            "offered_rate": round(offered, 1),
-            "turns": len(turns),
-            "turns_per_s": span_rate(turns),
-            "api_post_ms": percentiles(api_ms),
-            **{
-                k: percentiles([t[k] for t in turns])
-                for k in ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_error")
-            },
-            "peak_llm_in_flight_per_worker": llm.stats()["peak_in_flight"] / cfg.workers,
-        }
-        step.done()
+        runs = [latency_phase(cfg, rate, lat, llm, max_wait) for rate in cfg.offered_rates()]
+        out["latency"], out["latency_by_rate"] = runs[0], runs
 
         # 2. throughput: one message a conversation, all at once
         step = Phase(f"throughput phase: {cfg.burst} messages at once")

@@ -109,6 +109,18 @@ def format_report(r: dict[str, Any]) -> str:
     ):
         p = lat[k]
         lines.append(f"{label:<22}{p['p50']:>9.1f}{p['p95']:>9.1f}{p['p99']:>9.1f}")
+    runs = r["agentq"].get("latency_by_rate") or [lat]
+    if len(runs) > 1:
+        lines.append(
+            f"{'by offered rate':<22}{'turns/s':>9}{'e2e p50':>9}{'p95':>9}"
+            f"{'overhead p50':>14}{'p95':>9}"
+        )
+        for run in runs:
+            e2e, ovh = run["e2e"], run["overhead"]
+            lines.append(
+                f"{run['offered_rate']:>14.1f} msg/s{run['turns_per_s']:>11.1f}{e2e['p50']:>9.1f}"
+                f"{e2e['p95']:>9.1f}{ovh['p50']:>14.1f}{ovh['p95']:>9.1f}"
+            )
     lines += [
         f"peak LLM calls in flight / worker: {lat['peak_llm_in_flight_per_worker']:g} (latency), "
         f"{thr['peak_llm_in_flight_per_worker']:g} (throughput)",
