@@ -101,7 +101,7 @@ def test_retry_all_failed_and_status(live, flaky_llm: FakeLLMServer) -> None:  #
     assert "Queues" in table and "agentq.llm" in table and "Workers" in table
 
     flaky_llm.control(error_rate=0)
-    retried = json.loads(cli("jobs", "retry", "--all-failed", "--json"))
+    retried = json.loads(cli("jobs", "retry", "--all-failed", "--yes", "--json"))
     assert len(retried) >= 2
     for conv, _, _ in convs:
         wait_until(

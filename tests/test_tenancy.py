@@ -225,7 +225,10 @@ def test_the_cli_acts_for_its_tenant_by_id(db: str) -> None:
         refused = agentq(*cmd, "--tenant", b.tenant)
         assert refused.exit_code == 2 and f"job {job_id} not found" in refused.output
     assert (
-        json.loads(agentq("jobs", "retry", "--all-failed", "--json", tenant=b.tenant).output) == []
+        json.loads(
+            agentq("jobs", "retry", "--all-failed", "--yes", "--json", tenant=b.tenant).output
+        )
+        == []
     )
     assert [m.content for m in a.list_messages(conv.id)] == ["mine"]
 

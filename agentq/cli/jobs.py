@@ -274,7 +274,11 @@ def jobs_retry(
         )
     results, errors = [], 0
     with typer.progressbar(
-        ids, label="retrying", file=sys.stderr, show_pos=True, hidden=not all_failed
+        ids,
+        label="retrying",
+        file=sys.stderr,
+        show_pos=True,
+        hidden=as_json or not (all_failed and ids),
     ) as bar:
         for jid in bar:
             try:
@@ -290,7 +294,7 @@ def jobs_retry(
             typer.echo(f"{r['id']}  {r.get('status') or 'error: ' + r['error']}")
         if not results:
             typer.echo("no failed jobs")
-    if all_failed and ids:
+    if all_failed and ids and not as_json:  # (the JSON says it all)
         typer.echo(f"retried {len(ids) - errors} of {len(ids)} ({errors} errors)", err=True)
     if errors:
         raise typer.Exit(2)
