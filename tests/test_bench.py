@@ -1,4 +1,5 @@
-"""`agentq bench` in its SHORT configuration: it runs end to end and reports sane figures.
+"""`agentq bench --short`: it runs end to end, says each phase as it goes, and reports sane
+figures.
 
 Nothing here asserts on speed (CI hosts are shared and noisy); the figures are printed so
 that they show in the CI log.
@@ -7,11 +8,14 @@ that they show in the CI log.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from agentq.bench.config import SHORT
-from agentq.bench.run import format_report, run_bench
+from agentq.bench.run import format_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,10 +23,22 @@ SPLITS = ("e2e", "debounce", "queue", "llm", "completion", "overhead", "fire_err
 
 
 def test_short_bench_completes_and_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_bench(SHORT)
+    # As a user runs it: the report alone on stdout, each phase said on stderr as it goes.
+    out = subprocess.run(
+        [sys.executable, "-m", "agentq.cli", "bench", "--short", "--json"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "AGENTQ_DATABASE_URL"},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
     with capsys.disabled():
         print("\n" + format_report(result))
-        print(json.dumps(result, default=str))
+    said = [line for line in out.stderr.splitlines() if line.startswith("bench: ")]
+    for step in ("setup", "agentq", "latency phase", "throughput phase", "baselines", "capacity"):
+        started = [i for i, line in enumerate(said) if line.startswith(f"bench: {step}")]
+        assert len(started) == 2 and said[started[1]].split(": done in ")[1].endswith("s"), said
 
     lat, thr = result["agentq"]["latency"], result["agentq"]["throughput"]
     assert lat["turns"] > 0 and thr["turns"] == SHORT.burst
