@@ -81,13 +81,29 @@ def worker(
     celery_app.worker_main(argv)
 
 
+#: where `agentq beat` stamps each pass by default (the probes read it)
+BEAT_HEARTBEAT_FILE = "/tmp/agentq-beat.heartbeat"  # noqa: S108 - an emptyDir in Kubernetes
+
+
 def beat(
     interval: Annotated[
         float | None,
         typer.Option(help="Seconds between passes (default: AGENTQ_RECONCILE_INTERVAL_SECONDS)."),
     ] = None,
+    heartbeat_file: Annotated[
+        str,
+        typer.Option(
+            envvar="AGENTQ_BEAT_HEARTBEAT_FILE",
+            help="Stamped after every pass; the liveness probes read its age.",
+        ),
+    ] = BEAT_HEARTBEAT_FILE,
 ) -> None:
-    """Run the reconciler: re-drive from the database whatever is unfinished, every interval."""
+    """Run the reconciler: re-drive from the database whatever is unfinished, every interval.
+
+    The only route that runs it (there is no Celery beat schedule). After each pass, failed
+    or not, it rewrites `--heartbeat-file` with the time, the interval and the outcome: a
+    loop that hangs stops stamping it, and the probes (ops/docker/healthcheck.py) restart
+    it once the file is older than three intervals. A failed pass is logged and retried."""
     from agentq.config import get_settings
     from agentq.logging import setup_logging
     from agentq.ops.reconcile import reconcile_once
@@ -98,11 +114,26 @@ def beat(
     log.info("reconciler running every %.1fs", every)
     while True:
         started = time.monotonic()
+        outcome = "ok"
         try:
             reconcile_once()
         except Exception as exc:  # noqa: BLE001 - a DB or Redis outage: try again next pass
+            outcome = f"failed: {type(exc).__name__}"
             log.warning("reconcile pass failed: %s", type(exc).__name__)
+        stamp_heartbeat(heartbeat_file, every, outcome, log)
         time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+def stamp_heartbeat(path: str, interval: float, outcome: str, log: logging.Logger) -> None:
+    """Replace `path` whole (a probe never reads half a file); a failure is logged only."""
+    body = json.dumps({"at": time.time(), "interval": interval, "pass": outcome})
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(body + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the heartbeat file %s: %s", path, type(exc).__name__)
 
 
 def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:

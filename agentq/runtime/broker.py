@@ -68,13 +68,7 @@ def make_celery(settings: Settings | None = None, main: str = "agentq") -> Celer
         task_routes={name: {"queue": q, "routing_key": q} for name, q in ROUTES.items()},
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
-        beat_schedule={
-            "agentq-reconcile": {
-                "task": RECONCILE,
-                "schedule": settings.reconcile_interval_seconds,
-                "options": {"expires": settings.reconcile_interval_seconds * 2},
-            }
-        },
+        # No beat_schedule: `agentq beat` is the one route that runs the reconciler.
     )
     return app
 

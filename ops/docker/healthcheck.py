@@ -4,17 +4,22 @@ the command of PID 1 (`agentq ROLE ...`) and probes what that role serves.
 - api, fake-llm: GET /healthz on its --port (8000, 8099)
 - flower: GET /healthcheck on its --port (5555), under its --url-prefix
 - worker: the worker answers a ping addressed to its own node name (celery@$HOSTNAME)
-- anything else (beat, db upgrade, --help): healthy while it runs
+- beat: its heartbeat file (--heartbeat-file, AGENTQ_BEAT_HEARTBEAT_FILE, default
+  /tmp/agentq-beat.heartbeat), stamped after every reconciler pass, is younger than three
+  of its intervals (the interval the file records)
+- anything else (db upgrade, --help): healthy while it runs
 
 Exit 0 healthy, 1 not. Standard library only: it runs in the image as is.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +39,18 @@ def get(url: str) -> bool:
             return bool(response.status < 400)
     except OSError:
         return False
+
+
+def beat_alive(argv: list[str]) -> bool:
+    """The reconciler loop stamped its heartbeat within three intervals."""
+    default = os.environ.get("AGENTQ_BEAT_HEARTBEAT_FILE", "/tmp/agentq-beat.heartbeat")  # noqa: S108
+    path = Path(option(argv, "--heartbeat-file", default))
+    try:
+        age = time.time() - path.stat().st_mtime
+        interval = float(json.loads(path.read_text())["interval"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no pass finished yet, or not a heartbeat
+    return age <= 3 * interval
 
 
 def healthy(argv: list[str]) -> bool:
@@ -58,6 +75,8 @@ def healthy(argv: list[str]) -> bool:
         except (OSError, subprocess.TimeoutExpired):
             return False
         return "pong" in proc.stdout
+    if role == "beat":
+        return beat_alive(argv)
     return True
 
 
