@@ -167,7 +167,7 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def _job_rows(status_: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
-    from agentq.store.jobs import operator_jobs
+    from agentq.store.reads import operator_jobs
 
     return operator_jobs(status_, agent, limit)
 

@@ -16,15 +16,12 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 
 from agentq.states import (
-    HOLDING_AGENT_STATES,
-    OPEN_JOB_STATES,
     UNFINISHED_JOB_STATES,
     JobStatus,
     LinkStatus,
 )
 from agentq.store import tables
-from agentq.store.models import Agent, Job
-from agentq.store.session import Record, Tx, reader
+from agentq.store.session import Record, Tx
 
 J, L, A, C, M = (
     tables.jobs,
@@ -434,61 +431,6 @@ def unfinished_of_agent(tx: Tx, agent_id: uuid.UUID) -> list[uuid.UUID]:
     return list(tx.connection().execute(_OF_AGENT, {"agent_id": agent_id}).scalars())
 
 
-def waiting_for_agent(
-    tx: Tx, agent_id: uuid.UUID, limit: int, now: datetime, *, exclude: uuid.UUID | None = None
-) -> list[uuid.UUID]:
-    """Conversations whose next job could start now but for the agent's limits, oldest
-    first, at most `limit`: a waiting job in a conversation with no open job, or a
-    delayed job whose retry time is over."""
-    query = _READY.where(J.c.conversation_id != exclude) if exclude is not None else _READY
-    params = {"agent_id": agent_id, "limit": limit, "now": now}
-    return list(tx.connection().execute(query, params).scalars())
-
-
-def waiting_for_tenant(tx: Tx, tenant_id: uuid.UUID, limit: int, now: datetime) -> list[uuid.UUID]:
-    """Conversations whose next job could start now but for its limits, of any agent of
-    the tenant that is not paused or stopped, oldest first, at most `limit`."""
-    params = {"tenant_id": tenant_id, "limit": limit, "now": now}
-    return list(tx.connection().execute(_READY_IN_TENANT, params).scalars())
-
-
-_OPEN = J.alias("open_job")
-#: a job that could start now but for its limits: waiting in a conversation with no open
-#: job, or delayed past its retry time
-_STARTABLE = or_(
-    (J.c.status == JobStatus.WAITING)
-    & ~select(_OPEN.c.id)
-    .where(
-        _OPEN.c.conversation_id == J.c.conversation_id,
-        _OPEN.c.status.in_(OPEN_JOB_STATES),
-    )
-    .exists(),
-    (J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now")),
-)
-
-
-def _oldest_conversations(whose: Any) -> Any:
-    return (
-        select(J.c.conversation_id)
-        .where(whose, _STARTABLE)
-        .group_by(J.c.conversation_id)
-        .order_by(func.min(J.c.created_at))
-        .limit(bindparam("limit"))
-    )
-
-
-#: see `waiting_for_agent`
-_READY = _oldest_conversations(J.c.agent_id == bindparam("agent_id"))
-#: see `waiting_for_tenant`
-_READY_IN_TENANT = _oldest_conversations(
-    J.c.agent_id.in_(
-        select(A.c.id).where(
-            A.c.tenant_id == bindparam("tenant_id"), A.c.status.not_in(HOLDING_AGENT_STATES)
-        )
-    )
-)
-
-
 # -- operator reads --------------------------------------------------------------------------
 
 #: a job with its trigger seqs and its reply's id
@@ -514,36 +456,6 @@ def of_message(tx: Tx, message_id: uuid.UUID) -> list[uuid.UUID]:
     """The jobs that answer a message."""
     query = select(L.c.job_id).where(L.c.message_id == message_id, L.c.status == LinkStatus.TRIGGER)
     return list(tx.connection().execute(query).scalars())
-
-
-#: every job with its agent's name, newest first (filters are added per call)
-_OPERATOR_JOBS = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
-
-
-def operator_jobs(status: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
-    """At most `limit` jobs, newest first, optionally of one status and one agent (by name):
-    ids, agent, status, attempts, failure reason and times; never message bodies."""
-    q = _OPERATOR_JOBS
-    if status:
-        q = q.where(Job.status == status)
-    if agent:
-        q = q.where(Agent.name == agent)
-    q = q.order_by(Job.created_at.desc()).limit(limit)
-    with reader() as session:
-        return [
-            {
-                "id": str(j.id),
-                "conversation_id": str(j.conversation_id),
-                "agent": name,
-                "status": j.status,
-                "attempts": j.attempts,
-                "max_attempts": j.max_attempts,
-                "failure_reason": j.failure_reason,
-                "created_at": j.created_at,
-                "finished_at": j.finished_at,
-            }
-            for j, name in session.execute(q).all()
-        ]
 
 
 # -- held by a circuit breaker ---------------------------------------------------------------

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select
 
 from agentq.schemas import ConversationOut, JobOut, MessageOut
 from agentq.states import LinkStatus
-from agentq.store.models import Conversation, Job, Message, MessageJob
+from agentq.store.models import Agent, Conversation, Job, Message, MessageJob
 from agentq.store.session import reader
 
 
@@ -98,4 +99,34 @@ def triggered_jobs(message_id: uuid.UUID) -> list[TriggeredJob]:
                 MessageOut.model_validate(reply) if reply is not None else None,
             )
             for job_id, status, reason, reply in rows
+        ]
+
+
+#: every job with its agent's name, newest first (filters are added per call)
+_OPERATOR_JOBS = select(Job, Agent.name).join(Agent, Agent.id == Job.agent_id)
+
+
+def operator_jobs(status: str | None, agent: str | None, limit: int) -> list[dict[str, Any]]:
+    """At most `limit` jobs, newest first, optionally of one status and one agent (by name):
+    ids, agent, status, attempts, failure reason and times; never message bodies."""
+    q = _OPERATOR_JOBS
+    if status:
+        q = q.where(Job.status == status)
+    if agent:
+        q = q.where(Agent.name == agent)
+    q = q.order_by(Job.created_at.desc()).limit(limit)
+    with reader() as session:
+        return [
+            {
+                "id": str(j.id),
+                "conversation_id": str(j.conversation_id),
+                "agent": name,
+                "status": j.status,
+                "attempts": j.attempts,
+                "max_attempts": j.max_attempts,
+                "failure_reason": j.failure_reason,
+                "created_at": j.created_at,
+                "finished_at": j.finished_at,
+            }
+            for j, name in session.execute(q).all()
         ]

@@ -18,7 +18,7 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.states import HOLDING_AGENT_STATES, JobStatus, Role
-from agentq.store import agents, conversations, jobs, messages, outbox
+from agentq.store import agents, conversations, jobs, messages, outbox, parked
 from agentq.store.session import Record, Tx
 from agentq.turn.outcome import Effects, Then
 from agentq.turn.responders import autonomous
@@ -54,7 +54,7 @@ def complete(
     # The slot this job frees goes to the conversation parked longest for the agent
     # (whatever the agent's busy flag said: another reply may have cleared it already).
     if conv.others_wait and agent.status not in HOLDING_AGENT_STATES:
-        out.wake = jobs.waiting_for_agent(tx, aid, 1, now, exclude=cid)
+        out.wake = parked.for_agent(tx, aid, 1, now, exclude=cid)
     # Another agent may answer the reply (an autonomous channel): it opens a window.
     pending = autonomous(conv.kind, conv.settings)
     reply_id, seq = messages.insert_message(

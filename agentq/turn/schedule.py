@@ -20,7 +20,7 @@ from agentq.config import get_settings
 from agentq.errors import ConversationNotFound
 from agentq.runtime import limits, metrics
 from agentq.states import HOLDING_AGENT_STATES, AgentStatus, JobStatus
-from agentq.store import agents, conversations, jobs, outbox
+from agentq.store import agents, conversations, jobs, outbox, parked
 from agentq.store.session import Tx
 from agentq.turn.outcome import Claim, Effects
 
@@ -124,14 +124,14 @@ def waiting_for(
     free = min(agent.max_concurrent_jobs - limits.running(agent_id), _tenant_free(agent.tenant_id))
     if free <= 0:  # the next slot given back wakes the next one
         return []
-    return jobs.waiting_for_agent(tx, agent_id, free, utcnow(), exclude=exclude)
+    return parked.for_agent(tx, agent_id, free, utcnow(), exclude=exclude)
 
 
 def waiting_in_tenant(tx: Tx, tenant_id: uuid.UUID) -> list[uuid.UUID]:
     """Conversations of the tenant parked at its cap (or their agents' limits), oldest
     first, as many as the tenant has free slots."""
     free = _tenant_free(tenant_id)
-    return jobs.waiting_for_tenant(tx, tenant_id, free, utcnow()) if free > 0 else []
+    return parked.in_tenant(tx, tenant_id, free, utcnow()) if free > 0 else []
 
 
 def _tenant_free(tenant_id: uuid.UUID | None) -> int:
