@@ -26,13 +26,14 @@ files there and the port serves the aggregate (prometheus_client multiprocess mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -54,6 +55,8 @@ from agentq.states import AgentStatus, JobStatus
 from agentq.store import feed, stats, tenants
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: env var naming the port a worker serves /metrics on; unset or 0: no server
 PORT_ENV = "AGENTQ_METRICS_PORT"
@@ -310,14 +313,28 @@ class StateCollector(Collector):
         yield up
 
 
+def _or_nothing(what: str) -> Callable[[Callable[P, Iterator[T]]], Callable[P, Iterator[T]]]:
+    """A gauge reader that yields nothing (and logs why) when its source is away: the
+    other gauges of the scrape still answer."""
+
+    def wrap(read: Callable[P, Iterator[T]]) -> Callable[P, Iterator[T]]:
+        @functools.wraps(read)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+            try:
+                yield from read(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("metrics: %s unavailable: %s", what, type(exc).__name__)
+
+        return guarded
+
+    return wrap
+
+
+@_or_nothing("tenant pending counts")
 def _tenant_gauges() -> Iterator[GaugeMetricFamily]:
     """Pending messages and their limit per tenant (backpressure), labelled by tenant id:
     ids never change, and no text of a tenant's choosing becomes a label."""
-    try:
-        rows = tenants.pending_by_tenant()
-    except Exception as exc:  # noqa: BLE001 - the other gauges still answer
-        log.warning("metrics: tenant pending counts unavailable: %s", type(exc).__name__)
-        return
+    rows = tenants.pending_by_tenant()
     pending = GaugeMetricFamily(
         "agentq_tenant_pending_messages",
         "Messages a tenant posted and has not had answered yet, by tenant id.",
@@ -335,14 +352,11 @@ def _tenant_gauges() -> Iterator[GaugeMetricFamily]:
     yield limits
 
 
+@_or_nothing("oldest waiting job")
 def _oldest_waiting_gauge() -> Iterator[GaugeMetricFamily]:
     """Age of the oldest waiting job (0: none waits): a conversation whose turn never comes
     (see ops/RUNBOOK.md#stuck-conversation) makes it grow without bound."""
-    try:
-        since = stats.oldest_waiting_since()
-    except Exception as exc:  # noqa: BLE001 - the other gauges still answer
-        log.warning("metrics: oldest waiting job unavailable: %s", type(exc).__name__)
-        return
+    since = stats.oldest_waiting_since()
     age = 0.0 if since is None else max(0.0, (utcnow() - since).total_seconds())
     yield GaugeMetricFamily(
         "agentq_oldest_waiting_job_seconds",
@@ -355,12 +369,9 @@ class CircuitCollector(Collector):
     """`agentq_circuit_open{profile}`, read from Redis at scrape time: the breaker's
     state is shared by all workers, so one process (the API) reports it."""
 
+    @_or_nothing("circuit states")
     def collect(self) -> Iterator[Any]:
-        try:
-            found = breaker.states(profiles.all())
-        except Exception as exc:  # noqa: BLE001 - the other gauges still answer
-            log.warning("metrics: circuit states unavailable: %s", type(exc).__name__)
-            return
+        found = breaker.states(profiles.all())
         gauge = GaugeMetricFamily(
             "agentq_circuit_open",
             "1 while a model profile's circuit breaker is open or half-open (its jobs wait).",
@@ -377,12 +388,9 @@ class FeedLagCollector(Collector):
     anywhere on the server holds back everything committed after it began (see
     ops/RUNBOOK.md#feed-lag). Nothing on SQLite."""
 
+    @_or_nothing("feed lag")
     def collect(self) -> Iterator[Any]:
-        try:
-            found = feed.lag()
-        except Exception as exc:  # noqa: BLE001 - the other gauges still answer
-            log.warning("metrics: feed lag unavailable: %s", type(exc).__name__)
-            return
+        found = feed.lag()
         if found is None:
             return
         now = utcnow()
