@@ -1,0 +1,57 @@
+"""Smoke run of ops/bench/turn_cost.py (issue 19's per-turn cost) at a tiny size, on the
+suite's PostgreSQL server: every turn is answered and the figures are there and add up.
+Its CPU figures are read, never asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from agentq.store.scratch import ADMIN_URL
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "ops" / "bench" / "turn_cost.py"
+
+
+def test_turn_cost_counts_every_step_and_adds_up() -> None:
+    # The settings other tests left in this process are not the script's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTQ_", "LLM_"))}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "-n", "4", "--warmup", "1", "--conversations", "2",
+         "--statements", "--json", "--pg-admin", ADMIN_URL],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    checks = out["checks"]
+    assert checks["replies"] == checks["replies_expected"] == 5
+    steps, control = out["steps"], out["control"]
+    for step in ("post", "fire (dispatch + claim)", "prepare (start, prompt)"):
+        assert steps[step]["sql"] >= 1 and steps[step]["commits"] == 1, step
+        assert steps[step]["cpu_ms"] > 0, step
+    assert steps["complete (reply, effects)"]["sql"] >= 1
+    # the control total is the sum of its steps; the steps' SQL is what --statements lists
+    for figure in ("sql", "commits", "redis", "celery"):
+        assert abs(control[figure] - sum(s[figure] for s in steps.values())) < 0.05, figure
+    for step in ("post", "fire (dispatch + claim)", "complete (reply, effects)"):
+        listed = sum(count for _, count in out["statements"][step])
+        assert abs(listed - steps[step]["sql"]) < 0.05, step
+    # one dispatch (the debounce timer) and one run_job (the claim) a turn, nothing else
+    assert control["celery"] == 2
+    assert out["tasks"]["post"] == {"agentq.dispatch": 1.0}
+    assert 0 < control["redis_trips"] <= control["redis"]
+    assert control["redis"] * 4 <= checks["redis_commands_counted"]
+    assert checks["redis_commands_counted"] <= checks["redis_commands_server"]  # + Lua's own
+    assert 0 < control["cpu_ms"] <= checks["process_cpu_ms_per_turn"]
+    # and the table prints the same result
+    spec = importlib.util.spec_from_file_location("turn_cost", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("turn_cost", module)  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    text = "\n".join(module.table(out))
+    assert "control total" in text and "SQL of post" in text
