@@ -18,10 +18,12 @@ found. Every step is idempotent, so passes may overlap and run on several hosts.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +43,10 @@ BATCH = 500
 MAX_PAGES = 10
 
 
+#: what a pass re-drove, by kind (`Report.as_dict`)
+COUNTS = ("events_published", "dispatched", "advanced", "completed", "woken", "orphan_slots")
+
+
 @dataclass
 class Report:
     events_published: int = 0
@@ -49,9 +55,18 @@ class Report:
     completed: int = 0
     woken: int = 0
     orphan_slots: int = 0
+    #: what the pass cost: its seconds, and the pages and rows each kind of trouble read
+    seconds: float = 0.0
+    pages: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """What the pass re-drove."""
+        return {name: getattr(self, name) for name in COUNTS}
+
+    def cost(self) -> dict[str, object]:
+        """What the pass read and how long it took."""
+        return {"seconds": round(self.seconds, 4), "pages": self.pages, "rows": self.rows}
 
 
 #: where each kind's paging stopped in this process (None: from the start)
@@ -60,13 +75,16 @@ _cursors: dict[str, recovery.Cursor | None] = {}
 Page = Callable[[Tx, recovery.Cursor | None], list[Any]]
 
 
-def _pages(kind: str, read: Page) -> Iterator[Any]:
+def _pages(kind: str, read: Page, report: Report) -> Iterator[Any]:
     """The rows of one kind of trouble, page after page, oldest first, from where the last
-    pass stopped; at most MAX_PAGES pages a pass (the next pass goes on from there)."""
+    pass stopped; at most MAX_PAGES pages a pass (the next pass goes on from there).
+    Counts the pages and rows read into `report`."""
     after = _cursors.get(kind)
     for _ in range(MAX_PAGES):
         with reader() as tx:
             rows = read(tx, after)
+        report.pages[kind] = report.pages.get(kind, 0) + 1
+        report.rows[kind] = report.rows.get(kind, 0) + len(rows)
         yield from rows
         if len(rows) < BATCH:
             _cursors[kind] = None
@@ -76,15 +94,20 @@ def _pages(kind: str, read: Page) -> Iterator[Any]:
 
 
 def reconcile_once() -> Report:
-    """One pass; returns what it re-drove."""
+    """One pass; returns what it re-drove, and what that cost (logged at DEBUG)."""
+    started = time.monotonic()
     s = get_settings()
     now = utcnow()
     grace = now - timedelta(seconds=s.reconcile_grace_seconds)
     report = Report()
     report.events_published = bus.publish_unpublished(older_than=grace)
 
+    def pages(kind: str, read: Page) -> Iterator[Any]:
+        return _pages(kind, read, report)
+
     with reader() as tx:
         pending = conversations.pending_windows(tx, BATCH)
+    report.pages["windows"], report.rows["windows"] = 1, len(pending)
     for window in pending:
         due = debounce.due_at(window)
         if due is not None and due < grace:
@@ -92,28 +115,30 @@ def reconcile_once() -> Report:
             report.dispatched += 1
     # Slots of running jobs, in case Redis lost them (limits must keep holding).
     by_agent: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for job in _pages("running", lambda tx, after: recovery.running(tx, now, after, BATCH)):
+    for job in pages("running", lambda tx, after: recovery.running(tx, now, after, BATCH)):
         by_agent.setdefault(job.agent_id, []).append(job.id)
     for agent_id, job_ids in by_agent.items():
         added = limits.restore(agent_id, job_ids)
         if added:
             _forget_finished(agent_id, added)
     # Answers already stored are written first, so that no LLM call is made again.
-    for job in _pages("answered", lambda tx, after: recovery.answered(tx, grace, after, BATCH)):
+    for job in pages("answered", lambda tx, after: recovery.answered(tx, grace, after, BATCH)):
         if _safely(turn.complete, job.id):
             report.completed += 1
-    for job in _pages("expired", lambda tx, after: recovery.expired(tx, now, after, BATCH)):
+    for job in pages("expired", lambda tx, after: recovery.expired(tx, now, after, BATCH)):
         if _safely(turn.advance, job.conversation_id):
             report.advanced += 1
     # Parked conversations are woken by their agent, as many as it can take: one look per
     # agent, however many wait (a wake-up lost with Redis, a slot a crash left taken).
     parked = lambda tx, after: recovery.parked_agents(tx, grace, after, BATCH)  # noqa: E731
-    for agent in _pages("parked", parked):
+    for agent in pages("parked", parked):
         report.orphan_slots += _free_orphans(agent.id, s.reconcile_grace_seconds)
         woken = _safely(turn.wake_agent, agent.id)
         report.woken += woken if isinstance(woken, int) else 0
+    report.seconds = time.monotonic() - started
     if any(report.as_dict().values()):
         log.info("reconciled: %s", report.as_dict())
+    log.debug("reconcile pass: %s", json.dumps(report.cost()))
     return report
 
 
