@@ -3,7 +3,8 @@ Redis commands and Celery messages, step by step.
 
     .venv/bin/python ops/bench/turn_cost.py                  # 200 turns, a table
     .venv/bin/python ops/bench/turn_cost.py --statements     # and the SQL of each step
-    .venv/bin/python ops/bench/turn_cost.py --profile        # and a cProfile of each step
+    .venv/bin/python ops/bench/turn_cost.py --profile        # and a CPU profile of each step
+    .venv/bin/python ops/bench/turn_cost.py --profile wall   # ... by wall time (waits too)
     .venv/bin/python ops/bench/turn_cost.py --json > turns.json
 
 It makes a scratch PostgreSQL database (migrated with agentq's migrations, dropped at the
@@ -72,7 +73,17 @@ CONTROL = (*STEPS, MARKS)
 #: charged to no step: setup, warm-up, checks between steps
 OUTSIDE = "outside"
 
-FIGURES = ("cpu_ms", "wall_ms", "sql", "commits", "rollbacks", "redis", "redis_trips", "celery")
+FIGURES = (
+    "cpu_ms",
+    "wall_ms",
+    "sql",
+    "commits",
+    "rollbacks",
+    "pg_trips",
+    "redis",
+    "redis_trips",
+    "celery",
+)
 
 
 def say(text: str) -> None:
@@ -98,7 +109,7 @@ class Meter:
     """Charges what happens to the step running on the driving thread (a stack of
     labels), or to the thread it happens on; switches cProfile profiles with the step."""
 
-    def __init__(self, profile: bool = False) -> None:
+    def __init__(self, profile: str | None = None) -> None:
         self.main = threading.get_ident()
         self.stack: list[str] = [OUTSIDE]
         self.tallies: defaultdict[str, Tally] = defaultdict(Tally)
@@ -106,6 +117,8 @@ class Meter:
         self.mark = time.thread_time_ns()
         self.wall_mark = time.perf_counter_ns()
         self.profiles: dict[str, cProfile.Profile] | None = {} if profile else None
+        #: cProfile's clock: this thread's CPU time, or wall time (waits included)
+        self.timer = time.thread_time if profile == "cpu" else time.perf_counter
 
     def label(self) -> str:
         if threading.get_ident() == self.main:
@@ -122,7 +135,7 @@ class Meter:
                 self.profiles[top].disable()
             nxt = new if new is not None else self.stack[-2]
             if nxt != OUTSIDE:
-                self.profiles.setdefault(nxt, cProfile.Profile()).enable()
+                self.profiles.setdefault(nxt, cProfile.Profile(self.timer)).enable()
         if new is None:
             self.stack.pop()
         else:
@@ -304,7 +317,7 @@ class Config:
     latency: float = 0.005
     pg_admin: str | None = None
     statements: bool = False
-    profile: bool = False
+    profile: str | None = None  # "cpu" or "wall"
     json: bool = False
 
 
@@ -440,6 +453,8 @@ def report(
             "sql": round(t.sql / n, 2),
             "commits": round(t.commits / n, 2),
             "rollbacks": round(t.rollbacks / n, 2),
+            # psycopg sends BEGIN as a round trip of its own, COMMIT is one too
+            "pg_trips": round((t.sql + 2 * t.commits) / n, 2),
             "redis": round(t.redis / n, 2),
             "redis_trips": round(t.redis_trips / n, 2),
             "celery": round(t.celery / n, 2),
@@ -460,6 +475,7 @@ def report(
             "conversations": cfg.conversations,
             "warmup": cfg.warmup,
             "llm_latency_s": cfg.latency,
+            "profiled": cfg.profile,
         },
         "steps": steps,
         "control": control,
@@ -494,7 +510,7 @@ def report(
             label: statements_of(t, n) for label, t in tallies.items() if t.statements
         }
     if meter.profiles:
-        result["profiles"] = {label: profile_text(p) for label, p in meter.profiles.items()}
+        result["profiles"] = {label: profile_text(p, n) for label, p in meter.profiles.items()}
     return result
 
 
@@ -505,9 +521,34 @@ def statements_of(t: Tally, n: int) -> list[list[Any]]:
     return [[text, round(count / n, 2)] for text, count in merged.most_common()]
 
 
-def profile_text(p: cProfile.Profile) -> str:
+#: what a step's profile is summed up by: (label, file suffix, function), cumulative time;
+#: they overlap (Celery's send includes its Redis LPUSH)
+BUCKETS = (
+    ("SQLAlchemy Connection.execute (statements, BEGIN)", "sqlalchemy/engine/base.py", "execute"),
+    ("SQLAlchemy commit", "sqlalchemy/engine/base.py", "_commit_impl"),
+    ("Celery send_task (with its LPUSH)", "celery/app/base.py", "send_task"),
+    ("redis-py commands (Celery's too)", "redis/client.py", "execute_command"),
+    ("redis-py pipelines", "redis/client.py", "execute"),
+    ("agentq bus.publish (events)", "agentq/runtime/bus.py", "publish"),
+    ("logging", "logging/__init__.py", "_log"),
+)
+
+
+def profile_text(p: cProfile.Profile, turns: int) -> str:
     out = io.StringIO()
-    pstats.Stats(p, stream=out).sort_stats("cumulative").print_stats(25)
+    stats = pstats.Stats(p, stream=out)
+    stats.sort_stats("cumulative").print_stats(25)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = stats.total_tt  # type: ignore[attr-defined]
+    out.write("where the step's time goes (cumulative, overlapping), ms a turn:\n")
+    for label, suffix, name in BUCKETS:
+        spent = sum(
+            ct for (file, _, func), (_, _, _, ct, _) in raw.items()
+            if func == name and file.endswith(suffix)
+        )  # fmt: skip
+        share = spent / total * 100 if total else 0.0
+        out.write(f"  {spent / turns * 1000:7.2f}  {share:5.1f} %  {label}\n")
+    out.write(f"  {total / turns * 1000:7.2f}  100.0 %  the step\n")
     return out.getvalue()
 
 
@@ -520,14 +561,19 @@ def table(result: dict[str, Any]) -> list[str]:
         f"per-turn cost: {cfg['turns']} turns over {cfg['conversations']} conversations "
         f"(warm-up {cfg['warmup']}), fake LLM {cfg['llm_latency_s'] * 1000:g} ms, "
         f"load average before {result['load_before'][0]}, after {result['load_after'][0]}",
+        *(
+            [f"PROFILED ({cfg['profiled']} time): CPU figures include the profiler's own cost"]
+            if cfg["profiled"]
+            else []
+        ),
         "",
-        f"{'step':<36} {'CPU ms':>7} {'wall ms':>8} {'SQL':>6} {'commits':>8} {'Redis':>6} {'trips':>6} "
+        f"{'step':<36} {'CPU ms':>7} {'wall ms':>8} {'SQL':>6} {'commits':>8} {'PG trips':>8} {'Redis':>6} {'trips':>6} "
         f"{'Celery':>7}",
     ]
 
     def row(label: str, f: dict[str, float]) -> str:
         return (
-            f"{label:<36} {f['cpu_ms']:>7.2f} {f['wall_ms']:>8.2f} {f['sql']:>6.2f} {f['commits']:>8.2f} "
+            f"{label:<36} {f['cpu_ms']:>7.2f} {f['wall_ms']:>8.2f} {f['sql']:>6.2f} {f['commits']:>8.2f} {f['pg_trips']:>8.2f} "
             f"{f['redis']:>6.2f} {f['redis_trips']:>6.2f} {f['celery']:>7.2f}"
         )
 
@@ -567,7 +613,13 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--latency", type=float, default=0.005, help="fake LLM seconds (0.005)")
     p.add_argument("--pg-admin", help="PostgreSQL URL where a scratch database may be made")
     p.add_argument("--statements", action="store_true", help="the SQL of each step, counted")
-    p.add_argument("--profile", action="store_true", help="cProfile top 25 of each step to stderr")
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="cpu",
+        choices=("cpu", "wall"),
+        help="cProfile top 25 of each step to stderr, by CPU time (default) or wall time",
+    )
     p.add_argument("--json", action="store_true", help="machine output")
     a = p.parse_args(argv)
     for name in ("turns", "conversations"):
@@ -584,7 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     result = run(cfg)
     for label, text in result.pop("profiles", {}).items():
-        print(f"\n=== profile: {label} (cumulative, all {cfg.turns} turns) ===", file=sys.stderr)
+        print(
+            f"\n=== profile: {label} ({cfg.profile} time, cumulative, all {cfg.turns} turns) ===",
+            file=sys.stderr,
+        )
         print(text, file=sys.stderr)
     if cfg.json:
         print(json.dumps(result, indent=2))
