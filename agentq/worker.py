@@ -9,14 +9,16 @@ idempotent.
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+import os
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from agentq import logging as agentq_logging
 from agentq import tracing, turn
 from agentq.ops import reconcile
 from agentq.providers import close_providers
-from agentq.runtime import metrics
-from agentq.runtime.broker import make_celery
+from agentq.runtime import metrics, timers
+from agentq.runtime.broker import CONTROL_QUEUE, make_celery
 from agentq.runtime.redis import close_redis
 from agentq.store.session import DatabaseError, dispose_engines
 
@@ -26,12 +28,40 @@ agentq_logging.connect_celery_signals()  # JSON logs with ids, secrets redacted
 tracing.connect_worker_signals()  # no-op unless AGENTQ_OTEL=1 and the otel extra
 
 
+#: this process's debounce scheduler, with the pid that started it
+_scheduler: tuple[int, timers.Scheduler] | None = None
+
+
+def _start_scheduler() -> None:
+    """Fire due debounce windows from this process (`timers.Scheduler`), once per
+    process, if it works the control queue: where tasks run, so does the loop."""
+    global _scheduler
+    if CONTROL_QUEUE not in app.amqp.queues.consume_from:
+        return
+    if _scheduler is None or _scheduler[0] != os.getpid():
+        _scheduler = (os.getpid(), timers.Scheduler(turn.fire_taken).start())
+
+
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
     # A prefork child must not reuse its parent's sockets.
     dispose_engines()
     close_redis()
     close_providers()
+    _start_scheduler()  # prefork (and solo): tasks run in this process
+
+
+@worker_ready.connect
+def _on_ready(sender: object = None, **_: object) -> None:
+    pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    if "prefork" not in getattr(pool, "__module__", "prefork"):
+        _start_scheduler()  # threads, gevent: tasks run in the main process
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: object) -> None:
+    if _scheduler is not None and _scheduler[0] == os.getpid():
+        _scheduler[1].stop()
 
 
 #: database hiccups (deadlock victim, failover, a restart) are retried; tasks are idempotent

@@ -91,21 +91,20 @@ def test_steady_stream_fires_by_max_wait_not_after_the_burst(live: Live) -> None
 
 
 def test_a_timer_firing_early_rearms_and_dispatch_claims_in_the_same_step(db: str) -> None:
-    from agentq.runtime.redis import get_redis, key
+    from agentq.runtime import timers
 
     client = Client()
     conv, user, _ = make_dm(client, settings={"debounce_seconds": 0.5, "max_wait_seconds": 5})
     client.post_message(conv.id, user.id, "hello")
-    timer = key("debounce", conv.id)
-    assert get_redis().exists(timer)  # the post armed the conversation's one timer
+    assert timers.armed(conv.id)  # the post armed the conversation's one timer
 
     early = turn.fire(conv.id)  # as if a stale timer fired before the window ended
     assert early.due is not None and early.jobs == []
-    assert get_redis().exists(timer)  # re-armed for the window's end
+    assert timers.armed(conv.id)  # re-armed for the window's end
 
     time.sleep(0.6)
     due = turn.fire(conv.id)
     assert len(due.jobs) == 1
     (job,) = jobs_of(conv.id)
     assert job.status == "active" and job.lease_token == 1  # claimed with the dispatch
-    assert not get_redis().exists(timer)
+    assert timers.armed(conv.id) is None

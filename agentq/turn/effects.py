@@ -109,14 +109,15 @@ def _cancel(job_id: uuid.UUID, token: int) -> None:
 
 
 @contextmanager
-def _giving_back(out: Effects) -> Iterator[None]:
-    """Around a transaction (its commit included): an agent slot taken in a transaction
-    that does not commit is given back."""
+def _giving_back(outs: list[Effects]) -> Iterator[None]:
+    """Around a transaction (its commit included): agent slots taken by the steps whose
+    effects are in `outs` are given back if it does not commit."""
     try:
         yield
     except BaseException:
-        if out.taken is not None:
-            _release(*out.taken)
+        for out in outs:
+            if out.taken is not None:
+                _release(*out.taken)
         raise
 
 
@@ -134,7 +135,7 @@ def _fail(job_id: uuid.UUID, reason: str) -> Effects | None:
 
 def _advance(conv_id: uuid.UUID) -> Effects:
     out = Effects(conv_id)
-    with _giving_back(out), transaction() as tx:
+    with _giving_back([out]), transaction() as tx:
         schedule.lock_conversation(tx, conv_id)
         schedule.start_next(tx, conv_id, out)
     return out
@@ -143,15 +144,29 @@ def _advance(conv_id: uuid.UUID) -> Effects:
 def _dispatch(conv_id: uuid.UUID, *, start: bool, advance_if_early: bool = True) -> Effects:
     """Dispatch what is due; with `start`, claim the next job in the same transaction (and
     advance afterwards if nothing new was made: a job may still wait its turn)."""
-    out = Effects(conv_id)
-    with _giving_back(out), transaction() as tx:
-        out = dispatch.dispatch(tx, conv_id)
-        # After an interrupt the cancelled jobs hold their agents' slots until this
-        # commits; the next job starts after that.
-        if start and out.jobs and not out.cancelled:
-            schedule.start_next(tx, conv_id, out)
-    if start and (out.cancelled or (not out.jobs and (advance_if_early or out.due is None))):
+    made: list[Effects] = []
+    with _giving_back(made), transaction() as tx:
+        out = _dispatch_in(tx, conv_id, start, made)
+    if start:
+        _advance_after(out, advance_if_early)
+    return out
+
+
+def _advance_after(out: Effects, advance_if_early: bool) -> None:
+    """After a dispatch that starts: advance when the conversation's next job may still
+    be waiting its turn (an interrupt, or no new job made and no window left open)."""
+    if out.cancelled or (not out.jobs and (advance_if_early or out.due is None)):
         out.then = Then.ADVANCE
+
+
+def _dispatch_in(tx: Tx, conv_id: uuid.UUID, start: bool, made: list[Effects]) -> Effects:
+    """`_dispatch`'s transaction; its effects also go into `made` (slots to give back)."""
+    out = dispatch.dispatch(tx, conv_id)
+    made.append(out)
+    # After an interrupt the cancelled jobs hold their agents' slots until this commits;
+    # the next job starts after that.
+    if start and out.jobs and not out.cancelled:
+        schedule.start_next(tx, conv_id, out)
     return out
 
 
@@ -202,6 +217,37 @@ def fire(conversation_id: uuid.UUID | str) -> Effects:
     out = _dispatch(cid, start=True, advance_if_early=False)
     run(out)
     return out
+
+
+def fire_taken(conversation_ids: list[str]) -> int:
+    """The scheduler took these windows (`timers.Scheduler`; they are disarmed): fire them
+    as `fire` does, all in one transaction, so a crowd of windows costs one commit. If
+    one of them fails, nothing of that transaction stays and each is fired in a
+    transaction of its own, so the others go on; one that fails again is logged and left
+    to the reconciler. Returns how many jobs were made."""
+    # Conversations are locked in id order, so that two batches never wait on each other.
+    conv_ids = sorted({ids.conversation(c) for c in conversation_ids})
+    made: list[Effects] = []
+    try:
+        with _giving_back(made), transaction() as tx:
+            for conv_id in conv_ids:
+                _dispatch_in(tx, conv_id, True, made)
+    except Exception as exc:  # noqa: BLE001 - one at a time below
+        log.warning("%d windows fired one by one: %s", len(conv_ids), type(exc).__name__)
+        jobs = 0
+        for conv_id in conv_ids:
+            try:
+                out = _dispatch(conv_id, start=True, advance_if_early=False)
+            except Exception as exc_one:  # noqa: BLE001 - the window stays in the DB
+                log.warning("window of %s not fired: %s", conv_id, type(exc_one).__name__)
+                continue
+            run(out)
+            jobs += len(out.jobs)
+        return jobs
+    for out in made:
+        _advance_after(out, advance_if_early=False)
+        run(out)
+    return sum(len(out.jobs) for out in made)
 
 
 def advance(conversation_id: uuid.UUID | str) -> Claim | None:

@@ -200,9 +200,12 @@ def started_stack(
     llm_latency: float,
     env: dict[str, str] | None = None,
     log_dir: Path | None = None,
+    llm_workers: int = 0,
 ) -> Iterator[Run]:
     """A fresh database on `admin_url`'s server, its own Redis, the fake LLM, `workers`
-    Celery worker processes and the reconciler (as `tests/conftest.py`'s `stack_with`)."""
+    Celery worker processes and the reconciler (as `tests/conftest.py`'s `stack_with`).
+    With `llm_workers`, the `workers` work the control queue only and that many more
+    processes (threads x 50) the LLM queue, as a deployment splits them."""
     from agentq.runtime.embedded import EmbeddedRedis
     from agentq.store.migrate import upgrade
     from agentq.store.scratch import create_database, drop_database
@@ -228,8 +231,13 @@ def started_stack(
             os.environ.pop("AGENTQ_METRICS_PORT", None)
             use_env(full)
             with Stack(full, log_dir=logs) as stack:
+                from agentq.runtime.broker import CONTROL_QUEUE, LLM_QUEUE
+
+                control = (CONTROL_QUEUE,) if llm_workers else (CONTROL_QUEUE, LLM_QUEUE)
                 for _ in range(workers):
-                    stack.start_worker(concurrency=concurrency)
+                    stack.start_worker(queues=control, concurrency=concurrency)
+                for _ in range(llm_workers):
+                    stack.start_worker(queues=(LLM_QUEUE,), concurrency=50)
                 stack.start_reconciler(interval=float(full["AGENTQ_RECONCILE_INTERVAL_SECONDS"]))
                 yield Run(stack, llm, full, db_url, admin_url, logs)
     finally:

@@ -233,6 +233,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--posters", type=int, default=4, help="threads posting")
     p.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     p.add_argument("--concurrency", type=int, default=25, help="threads per worker")
+    p.add_argument(
+        "--llm-workers",
+        type=int,
+        default=0,
+        help="processes for the LLM queue alone (the --workers then work the control queue)",
+    )
     p.add_argument("--llm-latency", type=float, default=0.01, help="fake LLM seconds per call")
     p.add_argument(
         "--pg-admin", default=None, help="an existing server's admin URL; none: a server of its own"
@@ -271,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 admin,
                 workers=args.workers,
                 concurrency=args.concurrency,
+                llm_workers=args.llm_workers,
                 llm_latency=args.llm_latency,
                 env={"AGENTQ_MODEL_PROFILES": PROFILES},
                 log_dir=args.log_dir,
