@@ -97,6 +97,24 @@ def test_parked_conversations_cost_one_check_and_wake_oldest_first(control: None
     assert all(len(replies_of(c)) == 1 for c in convs)
 
 
+def test_an_agent_held_by_its_rate_limit_wakes_nobody_until_it_allows_a_start(
+    control: None,
+) -> None:
+    client = Client()
+    agent = client.create_agent(
+        f"rated-{uuid.uuid4().hex[:8]}", max_concurrent_jobs=5, rate_limit_per_minute=1
+    )
+    convs = conversations_of(client, agent.id, 4)
+    claim = turn.advance(convs[0])  # the one start this period allows
+    assert claim is not None
+    for conv in convs[1:]:
+        assert turn.advance(conv) is None  # parked at the rate limit, slots free
+    get_redis().delete(CONTROL_QUEUE)
+    # Four slots are free but no start is: a wake would only park them again.
+    assert turn.wake_agent(agent.id) == 0
+    assert queued() == Counter()
+
+
 def test_a_lost_worker_is_found_behind_hundreds_parked_on_a_paused_agent(control: None) -> None:
     client = Client()
     paused = client.create_agent(f"paused-{uuid.uuid4().hex[:8]}")

@@ -149,6 +149,22 @@ def _set_ttl_ms() -> int:
     return int(max(s.job_lease_seconds, s.claim_pickup_seconds) * 2000)
 
 
+def room(agent_id: uuid.UUID | str, *, max_running: int, per_minute: int) -> int:
+    """How many more jobs of the agent could start now: the slots its concurrency limit
+    leaves free and the starts its rate limit still allows in this period, whichever is
+    fewer (its tenant's cap aside). Read-only, as acquire.lua counts."""
+    r = get_redis()
+    now_s, now_us = r.time()
+    now = now_s * 1000 + now_us // 1000
+    running_key, starts_key = _keys(agent_id)
+    period = int(get_settings().rate_limit_period_seconds * 1000)
+    pipe = r.pipeline(transaction=False)
+    pipe.zcount(running_key, now, "+inf")
+    pipe.zcount(starts_key, now - period, "+inf")
+    taken, started = pipe.execute()
+    return min(max_running - int(taken), per_minute - int(started))
+
+
 def running(agent_id: uuid.UUID | str) -> int:
     """The agent's slots taken, leaving out those whose lease ran out (a dead worker's,
     dropped at the next acquire)."""

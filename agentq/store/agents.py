@@ -85,8 +85,11 @@ def lock(tx: Tx, agent_id: uuid.UUID) -> Record:
 
 
 def limits_of(tx: Tx, agent_id: uuid.UUID) -> Record | None:
-    """(status, max_concurrent_jobs, tenant_id) of the agent, if it exists."""
-    query = select(A.c.status, A.c.max_concurrent_jobs, A.c.tenant_id).where(A.c.id == agent_id)
+    """(status, max_concurrent_jobs, rate_limit_per_minute, tenant_id) of the agent, if it
+    exists."""
+    query = select(
+        A.c.status, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute, A.c.tenant_id
+    ).where(A.c.id == agent_id)
     return tx.connection().execute(query).first()
 
 

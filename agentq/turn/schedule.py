@@ -116,13 +116,17 @@ def pickup_seconds() -> float:
 def waiting_for(
     tx: Tx, agent_id: uuid.UUID, *, exclude: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
-    """Conversations parked for the agent, oldest first, as many as it has free slots;
-    none while it is paused or stopped."""
+    """Conversations parked for the agent, oldest first, as many as it could start now
+    (free slots, starts its rate limit still allows, its tenant's cap); none while it is
+    paused or stopped."""
     agent = agents.limits_of(tx, agent_id)
     if agent is None or agent.status in HOLDING_AGENT_STATES:
         return []
-    free = min(agent.max_concurrent_jobs - limits.running(agent_id), _tenant_free(agent.tenant_id))
-    if free <= 0:  # the next slot given back wakes the next one
+    room = limits.room(
+        agent_id, max_running=agent.max_concurrent_jobs, per_minute=agent.rate_limit_per_minute
+    )
+    free = min(room, _tenant_free(agent.tenant_id))
+    if free <= 0:  # the next slot given back, or the agent's check, wakes the next one
         return []
     return parked.for_agent(tx, agent_id, free, utcnow(), exclude=exclude)
 
