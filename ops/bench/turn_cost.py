@@ -24,10 +24,18 @@ How it counts, from outside agentq:
   outbox marks, one UPDATE a batch) counts as control work, the call loop
   (`agentq-calls`: HTTP, SSE parsing, token publishing) and the lease keepers do not.
 - SQL statements, commits: SQLAlchemy `before_cursor_execute`, `commit` and `rollback`
-  events on agentq's engine, charged to the step (or thread) that ran them.
+  events on agentq's engine, charged to the step (or thread) that ran them. PostgreSQL
+  round trips = statements + 2 a transaction (psycopg sends BEGIN on its own, then COMMIT).
+  Rollbacks are mostly the marks' autocommit connection closing: no round trip.
 - Redis commands: counted as redis-py sends them (single commands and pipelines, kombu's
   included), and checked against the server's `INFO commandstats`.
 - Celery messages: Celery's `before_task_publish` signal.
+- wall ms: the step's wall time (`run_job rest` holds the LLM call's).
+
+`--profile` runs cProfile on the driving thread's CPU clock (or `--profile wall`), one
+profile a step, and sums each up (SQLAlchemy execute, commit, Celery send, redis-py,
+event publishing, logging). It inflates call-heavy code (Celery's most): rank by it, and
+weigh with a sampling profiler (py-spy, see ops/bench/README.md).
 
 Figures are per turn (totals / turns), after a warm-up that is not measured. Progress
 goes to stderr, figures to stdout.
@@ -587,7 +595,8 @@ def table(result: dict[str, Any]) -> list[str]:
         "",
         f"rollbacks per turn (control): {rollbacks:g}; process CPU per turn, all threads: "
         f"{checks['process_cpu_ms_per_turn']:.2f} ms (the rows add up to "
-        f"{checks['rows_cpu_ms_per_turn']:.2f}); wall {checks['wall_s']} s",
+        f"{checks['rows_cpu_ms_per_turn']:.2f}); wall {checks['wall_s']} s (the wall ms of "
+        "run_job rest hold the LLM call)",
         f"Redis commands: {checks['redis_commands_counted']} sent (all threads), "
         f"{checks['redis_commands_server']} run by the server (INFO commandstats: with "
         "those its Lua scripts run)",
