@@ -21,6 +21,16 @@ from agentq.runtime import metrics
 log = logging.getLogger(__name__)
 
 
+def _include_console(app: FastAPI) -> None:
+    """The operator console at /console (it needs jinja2, in the api and embedded extras)."""
+    try:
+        from agentq.api.console import router
+    except ImportError as exc:  # pragma: no cover - an install without jinja2
+        log.warning("console not served at /console: %s", exc)
+        return
+    app.include_router(router)
+
+
 def create_app() -> FastAPI:
     """The API app (a factory: `uvicorn --factory agentq.api:create_app`)."""
     if not logging.getLogger().handlers:
@@ -39,6 +49,7 @@ def create_app() -> FastAPI:
     app.add_middleware(StrictBody, max_bytes=api_settings().max_body_bytes)
     for module in (agents, conversations, stream, jobs, events):
         app.include_router(module.router)
+    _include_console(app)
 
     @app.get("/healthz", tags=["system"])
     def healthz() -> dict[str, str]:

@@ -39,6 +39,21 @@ class ApiSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     #: `/metrics` on the API port answers only `Authorization: Bearer <this>`; unset: 404
     metrics_token: SecretStr | None = Field(default=None, validation_alias="AGENTQ_METRICS_TOKEN")
+    #: the console's operator key: every tenant, may act (pause, resume, retry); unset:
+    #: only tenants' API keys log in to `/console`
+    console_operator_key: SecretStr | None = Field(
+        default=None, validation_alias="AGENTQ_CONSOLE_OPERATOR_KEY"
+    )
+    #: the console's read-only operator key: every tenant, no action
+    console_viewer_key: SecretStr | None = Field(
+        default=None, validation_alias="AGENTQ_CONSOLE_VIEWER_KEY"
+    )
+    #: ids of tenants' API keys that may look but not act in the console (comma-separated)
+    console_read_only_keys: str = Field(
+        default="", validation_alias="AGENTQ_CONSOLE_READ_ONLY_KEYS"
+    )
+    #: Flower's address, for the console's links from a job to its Celery tasks and back
+    flower_url: str | None = Field(default=None, validation_alias="AGENTQ_FLOWER_URL")
 
 
 @lru_cache(maxsize=1)

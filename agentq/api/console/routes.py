@@ -1,0 +1,600 @@
+"""The console's pages and actions under `/console` (see `agentq.api.console`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import httpx
+import jinja2  # noqa: F401 - the templates need it: a clear ImportError without it
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.templating import Jinja2Templates
+
+from agentq.api.aredis import async_redis
+from agentq.api.console import views
+from agentq.api.console.session import COOKIE, Viewer, csrf_ok, resolve, same_origin, viewer_of
+from agentq.api.settings import api_settings
+from agentq.clock import utcnow
+from agentq.errors import AgentqError, Conflict, NotFound
+from agentq.events import AGENT_TOKEN
+from agentq.ops import agents as agent_ops
+from agentq.ops import jobs as job_ops
+from agentq.ops import tenancy
+from agentq.runtime.bus import channel
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+#: rows a list page shows
+PAGE = 50
+#: static files served, by name, with their media types
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+#: the window of a provider's recent outcomes
+PROVIDER_WINDOW = timedelta(minutes=15)
+#: live streams the console holds open at once, per tenant (operators: one bucket)
+_streams: Counter[str] = Counter()
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class _Owner:
+    """A tenant viewer as `agentq.ops.tenancy` takes it."""
+
+    def __init__(self, tenant_id: uuid.UUID) -> None:
+        self.tenant_id = tenant_id
+
+
+def _fmt_time(at: datetime | None) -> str:
+    return "" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_secs(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+templates.env.filters["time"] = _fmt_time
+templates.env.filters["secs"] = _fmt_secs
+
+
+def _page(
+    request: Request, viewer: Viewer, name: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    fragment = request.query_params.get("fragment") == "1"
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "viewer": viewer,
+            "fragment": fragment,
+            "flower": (api_settings().flower_url or "").rstrip("/"),
+            **context,
+        },
+        status_code=status,
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+    )
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/console/login?" + urlencode({"next": target}), status_code=303)
+
+
+def _not_found(request: Request, viewer: Viewer, what: str) -> HTMLResponse:
+    return _page(request, viewer, "not_found.html", status=404, what=what)
+
+
+def _uuid(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+def _scope(viewer: Viewer, tenant: str | None) -> uuid.UUID | None:
+    """The tenant a list shows: a tenant viewer's own, else the one an operator picked."""
+    if viewer.tenant_id is not None:
+        return viewer.tenant_id
+    return _uuid(tenant) if tenant else None
+
+
+def _cursor(at: datetime, row_id: uuid.UUID) -> str:
+    return f"{at.isoformat()}_{row_id}"
+
+
+def _after(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not raw or "_" not in raw:
+        return None
+    at, _, rid = raw.rpartition("_")
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except ValueError:
+        return None
+
+
+def _owned(
+    check: Callable[[Any, uuid.UUID], uuid.UUID],
+) -> Callable[[Viewer, str], uuid.UUID | None]:
+    """The id a viewer may see, or None (unknown, malformed, or another tenant's: the
+    decision is `agentq.ops.tenancy`'s, as for the /v1 API)."""
+
+    def owned(viewer: Viewer, raw: str) -> uuid.UUID | None:
+        found = _uuid(raw)
+        if found is None or viewer.tenant_id is None:
+            return found
+        try:
+            return check(_Owner(viewer.tenant_id), found)
+        except NotFound:
+            return None
+
+    return owned
+
+
+_own_conversation = _owned(tenancy.own_conversation)
+_own_job = _owned(tenancy.own_job)
+_own_agent = _owned(tenancy.own_agent)
+
+
+# --- login ---------------------------------------------------------------------------------
+
+
+@router.get("")
+def home() -> RedirectResponse:
+    return RedirectResponse("/console/conversations", status_code=303)
+
+
+def _safe_next(raw: str | None) -> str:
+    if raw and raw.startswith("/console") and "//" not in raw and "\\" not in raw:
+        return raw
+    return "/console/conversations"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _safe_next(next), "error": None, "viewer": None}
+    )
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Takes {"key": ..., "next": ...} as JSON (the API takes JSON bodies only); sets the
+    cookie."""
+    if not same_origin(request):
+        return JSONResponse({"error": "cross-origin login refused"}, status_code=403)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not key.strip():
+        return JSONResponse({"error": "enter a key"}, status_code=422)
+    viewer = await run_in_threadpool(resolve, key.strip())
+    if viewer is None:
+        return JSONResponse({"error": "unknown or revoked key"}, status_code=401)
+    target = _safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
+    response = JSONResponse({"next": target})
+    response.set_cookie(
+        COOKIE,
+        key.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    media = STATIC.get(name)
+    if media is None:
+        return Response("not found", status_code=404)
+    return Response(
+        (HERE / "static" / name).read_bytes(),
+        media_type=media,
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
+# --- conversations -------------------------------------------------------------------------
+
+
+@router.get("/conversations", response_class=HTMLResponse)
+def conversation_list(
+    request: Request,
+    tenant: str | None = None,
+    agent: str | None = None,
+    state: str | None = None,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    tenant_id = _scope(viewer, tenant)
+    agent_id = _uuid(agent) if agent else None
+    shown_state = state if state in views.STATES else None
+    started = time.perf_counter()
+    rows = views.store.conversations(
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        state=shown_state,
+        after=_after(after),
+        limit=PAGE,
+    )
+    facts = views.Facts()
+    now = utcnow()
+    items = [(row, views.state_of(row, facts, now)) for row in rows]
+    query = {k: v for k, v in (("tenant", tenant), ("agent", agent), ("state", shown_state)) if v}
+    more = None
+    if len(rows) == PAGE:
+        more = "?" + urlencode({**query, "after": _cursor(rows[-1].created_at, rows[-1].id)})
+    return _page(
+        request,
+        viewer,
+        "conversations.html",
+        items=items,
+        more=more,
+        paged=after is not None,
+        first="?" + urlencode(query),
+        tenants=views.store.tenants() if viewer.operator else [],
+        agents=views.store.agents(tenant_id),
+        states=views.STATES,
+        chosen={"tenant": tenant or "", "agent": agent or "", "state": shown_state or ""},
+        took_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+@router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
+def conversation_page(
+    request: Request, conversation_id: str, before: int | None = None
+) -> Response:
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    cid = _own_conversation(viewer, conversation_id)
+    timeline = None if cid is None else views.store.timeline(cid, before_seq=before)
+    if timeline is None:
+        return _not_found(request, viewer, "conversation")
+    facts = views.Facts()
+    state = views.state_of(timeline.conversation, facts)
+    # each job after the newest message it answers
+    after_seq: dict[int, list[views.TimelineJob]] = {}
+    loose = []
+    for tj in timeline.jobs:
+        if tj.trigger_seqs:
+            after_seq.setdefault(tj.trigger_seqs[-1], []).append(tj)
+        else:
+            loose.append(tj)
+    bars = {tj.job.id: views.latency(tj) for tj in timeline.jobs}
+    return _page(
+        request,
+        viewer,
+        "conversation.html",
+        t=timeline,
+        conv=timeline.conversation,
+        state=state,
+        after_seq=after_seq,
+        loose=loose,
+        bars=bars,
+        why={
+            tj.job.id: views.why_waiting(tj.job, facts, utcnow())[0]
+            for tj in timeline.jobs
+            if tj.job.status in ("waiting", "delayed")
+        },
+    )
+
+
+@router.get("/conversations/{conversation_id}/live")
+async def conversation_live(request: Request, conversation_id: str) -> Response:
+    """The conversation's live events as SSE: `token` (a reply's text as it is written)
+    and `changed` (a stored event: the page reloads its timeline)."""
+    viewer = await run_in_threadpool(viewer_of, request)
+    if viewer is None:
+        return Response("log in first", status_code=401)
+    cid = await run_in_threadpool(_own_conversation, viewer, conversation_id)
+    if cid is None:
+        return Response("not found", status_code=404)
+    bucket = str(viewer.tenant_id or "operator")
+    if _streams[bucket] >= api_settings().max_streams_per_tenant:
+        return Response("too many live views open", status_code=429, headers={"Retry-After": "10"})
+    return StreamingResponse(
+        _live(request, cid, bucket),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _live(request: Request, cid: uuid.UUID, bucket: str) -> AsyncIterator[str]:
+    _streams[bucket] += 1
+    pubsub = async_redis().pubsub(ignore_subscribe_messages=True)
+    recheck = api_settings().key_recheck_seconds
+    checked = time.monotonic()
+    quiet = time.monotonic()
+    try:
+        await pubsub.subscribe(channel(cid))
+        yield "retry: 2000\n: connected\n\n"
+        while not await request.is_disconnected():
+            if time.monotonic() - checked > recheck:
+                checked = time.monotonic()
+                if await run_in_threadpool(viewer_of, request) is None:
+                    break
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is None:
+                if time.monotonic() - quiet > 15:
+                    quiet = time.monotonic()
+                    yield ": keep-alive\n\n"
+                continue
+            try:
+                data = json.loads(msg["data"])
+            except (TypeError, ValueError):
+                continue
+            if data.get("type") == AGENT_TOKEN:
+                yield f"event: token\ndata: {json.dumps(data.get('payload', {}))}\n\n"
+            elif isinstance(data.get("id"), int):
+                yield f"event: changed\ndata: {json.dumps({'type': data.get('type')})}\n\n"
+            else:
+                continue
+            quiet = time.monotonic()
+    finally:
+        _streams[bucket] -= 1
+        await pubsub.aclose()
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+@router.get("/agents", response_class=HTMLResponse)
+def agent_list(request: Request, tenant: str | None = None) -> Response:
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    rows = views.agent_views(views.store.agents(_scope(viewer, tenant)))
+    return _page(
+        request,
+        viewer,
+        "agents.html",
+        agents=rows,
+        tenants=views.store.tenants() if viewer.operator else [],
+        chosen={"tenant": tenant or ""},
+    )
+
+
+def _acting(request: Request) -> tuple[Viewer | None, JSONResponse | None]:
+    """The viewer of a POST, or the answer refusing it (no key, cross-origin, no CSRF
+    token, read-only)."""
+    viewer = viewer_of(request)
+    if viewer is None:
+        return None, JSONResponse({"error": "log in first"}, status_code=401)
+    if not same_origin(request):
+        return None, JSONResponse({"error": "cross-origin request refused"}, status_code=403)
+    if not csrf_ok(request, viewer, None):
+        return None, JSONResponse(
+            {"error": "missing or wrong CSRF token: reload the page"}, status_code=403
+        )
+    if not viewer.can_act:
+        return None, JSONResponse({"error": "this key is read-only"}, status_code=403)
+    return viewer, None
+
+
+def _done(message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": True, "message": message, **extra})
+
+
+def _refused(exc: AgentqError) -> JSONResponse:
+    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+@router.post("/agents/{agent_id}/{command}")
+def agent_action(request: Request, agent_id: str, command: str) -> JSONResponse:
+    viewer, refused = _acting(request)
+    if viewer is None:
+        return refused  # type: ignore[return-value]
+    action = {"pause": agent_ops.pause_agent, "resume": agent_ops.resume_agent}.get(command)
+    found = _uuid(agent_id)
+    if action is None or found is None:
+        return JSONResponse({"error": "not found"}, status_code=404)
+    try:
+        if viewer.tenant_id is not None:
+            tenancy.own_agent(_Owner(viewer.tenant_id), found)
+        out = action(found)
+    except AgentqError as exc:
+        return _refused(exc)
+    log.info("console: agent %s %s by %s", found, command, viewer.label)
+    return _done(f"{out.name} is {out.status}")
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@router.get("/failed", response_class=HTMLResponse)
+def failed_list(
+    request: Request,
+    tenant: str | None = None,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    scope = _scope(viewer, tenant)
+    rows = views.store.failed_jobs(scope, after=_after(after), limit=PAGE)
+    more = None
+    if len(rows) == PAGE:
+        last = rows[-1]
+        query = {"after": _cursor(last.finished_at or last.created_at, last.id)}
+        if tenant:
+            query["tenant"] = tenant
+        more = "?" + urlencode(query)
+    return _page(
+        request,
+        viewer,
+        "failed.html",
+        jobs=rows,
+        more=more,
+        tenants=views.store.tenants() if viewer.operator else [],
+        chosen={"tenant": tenant or ""},
+    )
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str) -> Response:
+    """A job: its conversation's timeline, scrolled to it."""
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    jid = _own_job(viewer, job_id)
+    found = None if jid is None else views.store.job(jid)
+    if found is None:
+        return _not_found(request, viewer, "job")
+    return RedirectResponse(
+        f"/console/conversations/{found.conversation_id}#job-{found.id}", status_code=303
+    )
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: str) -> JSONResponse:
+    viewer, refused = _acting(request)
+    if viewer is None:
+        return refused  # type: ignore[return-value]
+    jid = _own_job(viewer, job_id)
+    if jid is None:
+        return JSONResponse({"error": f"job {job_id} not found"}, status_code=404)
+    try:
+        out = job_ops.retry_job(jid)
+    except AgentqError as exc:
+        return _refused(exc)
+    log.info("console: job %s retried by %s", jid, viewer.label)
+    return _done(f"job {jid} is {out.status} again", job_id=str(jid))
+
+
+@router.post("/failed/retry-all")
+def retry_all(request: Request, tenant: str | None = None) -> JSONResponse:
+    viewer, refused = _acting(request)
+    if viewer is None:
+        return refused  # type: ignore[return-value]
+    retried, refusals = 0, []
+    for jid in views.store.failed_job_ids(_scope(viewer, tenant)):
+        try:
+            job_ops.retry_job(jid)
+            retried += 1
+        except AgentqError as exc:
+            refusals.append(str(exc))
+    log.info("console: %d failed jobs retried by %s", retried, viewer.label)
+    message = f"{retried} job{'s' if retried != 1 else ''} retried"
+    if refusals:
+        message += f"; {len(refusals)} refused: " + "; ".join(refusals[:5])
+    return _done(message, retried=retried, refused=refusals)
+
+
+# --- providers, search, Flower -----------------------------------------------------------
+
+
+@router.get("/providers", response_class=HTMLResponse)
+def provider_list(request: Request) -> Response:
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    return _page(
+        request,
+        viewer,
+        "providers.html",
+        providers=views.providers(PROVIDER_WINDOW),
+        window_min=int(PROVIDER_WINDOW.total_seconds() // 60),
+    )
+
+
+def _flower_args(task_id: str) -> list[str]:
+    """The ids among the arguments Flower recorded for a Celery task (Flower's API)."""
+    flower = (api_settings().flower_url or "").rstrip("/")
+    if not flower:
+        return []
+    try:
+        answer = httpx.get(f"{flower}/api/task/info/{task_id}", timeout=3)
+    except httpx.HTTPError as exc:
+        log.warning("console: Flower did not answer: %s", type(exc).__name__)
+        return []
+    if answer.status_code != 200:
+        return []
+    info = (
+        answer.json()
+        if answer.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    return _UUID.findall(str(info.get("args", "")))
+
+
+@router.get("/find")
+def find(request: Request, q: Annotated[str, Query(max_length=2000)] = "") -> Response:
+    """Go to what an id names: a job, a conversation, a message's conversation, an agent;
+    or, given a Celery task id or a Flower task's arguments (agentq's tasks take ids), the
+    job or conversation they name."""
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    candidates = _UUID.findall(q)
+    for raw in candidates:
+        found = views.store.find(uuid.UUID(raw))
+        if found is None:
+            continue
+        kind, ident = found
+        target = {
+            "job": _own_job,
+            "conversation": _own_conversation,
+            "agent": _own_agent,
+        }[kind](viewer, str(ident))
+        if target is None:
+            continue
+        path = {
+            "job": f"/console/jobs/{target}",
+            "conversation": f"/console/conversations/{target}",
+            "agent": f"/console/agents#agent-{target}",
+        }[kind]
+        return RedirectResponse(path, status_code=303)
+    if len(candidates) == 1:  # a Celery task id: ask Flower for the task's arguments
+        for raw in _flower_args(candidates[0]):
+            found = views.store.find(uuid.UUID(raw))
+            if found is not None and found[0] in ("job", "conversation"):
+                return RedirectResponse(f"/console/find?q={raw}", status_code=303)
+    return _not_found(request, viewer, "job, conversation or agent")
+
+
+@router.get("/flower/task/{task_id}")
+def from_flower(request: Request, task_id: str) -> Response:
+    """The console page of a Celery task as Flower names it: /console/flower/task/<id>."""
+    return find(request, q=task_id)
+
+
+__all__ = ["router"]
