@@ -30,19 +30,17 @@ def test_turn_cost_counts_every_step_and_adds_up() -> None:
     checks = out["checks"]
     assert checks["replies"] == checks["replies_expected"] == 5
     steps, control = out["steps"], out["control"]
-    for step in ("post", "fire (dispatch + claim)", "prepare (start, prompt)"):
-        assert steps[step]["sql"] >= 1 and steps[step]["commits"] == 1, step
-        assert steps[step]["cpu_ms"] > 0, step
-    assert steps["complete (reply, effects)"]["sql"] >= 1
-    # the control total is the sum of its steps; the steps' SQL is what --statements lists
-    for figure in ("sql", "commits", "redis", "celery"):
+    # (structure only: the hot path may merge steps, transactions and task hops)
+    assert control["sql"] > 0 and control["commits"] > 0 and control["cpu_ms"] > 0
+    assert steps["post"]["sql"] > 0 and steps["post"]["cpu_ms"] > 0
+    # the control total is the sum of its steps; a step's SQL is what --statements lists
+    for figure in ("sql", "commits", "pg_trips", "redis", "celery"):
         assert abs(control[figure] - sum(s[figure] for s in steps.values())) < 0.05, figure
-    for step in ("post", "fire (dispatch + claim)", "complete (reply, effects)"):
-        listed = sum(count for _, count in out["statements"][step])
-        assert abs(listed - steps[step]["sql"]) < 0.05, step
-    # one dispatch (the debounce timer) and one run_job (the claim) a turn, nothing else
-    assert control["celery"] == 2
-    assert out["tasks"]["post"] == {"agentq.dispatch": 1.0}
+    for step, figures in steps.items():
+        listed = sum(count for _, count in out["statements"].get(step, []))
+        assert abs(listed - figures["sql"]) < 0.05, step
+    sent = sum(n for label, tasks in out["tasks"].items() if label in steps for n in tasks.values())
+    assert abs(sent - control["celery"]) < 0.05 and control["celery"] >= 1  # run_job at least
     assert 0 < control["redis_trips"] <= control["redis"]
     assert control["redis"] * 4 <= checks["redis_commands_counted"]
     assert checks["redis_commands_counted"] <= checks["redis_commands_server"]  # + Lua's own
