@@ -23,10 +23,6 @@ from agentq.store.session import Record, Tx
 
 A, J = tables.agents, tables.jobs
 
-#: the agent of a job about to start, with its limits (not locked: see `for_claim`)
-_FOR_CLAIM = select(
-    A.c.status, A.c.name, A.c.max_concurrent_jobs, A.c.rate_limit_per_minute, A.c.tenant_id
-).where(A.c.id == bindparam("agent_id"))
 #: lock an agent
 _LOCK = (
     select(A.c.id, A.c.name, A.c.status, A.c.max_concurrent_jobs)
@@ -71,12 +67,6 @@ _FREE_SLOT_RESPONDED = (
     )
     .returning(A.c.status, A.c.max_concurrent_jobs)
 )
-
-
-def for_claim(tx: Tx, agent_id: uuid.UUID) -> Record:
-    """(status, name, max_concurrent_jobs, rate_limit_per_minute, tenant_id). Not locked:
-    claims of one agent must not queue on its row (Redis holds its limits)."""
-    return tx.connection().execute(_FOR_CLAIM, {"agent_id": agent_id}).one()
 
 
 def lock(tx: Tx, agent_id: uuid.UUID) -> Record:

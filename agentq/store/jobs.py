@@ -32,7 +32,9 @@ J, L, A, C, M = (
 )
 
 #: the open job of a conversation if there is one (at most one: a unique index), else the
-#: oldest waiting; locked (the lock order is conversation, job, agent: see agentq.turn)
+#: oldest waiting; locked (the lock order is conversation, job, agent: see agentq.turn),
+#: with its agent's status and limits, which a claim needs (the agent row is not locked:
+#: claims of one agent must not queue on it; Redis holds its limits)
 _NEXT = (
     select(
         J.c.id,
@@ -43,11 +45,17 @@ _NEXT = (
         J.c.lease_until,
         J.c.next_attempt_at,
         J.c.created_at,
+        A.c.status.label("agent_status"),
+        A.c.name.label("agent_name"),
+        A.c.max_concurrent_jobs,
+        A.c.rate_limit_per_minute,
+        A.c.tenant_id,
     )
+    .join(A, A.c.id == J.c.agent_id)
     .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
     .order_by(J.c.status == JobStatus.WAITING, J.c.created_at, J.c.id)
     .limit(1)
-    .with_for_update(key_share=True)
+    .with_for_update(key_share=True, of=J)
 )
 #: where a job belongs: its conversation, agent and first trigger (read before locking
 #: them in order)
@@ -206,7 +214,8 @@ _DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
 
 def next_job(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation's job to run or watch next (open first, else oldest waiting),
-    locked."""
+    locked, with its agent's `agent_status`, `agent_name`, `max_concurrent_jobs`,
+    `rate_limit_per_minute` and `tenant_id` (not locked)."""
     return tx.connection().execute(_NEXT, {"conv_id": conv_id}).first()
 
 

@@ -62,13 +62,13 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         return
     if job.status == JobStatus.ACTIVE:
         log.warning("job %s lease expired; claiming it again", job.id)
-    # Not locked: claims of one agent run side by side (Redis holds its limits); a pause
-    # that commits meanwhile lets this one start, as if it had come first.
-    agent = agents.for_claim(tx, job.agent_id)
-    if agent.status == AgentStatus.PAUSED:
+    # The agent is read with the job, not locked: claims of one agent run side by side
+    # (Redis holds its limits); a pause that commits meanwhile lets this one start, as if
+    # it had come first.
+    if job.agent_status == AgentStatus.PAUSED:
         return  # resuming wakes it
-    if agent.status == AgentStatus.INACTIVE:
-        out.fail = (job.id, f"agent {agent.name} is stopped")
+    if job.agent_status == AgentStatus.INACTIVE:
+        out.fail = (job.id, f"agent {job.agent_name} is stopped")
         return
     if job.status == JobStatus.ACTIVE and job.attempts >= job.max_attempts:
         out.fail = (job.id, WORKER_LOST)
@@ -76,14 +76,14 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     verdict = limits.acquire(
         job.agent_id,
         job.id,
-        max_running=agent.max_concurrent_jobs,
-        per_minute=agent.rate_limit_per_minute,
-        tenant_id=agent.tenant_id,
+        max_running=job.max_concurrent_jobs,
+        per_minute=job.rate_limit_per_minute,
+        tenant_id=job.tenant_id,
     )
     if not verdict.ok:
         # At the tenant's cap, one of its own jobs ending wakes it (effects.run).
         at_limit = verdict.retry_in is None and not verdict.tenant_full
-        if at_limit and agent.status == AgentStatus.ACTIVE:
+        if at_limit and job.agent_status == AgentStatus.ACTIVE:
             agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
         wait = verdict.retry_in if verdict.retry_in is not None else LIMIT_CHECK_SECONDS
         out.check_agent = (job.agent_id, wait)
@@ -95,7 +95,7 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     if claimed is None:  # its live worker renewed the lease meanwhile: the slot is its own
         return
     out.taken = (job.agent_id, job.id)
-    if agent.status == AgentStatus.ACTIVE and verdict.running >= agent.max_concurrent_jobs:
+    if job.agent_status == AgentStatus.ACTIVE and verdict.running >= job.max_concurrent_jobs:
         agents.mark_busy(tx, job.agent_id)
     if job.status == JobStatus.WAITING:
         metrics.queue_waited(now - job.created_at)
