@@ -102,10 +102,10 @@ def _key(tenant_id: uuid.UUID) -> str:
     return key("tenant", tenant_id, "pending")
 
 
-def admit(tx: Tx, conv_id: uuid.UUID) -> None:
-    """Take a place for one more pending message of the conversation's tenant; Overloaded
-    if it has its limit's worth pending already (call before writing anything)."""
-    tenant = tenants.of_conversation(tx, conv_id)
+def admit(tx: Tx, tenant: tenants.Limits | None) -> None:
+    """Take a place for one more pending message of the tenant (a conversation's, read
+    with its lock); Overloaded if it has its limit's worth pending already (call before
+    writing anything)."""
     if tenant is None:
         return
     limit = limit_of(tenant)

@@ -21,16 +21,18 @@ from agentq.states import JobStatus, ParticipantKind, Role
 from agentq.store import tables
 from agentq.store.session import Record, Tx
 
-C, P, M, J, A = (
+C, P, M, J, A, T = (
     tables.conversations,
     tables.participants,
     tables.messages,
     tables.jobs,
     tables.agents,
+    tables.tenants,
 )
 _WINDOW = (C.c.id, C.c.kind, C.c.settings, C.c.last_seq, C.c.handled_seq, C.c.pending_since)
 
-#: lock the conversation, with the author's kind (None: not a participant of it)
+#: lock the conversation, with the author's kind (None: not a participant of it) and its
+#: tenant as backpressure sees it (`agentq.store.tenants.Limits`), in one round trip
 _LOCK_FOR_POST = (
     select(
         *_WINDOW,
@@ -38,7 +40,11 @@ _LOCK_FOR_POST = (
         .where(P.c.id == bindparam("author_id"), P.c.conversation_id == bindparam("conv_id"))
         .scalar_subquery()
         .label("author_kind"),
+        C.c.tenant_id,
+        T.c.name.label("tenant_name"),
+        T.c.max_pending_messages.label("tenant_max_pending_messages"),
     )
+    .select_from(C.outerjoin(T, T.c.id == C.c.tenant_id))
     .where(C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True, of=C)
 )
@@ -134,7 +140,8 @@ _AGENTS = (
 
 
 def lock_for_post(tx: Tx, conv_id: uuid.UUID, author_id: uuid.UUID | None) -> Record | None:
-    """The conversation locked, with `author_kind` (None if the author is not in it)."""
+    """The conversation locked, with `author_kind` (None if the author is not in it) and
+    its tenant's `tenant_id`, `tenant_name` and `tenant_max_pending_messages`."""
     params = {"conv_id": conv_id, "author_id": author_id}
     return tx.connection().execute(_LOCK_FOR_POST, params).first()
 

@@ -21,6 +21,7 @@ from agentq.store.models import (
     Message,
     MessageJob,
     Participant,
+    Tenant,
 )
 
 agents = cast(Table, Agent.__table__)
@@ -32,3 +33,4 @@ llm_messages = cast(Table, LLMMessage.__table__)
 messages = cast(Table, Message.__table__)
 message_jobs = cast(Table, MessageJob.__table__)
 participants = cast(Table, Participant.__table__)
+tenants = cast(Table, Tenant.__table__)

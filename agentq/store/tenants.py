@@ -27,12 +27,6 @@ C, M, MJ, J = tables.conversations, tables.messages, tables.message_jobs, tables
 
 #: the id of the tenant named :name
 _ID_BY_NAME = select(Tenant.id).where(Tenant.name == bindparam("name"))
-#: a conversation's tenant: (id, name, max_pending_messages)
-_OF_CONVERSATION = (
-    select(T.c.id, T.c.name, T.c.max_pending_messages)
-    .join(C, C.c.tenant_id == T.c.id)
-    .where(C.c.id == bindparam("conv_id"))
-)
 #: every tenant: (id, name, max_pending_messages), by name
 _ALL = select(T.c.id, T.c.name, T.c.max_pending_messages).order_by(T.c.name)
 #: a tenant's own limit
@@ -111,12 +105,6 @@ def tenant_id(name: str) -> uuid.UUID:
         return found
     with transaction() as tx:
         return ensure(tx, name)
-
-
-def of_conversation(tx: Tx, conv_id: uuid.UUID) -> Limits | None:
-    """The tenant owning the conversation; None if it has none (or no such conversation)."""
-    row = tx.connection().execute(_OF_CONVERSATION, {"conv_id": conv_id}).first()
-    return Limits(*row) if row is not None else None
 
 
 def pending(tx: Tx, tenant: uuid.UUID) -> int:

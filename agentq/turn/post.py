@@ -21,7 +21,7 @@ from agentq.errors import (
 from agentq.runtime import backpressure
 from agentq.schemas import PostedMessage
 from agentq.states import ParticipantKind, Role
-from agentq.store import conversations, messages, outbox
+from agentq.store import conversations, messages, outbox, tenants
 from agentq.store.session import Tx
 from agentq.turn import debounce
 from agentq.turn.outcome import Effects
@@ -99,7 +99,10 @@ def post(
             return posted, Effects(conv_id)
     # Last of the checks, as it takes a place in the tenant's count (Overloaded: nothing
     # written). The conversation's lock is held: the post stays in order either way.
-    backpressure.admit(tx, conv_id)
+    tenant = None
+    if conv.tenant_id is not None:
+        tenant = tenants.Limits(conv.tenant_id, conv.tenant_name, conv.tenant_max_pending_messages)
+    backpressure.admit(tx, tenant)
     role = Role.ASSISTANT if conv.author_kind == ParticipantKind.AGENT else Role.USER
     msg_id, seq = messages.insert_message(
         tx,
