@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from agentq import events
 from agentq.clock import utcnow
@@ -168,6 +169,11 @@ def counts(exc: BaseException) -> bool:
     return exc.status_code is None or exc.status_code >= 500
 
 
+def _run(script: str, keys: list[str], *args: str | int) -> Any:
+    """Run a script by its digest (EVALSHA: the source goes over the wire once)."""
+    return get_redis().register_script(script)(keys=keys, args=list(args))
+
+
 def admit(
     profile: str, job_id: uuid.UUID, conversation_id: uuid.UUID, *, take: bool = True
 ) -> Admission:
@@ -178,10 +184,9 @@ def admit(
         return Admission()
     s = get_settings()
     try:
-        wait_ms, probe = get_redis().eval(
+        wait_ms, probe = _run(
             _ADMIT,
-            3,
-            *_keys(profile),
+            _keys(profile),
             str(job_id),
             str(conversation_id),
             int(s.breaker_probe_seconds * 1000),
@@ -204,7 +209,7 @@ def release_probe(profile: str, job_id: uuid.UUID) -> None:
     """The probe's call ended without telling whether the provider answers (cancelled,
     stopped, a bug): let another job probe at once rather than after the token's TTL."""
     try:
-        get_redis().eval(_RELEASE, 1, _keys(profile)[1], str(job_id))
+        _run(_RELEASE, [_keys(profile)[1]], str(job_id))
     except Exception as exc:  # noqa: BLE001 - the token runs out by itself
         log.warning("probe token not released: %s", type(exc).__name__)
 
@@ -220,10 +225,9 @@ def record(profile: str, error: BaseException | None) -> bool:
         error = None
     s = get_settings()
     try:
-        event, until, since, now, held = get_redis().eval(
+        event, until, since, now, held = _run(
             _RECORD,
-            3,
-            *_keys(profile),
+            _keys(profile),
             1 if error is not None else 0,
             s.breaker_failures,
             int(s.breaker_window_seconds * 1000),
