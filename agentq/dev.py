@@ -223,6 +223,7 @@ def _print_usage(
         "",
         f"API:      {api}  (docs {api}/docs, OpenAPI {api}/openapi.json)",
         f"key:      {key}  (development key: shown once)",
+        f"console:  {api}/console  (log in with the key above)",
         f"logs:     {logs}",
         "",
         "HTTP (posts into a conversation with the agent Ava and waits for the reply):",

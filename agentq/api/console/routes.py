@@ -64,7 +64,12 @@ class _Owner:
 
 
 def _fmt_time(at: datetime | None) -> str:
-    return "" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+    """Today's times as 14:03:09, older ones with their day (UTC, as stored)."""
+    if at is None:
+        return ""
+    if at.date() == utcnow().date():
+        return at.strftime("%H:%M:%S")
+    return at.strftime("%Y-%m-%d %H:%M")
 
 
 def _fmt_secs(seconds: float | None) -> str:
@@ -299,6 +304,8 @@ def conversation_page(
         else:
             loose.append(tj)
     bars = {tj.job.id: views.latency(tj) for tj in timeline.jobs}
+    # one scale for every bar of the page: the longest job spans the width
+    longest = max((sum(seg.seconds for seg in b) for b in bars.values()), default=0.0)
     return _page(
         request,
         viewer,
@@ -309,6 +316,7 @@ def conversation_page(
         after_seq=after_seq,
         loose=loose,
         bars=bars,
+        scale=100 / longest if longest > 0 else 0,
         why={
             tj.job.id: views.why_waiting(tj.job, facts, utcnow())[0]
             for tj in timeline.jobs
