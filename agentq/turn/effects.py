@@ -290,7 +290,10 @@ def check_agent(agent_id: uuid.UUID | str) -> int:
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     """The LLM call for the job's current claim, or None if the claim is stale."""
     jid = ids.job(job_id)
-    # It writes only the context cache, which the next call rebuilds if a crash loses it.
+    # Not durable (no WAL flush wait): it writes the context cache, which the next call
+    # rebuilds, and the attempt's start. A PostgreSQL crash that loses the last commits
+    # may lose that start: the call is then made again uncounted, which at-least-once
+    # delivery allows anyway; a worker's crash loses nothing (the commit is done).
     with transaction(durable=False) as tx:
         return call.prepare(tx, jid, token)
 
