@@ -8,10 +8,16 @@ show and that the console's actions take effect in the queue.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import pytest
 
 from agentq.ops import keys
 from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
-from tests.api_support import Server, api_server
+from tests.api_support import Server, api_server, free_port
 from tests.conftest import stack_with
 from tests.helpers import wait_until
 
@@ -33,6 +39,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip("no chromium (apt-get install chromium)", allow_module_level=True)
 
 OPERATOR_KEY = "console-operator-" + uuid.uuid4().hex
+FLOWER_AUTH = ("ops", "console-flower-pw")
 VIEWER_KEY = "console-viewer-" + uuid.uuid4().hex
 #: long enough that the reply streams for a second or so
 QUESTION = " ".join(f"word{i}" for i in range(30))
@@ -46,6 +53,9 @@ class Console:
     key_a: str
     key_a_read: str
     key_b: str
+    env: dict[str, str]
+    flower_port: int
+    logs: Path
 
     def http(self, key: str) -> httpx.Client:
         return httpx.Client(
@@ -78,12 +88,13 @@ def console(
         key_a, _ = keys.create_key("console-a", "tenant-a")
         key_a_read, read_info = keys.create_key("console-a-read", "tenant-a")
         key_b, _ = keys.create_key("console-b", "tenant-b")
+        flower_port = free_port()
         env = {
             **stack.env,
             "AGENTQ_CONSOLE_OPERATOR_KEY": OPERATOR_KEY,
             "AGENTQ_CONSOLE_VIEWER_KEY": VIEWER_KEY,
             "AGENTQ_CONSOLE_READ_ONLY_KEYS": str(read_info.id),
-            "AGENTQ_FLOWER_URL": "http://127.0.0.1:5555",
+            "AGENTQ_FLOWER_URL": f"http://{FLOWER_AUTH[0]}:{FLOWER_AUTH[1]}@127.0.0.1:{flower_port}",
         }
         with (
             api_server(env, tmp) as server,
@@ -91,7 +102,7 @@ def console(
         ):
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
             try:
-                yield Console(server, llm, browser, key_a, key_a_read, key_b)
+                yield Console(server, llm, browser, key_a, key_a_read, key_b, env, flower_port, tmp)
             finally:
                 browser.close()
 
@@ -185,6 +196,13 @@ def test_pausing_an_agent_from_the_console_holds_its_next_job_and_resuming_answe
         row.locator("button", has_text="Pause").click()
         page.locator(f"#agent-{agent_id}[data-status='paused']").wait_for(timeout=10_000)
         post(http, cid, user, "are you there?")
+        wait_until(
+            lambda: http.get(
+                "/v1/jobs", params={"conversation_id": cid, "status": "waiting"}
+            ).json()["items"],
+            timeout=10,
+            what="the waiting job",
+        )
         page.goto(f"{console.server.url}/console/conversations/{cid}")
         page.locator("li.job[data-status='waiting'] .why", has_text="paused").wait_for(
             timeout=10_000
@@ -222,6 +240,12 @@ def test_a_failed_job_retried_from_the_console_completes(console: Console) -> No
         assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "completed"
         page.goto(f"{console.server.url}/console/conversations/{cid}")
         page.locator("li.job[data-status='completed']").wait_for(timeout=10_000)
+        # a job that cannot be retried says why
+        again = page.request.post(
+            f"{console.server.url}/console/jobs/{job_id}/retry",
+            headers={"X-CSRF-Token": page.locator("body").get_attribute("data-csrf") or ""},
+        )
+        assert again.status == 409 and "only failed or cancelled" in again.json()["error"]
         page.context.close()
 
 
@@ -290,25 +314,64 @@ def test_read_only_keys_cannot_act_and_posts_need_the_csrf_token(console: Consol
     assert console.key_a not in body and OPERATOR_KEY not in body
 
 
-def test_flower_task_arguments_lead_to_the_job(console: Console) -> None:
-    with console.http(console.key_a) as http:
+@contextmanager
+def flower(console: Console) -> Iterator[str]:
+    """`agentq flower` on the port the console's AGENTQ_FLOWER_URL names."""
+    log = open(console.logs / "flower.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentq.cli", "flower", "--port", str(console.flower_port),
+         "--address", "127.0.0.1", "--basic-auth", ":".join(FLOWER_AUTH)],
+        env={**os.environ, **console.env}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{console.flower_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, what="flower")
+        time.sleep(0.5)  # flower enables the workers' task events just after it listens
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        log.close()
+
+
+def test_flower_and_the_console_link_both_ways(console: Console) -> None:
+    cookie = {"agentq_console": OPERATOR_KEY}
+    url = console.server.url
+    with console.http(console.key_a) as http, flower(console) as base:
         cid, user, _ = dm(http)
         post(http, cid, user, "find me")
         wait_until(lambda: replies(http, cid), timeout=20, what="the reply")
         job_id = http.get("/v1/jobs", params={"conversation_id": cid}).json()["items"][0]["id"]
-    cookie = {"agentq_console": OPERATOR_KEY}
-    found = httpx.get(
-        f"{console.server.url}/console/find", params={"q": f"('{job_id}', 1)"}, cookies=cookie
-    )
+        page = httpx.get(f"{url}/console/conversations/{cid}", cookies=cookie).text
+        assert f'href="/console/jobs/{job_id}/flower"' in page
+        assert FLOWER_AUTH[1] not in page  # Flower's credentials stay on the server
+
+        def task_page() -> str | None:
+            found = httpx.get(f"{url}/console/jobs/{job_id}/flower", cookies=cookie)
+            where = found.headers.get("location", "")
+            return where if "/task/" in where else None
+
+        # job -> its newest Celery task in Flower (found by its arguments)
+        where = wait_until(task_page, timeout=20, what="the job's task in Flower")
+        assert where.startswith(f"{base}/task/")
+        task_id = where.rsplit("/", 1)[1]
+        # Flower's task id -> the job's page in the console
+        back = httpx.get(f"{url}/console/flower/task/{task_id}", cookies=cookie)
+        assert back.status_code == 303 and back.headers["location"] == f"/console/find?q={job_id}"
+    found = httpx.get(f"{url}/console/find", params={"q": f"('{job_id}', 1)"}, cookies=cookie)
     assert found.status_code == 303 and found.headers["location"] == f"/console/jobs/{job_id}"
-    job = httpx.get(f"{console.server.url}{found.headers['location']}", cookies=cookie)
+    job = httpx.get(f"{url}{found.headers['location']}", cookies=cookie)
     assert job.headers["location"] == f"/console/conversations/{cid}#job-{job_id}"
-    page = httpx.get(f"{console.server.url}/console/conversations/{cid}", cookies=cookie).text
-    assert f"http://127.0.0.1:5555/tasks?search={job_id}" in page
     # another tenant's key finds nothing
     other = httpx.get(
-        f"{console.server.url}/console/find",
-        params={"q": job_id},
-        cookies={"agentq_console": console.key_b},
+        f"{url}/console/find", params={"q": job_id}, cookies={"agentq_console": console.key_b}
     )
     assert other.status_code == 404

@@ -96,7 +96,7 @@ def _page(
         {
             "viewer": viewer,
             "fragment": fragment,
-            "flower": (api_settings().flower_url or "").rstrip("/"),
+            "flower": flower_public(),
             **context,
         },
         status_code=status,
@@ -544,24 +544,61 @@ def provider_list(request: Request) -> Response:
     )
 
 
-def _flower_args(task_id: str) -> list[str]:
-    """The ids among the arguments Flower recorded for a Celery task (Flower's API)."""
-    flower = (api_settings().flower_url or "").rstrip("/")
-    if not flower:
-        return []
+def flower_public() -> str:
+    """Flower's address as the console links it (without the credentials
+    AGENTQ_FLOWER_URL may carry for its API)."""
+    raw = api_settings().flower_url
+    if not raw:
+        return ""
+    url = httpx.URL(raw)
+    return str(url.copy_with(username=None, password=None)).rstrip("/")
+
+
+def _flower_api(path: str, **params: str) -> Any:
+    """An answer of Flower's API (JSON), or None: Flower unset, away or refusing. The
+    credentials of AGENTQ_FLOWER_URL (user:password@) go as basic auth."""
+    raw = api_settings().flower_url
+    if not raw:
+        return None
+    url = httpx.URL(raw)
+    auth = (url.username, url.password) if url.username else None
+    base = str(url.copy_with(username=None, password=None)).rstrip("/")
     try:
-        answer = httpx.get(f"{flower}/api/task/info/{task_id}", timeout=3)
+        answer = httpx.get(f"{base}{path}", params=params, auth=auth, timeout=3)
     except httpx.HTTPError as exc:
         log.warning("console: Flower did not answer: %s", type(exc).__name__)
-        return []
+        return None
     if answer.status_code != 200:
-        return []
-    info = (
-        answer.json()
-        if answer.headers.get("content-type", "").startswith("application/json")
-        else {}
-    )
-    return _UUID.findall(str(info.get("args", "")))
+        log.warning("console: Flower answered %d", answer.status_code)
+        return None
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+def _flower_args(task_id: str) -> list[str]:
+    """The ids among the arguments Flower recorded for a Celery task."""
+    info = _flower_api(f"/api/task/info/{task_id}")
+    return _UUID.findall(str(info.get("args", ""))) if isinstance(info, dict) else []
+
+
+@router.get("/jobs/{job_id}/flower")
+def job_in_flower(request: Request, job_id: str) -> Response:
+    """The job's newest Celery task in Flower (found through Flower's API: agentq's tasks
+    take the job id as their argument), else Flower's task list."""
+    viewer = viewer_of(request)
+    if viewer is None:
+        return _login_redirect(request)
+    jid = _own_job(viewer, job_id)
+    public = flower_public()
+    if jid is None or not public:
+        return _not_found(request, viewer, "job in Flower")
+    tasks = _flower_api("/api/tasks", search=f"args:{jid}", limit="50")
+    if isinstance(tasks, dict) and tasks:
+        newest = max(tasks.values(), key=lambda t: t.get("received") or t.get("timestamp") or 0)
+        return RedirectResponse(f"{public}/task/{newest['uuid']}", status_code=303)
+    return RedirectResponse(f"{public}/tasks", status_code=303)
 
 
 @router.get("/find")
