@@ -45,6 +45,8 @@ def test_version_and_help_panels() -> None:
 
 
 def test_conversations_give_the_ids_post_takes(db: str) -> None:
+    if db.startswith("postgresql"):
+        pytest.skip("one CLI code path: the store's two dialects are tested below it")
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
     assert agentq("agents", "create", "Ava", "--tenant", tenant).returncode == 0
     made = agentq(

@@ -105,7 +105,8 @@ def test_flower_shows_a_finished_task_with_id_only_arguments(live, flower: str) 
         for t in httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json().values()
         if t.get("name")
     }
-    assert {"agentq.dispatch", "agentq.run_job"} <= names
+    # The debounce window was fired by a worker's timer loop, not a task of its own.
+    assert "agentq.run_job" in names
     assert all(n.startswith("agentq.") for n in names)
 
     metrics = httpx.get(f"{flower}/metrics", auth=AUTH, timeout=5)

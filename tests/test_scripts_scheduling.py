@@ -30,7 +30,7 @@ def run_script(name: str, *args: str, timeout: float = 300) -> Any:
 def test_backlog_parks_and_drains_everything() -> None:
     # The suite's PostgreSQL server (the script's own server is exercised below).
     out = run_script(
-        "backlog.py", "-n", "5", "-d", "4", "--every", "2", "--hold-margin", "4",
+        "backlog.py", "-n", "5", "-d", "2", "--every", "1", "--hold-margin", "4", "--workers", "1",
         "--pg-admin", ADMIN_URL,
     )  # fmt: skip
     assert [s["scenario"] for s in out["scenarios"]] == ["paused", "busy"]
@@ -45,7 +45,7 @@ def test_backlog_parks_and_drains_everything() -> None:
 
 
 def test_window_crowd_answers_every_window() -> None:
-    out = run_script("window_crowd.py", "--sizes", "5", "--warmup", "0")
+    out = run_script("window_crowd.py", "--sizes", "5", "--warmup", "0", "--workers", "1")
     rounds = out["rounds"]
     assert [(r["size"], r["agents"]) for r in rounds] == [(5, "shared"), (5, "each")]
     for r in rounds:
