@@ -62,6 +62,14 @@ class Console:
             base_url=self.server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
 
+    @contextmanager
+    def session(self, key: str) -> Iterator[httpx.Client]:
+        """A console session as the login form opens it (the cookie it sets)."""
+        with httpx.Client(base_url=self.server.url, timeout=30) as client:
+            answer = client.post("/console/login", json={"key": key})
+            assert answer.status_code == 200, answer.text
+            yield client
+
     def page(self, key: str) -> Any:
         """A fresh browser context logged in with `key` through the login form."""
         context = self.browser.new_context()
@@ -94,6 +102,7 @@ def console(
             "AGENTQ_CONSOLE_OPERATOR_KEY": OPERATOR_KEY,
             "AGENTQ_CONSOLE_VIEWER_KEY": VIEWER_KEY,
             "AGENTQ_CONSOLE_READ_ONLY_KEYS": str(read_info.id),
+            "AGENTQ_API_MAX_STREAMS_PER_TENANT": "3",
             "AGENTQ_FLOWER_URL": f"http://{FLOWER_AUTH[0]}:{FLOWER_AUTH[1]}@127.0.0.1:{flower_port}",
         }
         with (
@@ -295,23 +304,21 @@ def test_read_only_keys_cannot_act_and_posts_need_the_csrf_token(console: Consol
         assert refused.status == 403 and "read-only" in refused.text()
         page.context.close()
     # an acting key without the token, or from another origin: refused
-    cookie = {"agentq_console": console.key_a}
-    url = f"{console.server.url}/console/agents/{agent_id}/pause"
-    assert httpx.post(url, cookies=cookie, json={}).status_code == 403
-    page = console.page(console.key_a)
-    csrf = page.locator("body").get_attribute("data-csrf") or ""
-    page.context.close()
-    crossed = httpx.post(
-        url, cookies=cookie, json={}, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.test"}
-    )
-    assert crossed.status_code == 403
-    assert (
-        httpx.post(url, cookies=cookie, json={}, headers={"X-CSRF-Token": csrf}).status_code == 200
-    )
-    # no key, no page; the key never shows in a page
-    assert httpx.get(f"{console.server.url}/console/agents").status_code == 303
-    body = httpx.get(f"{console.server.url}/console/agents", cookies=cookie).text
-    assert console.key_a not in body and OPERATOR_KEY not in body
+    url = f"/console/agents/{agent_id}/pause"
+    with console.session(console.key_a) as a:
+        csrf = a.get("/console/agents").text.split('data-csrf="', 1)[1].split('"', 1)[0]
+        assert a.post(url, json={}).status_code == 403
+        crossed = a.post(url, json={}, headers={"X-CSRF-Token": csrf, "Origin": "http://x.test"})
+        assert crossed.status_code == 403
+        assert a.post(url, json={}, headers={"X-CSRF-Token": csrf}).status_code == 200
+        # the key never shows in a page, nor is it the cookie
+        body = a.get("/console/agents").text
+        assert console.key_a not in body and OPERATOR_KEY not in body
+        assert console.key_a not in str(a.cookies.get("agentq_console"))
+        # logged out: the session ends on the server (a copy of the cookie stops working)
+        copy = dict(a.cookies)
+        assert a.post("/console/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert httpx.get(f"{console.server.url}/console/agents", cookies=copy).status_code == 303
 
 
 @contextmanager
@@ -343,19 +350,22 @@ def flower(console: Console) -> Iterator[str]:
 
 
 def test_flower_and_the_console_link_both_ways(console: Console) -> None:
-    cookie = {"agentq_console": OPERATOR_KEY}
-    url = console.server.url
-    with console.http(console.key_a) as http, flower(console) as base:
+    with (
+        console.http(console.key_a) as http,
+        console.session(OPERATOR_KEY) as op,
+        console.session(console.key_b) as b,
+        flower(console) as base,
+    ):
         cid, user, _ = dm(http)
         post(http, cid, user, "find me")
         wait_until(lambda: replies(http, cid), timeout=20, what="the reply")
         job_id = http.get("/v1/jobs", params={"conversation_id": cid}).json()["items"][0]["id"]
-        page = httpx.get(f"{url}/console/conversations/{cid}", cookies=cookie).text
+        page = op.get(f"/console/conversations/{cid}").text
         assert f'href="/console/jobs/{job_id}/flower"' in page
         assert FLOWER_AUTH[1] not in page  # Flower's credentials stay on the server
 
         def task_page() -> str | None:
-            found = httpx.get(f"{url}/console/jobs/{job_id}/flower", cookies=cookie)
+            found = op.get(f"/console/jobs/{job_id}/flower")
             where = found.headers.get("location", "")
             return where if "/task/" in where else None
 
@@ -364,14 +374,36 @@ def test_flower_and_the_console_link_both_ways(console: Console) -> None:
         assert where.startswith(f"{base}/task/")
         task_id = where.rsplit("/", 1)[1]
         # Flower's task id -> the job's page in the console
-        back = httpx.get(f"{url}/console/flower/task/{task_id}", cookies=cookie)
-        assert back.status_code == 303 and back.headers["location"] == f"/console/find?q={job_id}"
-    found = httpx.get(f"{url}/console/find", params={"q": f"('{job_id}', 1)"}, cookies=cookie)
-    assert found.status_code == 303 and found.headers["location"] == f"/console/jobs/{job_id}"
-    job = httpx.get(f"{url}{found.headers['location']}", cookies=cookie)
-    assert job.headers["location"] == f"/console/conversations/{cid}#job-{job_id}"
-    # another tenant's key finds nothing
-    other = httpx.get(
-        f"{url}/console/find", params={"q": job_id}, cookies={"agentq_console": console.key_b}
-    )
-    assert other.status_code == 404
+        back = op.get(f"/console/flower/task/{task_id}")
+        assert back.status_code == 303 and back.headers["location"] == f"/console/jobs/{job_id}"
+        # the Flower task of another tenant's job: nothing found
+        assert b.get(f"/console/flower/task/{task_id}").status_code == 404
+        found = op.get("/console/find", params={"q": f"('{job_id}', 1)"})
+        assert found.status_code == 303 and found.headers["location"] == f"/console/jobs/{job_id}"
+        job = op.get(found.headers["location"])
+        assert job.headers["location"] == f"/console/conversations/{cid}#job-{job_id}"
+        assert b.get("/console/find", params={"q": job_id}).status_code == 404
+
+
+def test_live_views_are_capped_per_tenant(console: Console) -> None:
+    with console.http(console.key_b) as http, console.session(console.key_b) as b:
+        cid, _, _ = dm(http)
+        url = f"/console/conversations/{cid}/live"
+        held = []
+        try:
+            for _ in range(3):
+                response = b.send(b.build_request("GET", url), stream=True)
+                lines = response.iter_lines()  # kept: dropping it would close the stream
+                assert response.status_code == 200 and next(lines).startswith("retry:")
+                held.append((response, lines))
+            over = b.get(url)
+            assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1
+        finally:
+            for response, _ in held:
+                response.close()
+
+        def reopened() -> bool:  # a closed view gives its slot back
+            with b.stream("GET", url) as response:
+                return response.status_code == 200
+
+        wait_until(reopened, timeout=10, what="a slot back")

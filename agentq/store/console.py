@@ -477,9 +477,11 @@ def job(job_id: uuid.UUID) -> JobRow | None:
     return None if row is None else _job(row, row[-1])
 
 
-def profile_outcomes(since: timedelta) -> dict[str, ProfileOutcomes]:
+def profile_outcomes(
+    since: timedelta, tenant_id: uuid.UUID | None = None
+) -> dict[str, ProfileOutcomes]:
     """Per model profile (as agents name it), the jobs completed and failed and the
-    attempts retried in the last `since`."""
+    attempts retried in the last `since`, of one tenant's agents (or of all)."""
     start = utcnow() - since
     profile = Agent.model_config_["profile"].as_string()
     finished = (
@@ -495,6 +497,9 @@ def profile_outcomes(since: timedelta) -> dict[str, ProfileOutcomes]:
         .where(Event.type == "job.retrying", Event.created_at >= start)
         .group_by(profile)
     )
+    if tenant_id is not None:
+        finished = finished.where(Agent.tenant_id == tenant_id)
+        retried = retried.where(Agent.tenant_id == tenant_id)
     out: dict[str, dict[str, int]] = {}
     with reader() as s:
         for name, status, n in s.execute(finished).all():

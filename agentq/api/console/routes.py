@@ -7,13 +7,13 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio
 import httpx
 import jinja2  # noqa: F401 - the templates need it: a clear ImportError without it
 from fastapi import APIRouter, Query, Request
@@ -26,10 +26,12 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.templating import Jinja2Templates
+from redis.exceptions import RedisError
 
+from agentq.api import slots
 from agentq.api.aredis import async_redis
-from agentq.api.console import views
-from agentq.api.console.session import COOKIE, Viewer, csrf_ok, resolve, same_origin, viewer_of
+from agentq.api.console import session, views
+from agentq.api.console.session import COOKIE, Viewer, csrf_ok, same_origin, viewer_of
 from agentq.api.settings import api_settings
 from agentq.clock import utcnow
 from agentq.errors import AgentqError, Conflict, NotFound
@@ -51,8 +53,8 @@ PAGE = 50
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 #: the window of a provider's recent outcomes
 PROVIDER_WINDOW = timedelta(minutes=15)
-#: live streams the console holds open at once, per tenant (operators: one bucket)
-_streams: Counter[str] = Counter()
+#: the bucket of operators' live views among the tenants' (AGENTQ_API_MAX_STREAMS_PER_TENANT)
+OPERATORS = uuid.UUID(int=0)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -120,11 +122,24 @@ def _uuid(raw: str) -> uuid.UUID | None:
         return None
 
 
+class BadFilter(Exception):
+    """A filter or cursor that names nothing: 422, never "everything" instead."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+
+
 def _scope(viewer: Viewer, tenant: str | None) -> uuid.UUID | None:
-    """The tenant a list shows: a tenant viewer's own, else the one an operator picked."""
+    """The tenant a list shows: a tenant viewer's own (whatever it asks), else the one an
+    operator picked (none: every tenant; a tenant that does not exist: BadFilter)."""
     if viewer.tenant_id is not None:
         return viewer.tenant_id
-    return _uuid(tenant) if tenant else None
+    if not tenant:
+        return None
+    found = _uuid(tenant)
+    if found is None or found not in {tid for tid, _ in views.store.tenants()}:
+        raise BadFilter("tenant", "no such tenant; pick one from the list")
+    return found
 
 
 def _cursor(at: datetime, row_id: uuid.UUID) -> str:
@@ -132,13 +147,20 @@ def _cursor(at: datetime, row_id: uuid.UUID) -> str:
 
 
 def _after(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not raw or "_" not in raw:
+    """A page's cursor: the (time, id) of the last row of the page before."""
+    if not raw:
         return None
     at, _, rid = raw.rpartition("_")
     try:
-        return datetime.fromisoformat(at), uuid.UUID(rid)
-    except ValueError:
-        return None
+        when = datetime.fromisoformat(at)
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        return when, uuid.UUID(rid)
+    except (ValueError, OverflowError):
+        raise BadFilter("after", "not a cursor of this list; start from the first page") from None
+
+
+def _refuse_filter(request: Request, viewer: Viewer, exc: BadFilter) -> HTMLResponse:
+    return _page(request, viewer, "not_found.html", status=422, what=None, problem=str(exc))
 
 
 def _owned(
@@ -187,8 +209,8 @@ def login_form(request: Request, next: str | None = None) -> HTMLResponse:  # no
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Takes {"key": ..., "next": ...} as JSON (the API takes JSON bodies only); sets the
-    cookie."""
+    """Takes {"key": ..., "next": ...} as JSON (the API takes JSON bodies only); opens a
+    session (see `agentq.api.console.session`) and sets its cookie."""
     if not same_origin(request):
         return JSONResponse({"error": "cross-origin login refused"}, status_code=403)
     try:
@@ -198,26 +220,34 @@ async def login(request: Request) -> Response:
     key = body.get("key") if isinstance(body, dict) else None
     if not isinstance(key, str) or not key.strip():
         return JSONResponse({"error": "enter a key"}, status_code=422)
-    viewer = await run_in_threadpool(resolve, key.strip())
-    if viewer is None:
+    try:
+        token = await run_in_threadpool(session.login, key.strip())
+    except RedisError:
+        return JSONResponse({"error": "sessions are kept in Redis, which does not answer"}, 503)
+    if token is None:
         return JSONResponse({"error": "unknown or revoked key"}, status_code=401)
     target = _safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
     response = JSONResponse({"next": target})
     response.set_cookie(
         COOKIE,
-        key.strip(),
+        token,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
         path="/console",
-        max_age=12 * 3600,
+        max_age=session.SESSION_SECONDS,
     )
     return response
 
 
 @router.post("/logout")
 def logout(request: Request) -> Response:
-    response = RedirectResponse("/console/login", status_code=303)
+    """Ends the session (on the server: a copy of the cookie stops working too)."""
+    viewer = viewer_of(request)
+    if viewer is not None and (not same_origin(request) or not csrf_ok(request, viewer)):
+        return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+    session.logout(request.cookies.get(COOKIE))
+    response = JSONResponse({"ok": True, "next": "/console/login"})
     response.delete_cookie(COOKIE, path="/console")
     return response
 
@@ -248,16 +278,19 @@ def conversation_list(
     viewer = viewer_of(request)
     if viewer is None:
         return _login_redirect(request)
-    tenant_id = _scope(viewer, tenant)
-    agent_id = _uuid(agent) if agent else None
-    shown_state = state if state in views.STATES else None
+    try:
+        tenant_id, cursor = _scope(viewer, tenant), _after(after)
+        agent_id = _uuid(agent) if agent else None
+        if agent and agent_id is None:
+            raise BadFilter("agent", "not an agent id; pick one from the list")
+        if state and state not in views.STATES:
+            raise BadFilter("state", f"one of {', '.join(views.STATES)}")
+    except BadFilter as exc:
+        return _refuse_filter(request, viewer, exc)
+    shown_state = state or None
     started = time.perf_counter()
     rows = views.store.conversations(
-        tenant_id=tenant_id,
-        agent_id=agent_id,
-        state=shown_state,
-        after=_after(after),
-        limit=PAGE,
+        tenant_id=tenant_id, agent_id=agent_id, state=shown_state, after=cursor, limit=PAGE
     )
     facts = views.Facts()
     now = utcnow()
@@ -284,7 +317,9 @@ def conversation_list(
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
 def conversation_page(
-    request: Request, conversation_id: str, before: int | None = None
+    request: Request,
+    conversation_id: str,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     viewer = viewer_of(request)
     if viewer is None:
@@ -335,18 +370,32 @@ async def conversation_live(request: Request, conversation_id: str) -> Response:
     cid = await run_in_threadpool(_own_conversation, viewer, conversation_id)
     if cid is None:
         return Response("not found", status_code=404)
-    bucket = str(viewer.tenant_id or "operator")
-    if _streams[bucket] >= api_settings().max_streams_per_tenant:
-        return Response("too many live views open", status_code=429, headers={"Retry-After": "10"})
+    settings = api_settings()
+    try:
+        lease = await slots.acquire(
+            "console-streams",
+            viewer.tenant_id or OPERATORS,
+            settings.max_streams_per_tenant,
+            3 * settings.key_recheck_seconds,
+        )
+    except RedisError:
+        return Response("live views need Redis, which does not answer", status_code=503)
+    if not isinstance(lease, slots.Lease):
+        return Response(
+            f"{settings.max_streams_per_tenant} live views are open already",
+            status_code=429,
+            headers={"Retry-After": str(slots.retry_after(lease))},
+        )
     return StreamingResponse(
-        _live(request, cid, bucket),
+        _live(request, cid, lease),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _live(request: Request, cid: uuid.UUID, bucket: str) -> AsyncIterator[str]:
-    _streams[bucket] += 1
+async def _live(request: Request, cid: uuid.UUID, lease: slots.Lease) -> AsyncIterator[str]:
+    """The stream; its slot among the tenant's live views is renewed at every re-check of
+    the session (a stream whose process died frees its slot when the lease runs out)."""
     pubsub = async_redis().pubsub(ignore_subscribe_messages=True)
     recheck = api_settings().key_recheck_seconds
     checked = time.monotonic()
@@ -357,6 +406,7 @@ async def _live(request: Request, cid: uuid.UUID, bucket: str) -> AsyncIterator[
         while not await request.is_disconnected():
             if time.monotonic() - checked > recheck:
                 checked = time.monotonic()
+                await lease.renew(3 * recheck)
                 if await run_in_threadpool(viewer_of, request) is None:
                     break
             msg = await pubsub.get_message(timeout=1.0)
@@ -377,8 +427,9 @@ async def _live(request: Request, cid: uuid.UUID, bucket: str) -> AsyncIterator[
                 continue
             quiet = time.monotonic()
     finally:
-        _streams[bucket] -= 1
-        await pubsub.aclose()
+        with anyio.CancelScope(shield=True):
+            await lease.release()
+            await pubsub.aclose()
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -389,7 +440,11 @@ def agent_list(request: Request, tenant: str | None = None) -> Response:
     viewer = viewer_of(request)
     if viewer is None:
         return _login_redirect(request)
-    rows = views.agent_views(views.store.agents(_scope(viewer, tenant)))
+    try:
+        scope = _scope(viewer, tenant)
+    except BadFilter as exc:
+        return _refuse_filter(request, viewer, exc)
+    rows = views.agent_views(views.store.agents(scope))
     return _page(
         request,
         viewer,
@@ -408,7 +463,7 @@ def _acting(request: Request) -> tuple[Viewer | None, JSONResponse | None]:
         return None, JSONResponse({"error": "log in first"}, status_code=401)
     if not same_origin(request):
         return None, JSONResponse({"error": "cross-origin request refused"}, status_code=403)
-    if not csrf_ok(request, viewer, None):
+    if not csrf_ok(request, viewer):
         return None, JSONResponse(
             {"error": "missing or wrong CSRF token: reload the page"}, status_code=403
         )
@@ -457,8 +512,11 @@ def failed_list(
     viewer = viewer_of(request)
     if viewer is None:
         return _login_redirect(request)
-    scope = _scope(viewer, tenant)
-    rows = views.store.failed_jobs(scope, after=_after(after), limit=PAGE)
+    try:
+        scope, cursor = _scope(viewer, tenant), _after(after)
+    except BadFilter as exc:
+        return _refuse_filter(request, viewer, exc)
+    rows = views.store.failed_jobs(scope, after=cursor, limit=PAGE)
     more = None
     if len(rows) == PAGE:
         last = rows[-1]
@@ -513,8 +571,12 @@ def retry_all(request: Request, tenant: str | None = None) -> JSONResponse:
     viewer, refused = _acting(request)
     if viewer is None:
         return refused  # type: ignore[return-value]
+    try:
+        scope = _scope(viewer, tenant)
+    except BadFilter as exc:
+        return JSONResponse({"error": str(exc)}, status_code=422)
     retried, refusals = 0, []
-    for jid in views.store.failed_job_ids(_scope(viewer, tenant)):
+    for jid in views.store.failed_job_ids(scope):
         try:
             job_ops.retry_job(jid)
             retried += 1
@@ -539,7 +601,7 @@ def provider_list(request: Request) -> Response:
         request,
         viewer,
         "providers.html",
-        providers=views.providers(PROVIDER_WINDOW),
+        providers=views.providers(PROVIDER_WINDOW, viewer.tenant_id),
         window_min=int(PROVIDER_WINDOW.total_seconds() // 60),
     )
 
@@ -601,38 +663,41 @@ def job_in_flower(request: Request, job_id: str) -> Response:
     return RedirectResponse(f"{public}/tasks", status_code=303)
 
 
+def _where(viewer: Viewer, raw: str) -> str | None:
+    """The console page of what the id names, if the viewer may see it."""
+    found = views.store.find(uuid.UUID(raw))
+    if found is None:
+        return None
+    kind, ident = found
+    own = {"job": _own_job, "conversation": _own_conversation, "agent": _own_agent}[kind]
+    target = own(viewer, str(ident))
+    if target is None:
+        return None
+    return {
+        "job": f"/console/jobs/{target}",
+        "conversation": f"/console/conversations/{target}",
+        "agent": f"/console/agents#agent-{target}",
+    }[kind]
+
+
 @router.get("/find")
 def find(request: Request, q: Annotated[str, Query(max_length=2000)] = "") -> Response:
     """Go to what an id names: a job, a conversation, a message's conversation, an agent;
     or, given a Celery task id or a Flower task's arguments (agentq's tasks take ids), the
-    job or conversation they name."""
+    job or conversation they name. What the viewer may not see answers as unknown."""
     viewer = viewer_of(request)
     if viewer is None:
         return _login_redirect(request)
     candidates = _UUID.findall(q)
     for raw in candidates:
-        found = views.store.find(uuid.UUID(raw))
-        if found is None:
-            continue
-        kind, ident = found
-        target = {
-            "job": _own_job,
-            "conversation": _own_conversation,
-            "agent": _own_agent,
-        }[kind](viewer, str(ident))
-        if target is None:
-            continue
-        path = {
-            "job": f"/console/jobs/{target}",
-            "conversation": f"/console/conversations/{target}",
-            "agent": f"/console/agents#agent-{target}",
-        }[kind]
-        return RedirectResponse(path, status_code=303)
+        path = _where(viewer, raw)
+        if path is not None:
+            return RedirectResponse(path, status_code=303)
     if len(candidates) == 1:  # a Celery task id: ask Flower for the task's arguments
         for raw in _flower_args(candidates[0]):
-            found = views.store.find(uuid.UUID(raw))
-            if found is not None and found[0] in ("job", "conversation"):
-                return RedirectResponse(f"/console/find?q={raw}", status_code=303)
+            path = _where(viewer, raw)
+            if path is not None and not path.startswith("/console/agents"):
+                return RedirectResponse(path, status_code=303)
     return _not_found(request, viewer, "job, conversation or agent")
 
 

@@ -7,17 +7,22 @@ Keys, the same as the API's:
 - a tenant's API key (`agentq keys create`): that tenant only, and may act, unless its
   id is listed in `AGENTQ_CONSOLE_READ_ONLY_KEYS` (comma-separated key ids).
 
-The login form takes a key; the console keeps it in an HttpOnly, SameSite=Strict cookie
-scoped to /console and checks it again at every request (a revoked key stops at once).
-Every POST needs the CSRF token the pages carry (an HMAC of the key, so it needs no
-server state) and, when the browser sends one, an Origin of this host. Keys are never
-logged, never shown, and compared in constant time.
+The login form takes a key and opens a session: a random token in an HttpOnly,
+SameSite=Strict cookie scoped to /console, its sha256 naming the session in Redis for
+SESSION_SECONDS (the key itself is kept nowhere). Every request checks the session
+again: a tenant key revoked, or an operator key changed, ends its sessions at once;
+logging out deletes the session. Every POST needs the session's CSRF token (a header)
+and, when the browser sends one, an Origin of this host. Keys are never logged, never
+shown, and compared in constant time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -25,11 +30,18 @@ from fastapi import Request
 
 from agentq.api.settings import api_settings
 from agentq.ops import keys
+from agentq.runtime.redis import get_redis, key
 
-#: the cookie that holds the key
+log = logging.getLogger(__name__)
+
+#: the cookie that holds the session token
 COOKIE = "agentq_console"
-#: the header (or JSON field) the CSRF token comes in
+#: the header the CSRF token comes in
 CSRF_HEADER = "X-CSRF-Token"
+#: how long a session lasts after its login
+SESSION_SECONDS = 12 * 3600
+
+OPERATOR, VIEWER, TENANT = "operator", "viewer", "tenant"
 
 
 @dataclass(frozen=True)
@@ -46,37 +58,85 @@ class Viewer:
         return self.tenant_id is None
 
 
-def _csrf(key: str) -> str:
-    digest = hashlib.sha256(key.encode()).digest()
-    return hmac.new(digest, b"agentq-console-csrf", hashlib.sha256).hexdigest()[:40]
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _matches(given: str, secret: str | None) -> bool:
     return bool(secret) and hmac.compare_digest(given.encode(), str(secret).encode())
 
 
-def resolve(key: str) -> Viewer | None:
-    """The viewer a key makes, or None for an unknown or revoked key."""
-    if not key or len(key) > 200:
-        return None
+def _operator_keys() -> dict[str, str | None]:
     s = api_settings()
-    operator = s.console_operator_key.get_secret_value() if s.console_operator_key else None
-    viewer = s.console_viewer_key.get_secret_value() if s.console_viewer_key else None
-    if _matches(key, operator):
-        return Viewer("operator", None, True, _csrf(key))
-    if _matches(key, viewer):
-        return Viewer("operator (read-only)", None, False, _csrf(key))
-    found = keys.verify(key)
-    if found is None:
+    return {
+        OPERATOR: s.console_operator_key.get_secret_value() if s.console_operator_key else None,
+        VIEWER: s.console_viewer_key.get_secret_value() if s.console_viewer_key else None,
+    }
+
+
+def _read_only(key_id: str) -> bool:
+    listed = api_settings().console_read_only_keys.split(",")
+    return key_id.lower() in {k.strip().lower() for k in listed if k.strip()}
+
+
+def _session_key(token: str) -> str:
+    return key("console", "session", _digest(token))
+
+
+def login(raw: str) -> str | None:
+    """A new session's token for the key `raw`, or None for an unknown or revoked key."""
+    if not raw or len(raw) > 200:
         return None
-    read_only = {k.strip().lower() for k in s.console_read_only_keys.split(",") if k.strip()}
-    return Viewer("tenant", found.tenant_id, str(found.key_id) not in read_only, _csrf(key))
+    session: dict[str, str | None]
+    operators = _operator_keys()
+    kind = next((k for k, secret in operators.items() if _matches(raw, secret)), None)
+    if kind is not None:
+        session = {"kind": kind, "fingerprint": _digest(raw), "key_id": None, "tenant_id": None}
+    else:
+        found = keys.verify(raw)
+        if found is None:
+            return None
+        session = {
+            "kind": TENANT,
+            "fingerprint": None,
+            "key_id": str(found.key_id),
+            "tenant_id": str(found.tenant_id),
+        }
+    session["csrf"] = secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(32)
+    get_redis().set(_session_key(token), json.dumps(session), ex=SESSION_SECONDS)
+    return token
+
+
+def logout(token: str | None) -> None:
+    if token:
+        get_redis().delete(_session_key(token))
+
+
+def resolve(token: str) -> Viewer | None:
+    """The viewer of a session token, or None: no such session, or its key no longer
+    valid (revoked, or the operator key changed)."""
+    if not token or len(token) > 100:
+        return None
+    raw = get_redis().get(_session_key(token))
+    if raw is None:
+        return None
+    s = json.loads(raw)
+    if s["kind"] in (OPERATOR, VIEWER):
+        secret = _operator_keys()[s["kind"]]
+        if not secret or not hmac.compare_digest(_digest(secret), s["fingerprint"]):
+            return None
+        label = "operator" if s["kind"] == OPERATOR else "operator (read-only)"
+        return Viewer(label, None, s["kind"] == OPERATOR, s["csrf"])
+    if not keys.is_active(uuid.UUID(s["key_id"])):
+        return None
+    return Viewer("tenant", uuid.UUID(s["tenant_id"]), not _read_only(s["key_id"]), s["csrf"])
 
 
 def viewer_of(request: Request) -> Viewer | None:
-    """The viewer of a request's cookie (None: log in first)."""
-    key = request.cookies.get(COOKIE)
-    return resolve(key) if key else None
+    """The viewer of a request's session cookie (None: log in first)."""
+    token = request.cookies.get(COOKIE)
+    return resolve(token) if token else None
 
 
 def same_origin(request: Request) -> bool:
@@ -88,6 +148,6 @@ def same_origin(request: Request) -> bool:
     return origin.split("://", 1)[-1] == host
 
 
-def csrf_ok(request: Request, viewer: Viewer, sent: str | None) -> bool:
-    given = request.headers.get(CSRF_HEADER) or sent or ""
+def csrf_ok(request: Request, viewer: Viewer) -> bool:
+    given = request.headers.get(CSRF_HEADER) or ""
     return hmac.compare_digest(given.encode(), viewer.csrf.encode())

@@ -269,9 +269,11 @@ class ProviderView:
         return None if not attempts else (self.failed + self.retried) / attempts
 
 
-def providers(window: timedelta) -> list[ProviderView]:
+def providers(window: timedelta, tenant_id: uuid.UUID | None) -> list[ProviderView]:
+    """Every model profile with its circuit, and the outcomes of the jobs of one tenant's
+    agents (or of all) in the last `window`."""
     facts = Facts()
-    outcomes = store.profile_outcomes(window)
+    outcomes = store.profile_outcomes(window, tenant_id)
     out = []
     for name, p in sorted(profiles.all().items()):
         c = facts.circuit(name)

@@ -64,6 +64,7 @@
       });
       let body = {};
       try { body = await answer.json(); } catch (err) { body = {}; }
+      if (answer.ok && body.next) { window.location.assign(body.next); return; }
       if (answer.ok) notice(body.message || "done", false);
       else notice(body.error || ("refused: HTTP " + answer.status), true);
     } catch (err) {
@@ -84,7 +85,7 @@
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ key: login.elements.key.value, next: login.dataset.next }),
+        body: JSON.stringify({ key: document.getElementById("key").value, next: login.dataset.next }),
       });
       let body = {};
       try { body = await answer.json(); } catch (err) { body = {}; }
