@@ -58,7 +58,7 @@ def test_windows_due_together_are_fired_in_batches_each_once(db: str) -> None:
     assert all(timers.armed(c) for c in convs)
     time.sleep(0.35)  # every window is due before the loop first looks
     fire = Recorder()
-    scheduler = timers.Scheduler(fire, take=8).start()
+    scheduler = timers.Scheduler(fire, take=8, loops=1).start()
     try:
         wait_until(lambda: all(jobs_of(c) for c in convs), timeout=20, what="20 jobs")
     finally:
@@ -78,7 +78,7 @@ def test_two_loops_never_take_the_same_window(db: str) -> None:
     convs = crowd(client, 60, debounce=0.2)
     time.sleep(0.25)
     fire = Recorder()
-    loops = [timers.Scheduler(fire, take=4).start() for _ in range(2)]
+    loops = [timers.Scheduler(fire, take=4, loops=3).start() for _ in range(2)]
     try:
         wait_until(lambda: all(jobs_of(c) for c in convs), timeout=30, what="60 jobs")
     finally:

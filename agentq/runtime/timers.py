@@ -3,12 +3,12 @@ looked at again.
 
 - **Debounce windows** live in one Redis sorted set, `<prefix>:timers:due`: a
   conversation's id scored by its window's due time. A `Scheduler` runs in every process
-  that works the control queue (started by `agentq.worker`): it sleeps until the earliest
-  due time and takes what is due, at most `TAKE` at once, in one atomic script
-  (`take_due.lua`), then fires them one after another. A crowd of windows closing
-  together is thus fired by every process's loop at once, each a few at a time, instead
-  of by one Celery task each queued behind the others. A window due sooner than the
-  loop's next look (`POLL`) is sent as its own `agentq.dispatch` task instead.
+  that works the control queue (started by `agentq.worker`): each of its `LOOPS` threads
+  sleeps until the earliest due time and takes what is due, at most `TAKE` at once, in
+  one atomic script (`take_due.lua`), then fires them in one transaction. A crowd of
+  windows closing together is thus fired by all the loops of all processes at once, a
+  few windows a transaction, instead of by one Celery task each. A window due sooner
+  than a loop's next look (`POLL`) is sent as its own `agentq.dispatch` task instead.
 - **An agent's check** (`agentq.wake_agent`): one countdown task, at most one armed per
   agent (a Redis key), for all the conversations parked at its limits.
 
@@ -40,6 +40,8 @@ TIMER_SLACK_SECONDS = 30.0
 POLL = 0.05
 #: windows one loop takes at once: small, so that the loops of all processes share a crowd
 TAKE = 8
+#: loops a process runs: their round trips to the database overlap
+LOOPS = 4
 
 _TAKE_DUE = (Path(__file__).parent / "take_due.lua").read_text()
 #: set when this process arms a window, so that its own loop looks again at once
@@ -101,28 +103,37 @@ def take_due(limit: int = TAKE) -> tuple[list[str], float | None]:
 
 
 class Scheduler:
-    """The loop that fires due windows (see the module's docstring), in a daemon thread.
+    """The loops that fire due windows (see the module's docstring): `loops` daemon
+    threads, each taking its own windows, so that a crowd's database round trips overlap
+    instead of queueing behind one another.
 
     `fire` gets the conversation ids taken, disarmed: it must dispatch each (a window it
     loses is left to the reconciler)."""
 
     def __init__(
-        self, fire: Callable[[list[str]], object], *, poll: float = POLL, take: int = TAKE
+        self,
+        fire: Callable[[list[str]], object],
+        *,
+        poll: float = POLL,
+        take: int = TAKE,
+        loops: int = LOOPS,
     ) -> None:
-        self.fire, self.poll, self.take = fire, poll, take
+        self.fire, self.poll, self.take, self.loops = fire, poll, take, loops
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> Scheduler:
-        self._thread = threading.Thread(target=self.run, name="agentq-timers", daemon=True)
-        self._thread.start()
+        for i in range(self.loops):
+            thread = threading.Thread(target=self.run, name=f"agentq-timers-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         _nudge.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def run(self) -> None:
         while not self._stop.is_set():
