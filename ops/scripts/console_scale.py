@@ -8,7 +8,7 @@ A fresh database (on `--pg-admin URL`'s server, else a PostgreSQL server of the 
 own), its own Redis and `agentq api` (uvicorn, one process). Seeds, with bulk inserts
 through `agentq.store.console`: one conversation of `--messages` messages answered by
 `--jobs` completed jobs, and `--conversations` more conversations. Then, over HTTP as
-the browser asks (the operator's cookie):
+the browser asks (an operator's session):
 
 - the timeline page of the long conversation, `--repeat` times (p50, max, bytes);
 - the conversation list from its first page to its last, following each page's "older"
@@ -74,7 +74,8 @@ def measure(url: str, long_conv: uuid.UUID, repeat: int) -> dict[str, Any]:
     import httpx
 
     out: dict[str, Any] = {}
-    with httpx.Client(base_url=url, cookies={"agentq_console": OPERATOR_KEY}, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60) as http:
+        http.post("/console/login", json={"key": OPERATOR_KEY}).raise_for_status()  # a session
         http.get(f"/console/conversations/{long_conv}").raise_for_status()  # warm
         times, size = [], 0
         for _ in range(repeat):
