@@ -171,14 +171,14 @@ def test_max_concurrent_jobs_holds_across_two_workers(
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_rate_limit_spreads_thirty_jobs_over_two_periods(live: Live) -> None:
+def test_rate_limit_spreads_twenty_jobs_over_two_periods(live: Live) -> None:
     # The suite's rolling period is short (FAST: AGENTQ_RATE_LIMIT_PERIOD_SECONDS), so
     # "10 starts a minute" means 10 starts a period here.
     period = get_settings().rate_limit_period_seconds
     c = live.client
-    agent = c.create_agent(f"Metered{tag()}", max_concurrent_jobs=30, rate_limit_per_minute=10)
+    agent = c.create_agent(f"Metered{tag()}", max_concurrent_jobs=20, rate_limit_per_minute=10)
     convs = []
-    for i in range(30):
+    for i in range(20):
         conv = c.create_conversation("dm", settings={"debounce_seconds": 0, "max_wait_seconds": 0})
         c.add_participant(conv.id, agent=agent.id)
         convs.append((conv, c.add_participant(conv.id, user_id=f"r{i}")))
@@ -188,12 +188,12 @@ def test_rate_limit_spreads_thirty_jobs_over_two_periods(live: Live) -> None:
         wait_until(lambda cid=conv.id: replies_of(cid), timeout=240, every=1, what="every reply")
     with reader() as s:
         starts = sorted(s.scalars(select(Job.started_at).where(Job.agent_id == agent.id)))
-    assert len(starts) == 30
-    # No rolling period holds more than 10 starts, so the schedule spans two periods. (The
-    # limiter takes a slot a few ms before the start is written: allow half a second.)
+    assert len(starts) == 20
+    # No rolling period holds more than 10 starts, so the last ten wait for the first
+    # ones' period to pass. (The limiter takes a slot a few ms before the start is
+    # written: allow half a second.)
     for first, eleventh in zip(starts, starts[10:], strict=False):
         assert (eleventh - first).total_seconds() >= period - 0.5
-    assert (starts[-1] - starts[0]).total_seconds() >= 2 * period - 1
     assert (starts[9] - starts[0]).total_seconds() < period / 2  # the first ten did not wait
 
 

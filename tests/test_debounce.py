@@ -68,25 +68,29 @@ def test_burst_of_five_messages_makes_one_job(live: Live) -> None:
     assert len(replies_of(conv.id)) == 1
 
 
+#: the steady stream's gap between messages (s)
+GAP = 0.3
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_steady_stream_fires_by_max_wait_not_after_the_burst(live: Live) -> None:
     client = live.client
-    conv, user, _ = make_dm(client, settings={"debounce_seconds": 2.0, "max_wait_seconds": 10})
+    conv, user, _ = make_dm(client, settings={"debounce_seconds": 0.8, "max_wait_seconds": 3})
     start = time.monotonic()
     for i in range(15):
         client.post_message(conv.id, user.id, f"tick {i}")
-        time.sleep(max(0.0, (i + 1) - (time.monotonic() - start)))
+        time.sleep(max(0.0, (i + 1) * GAP - (time.monotonic() - start)))
     jobs = wait_until(lambda: len(jobs_of(conv.id)) >= 2 and jobs_of(conv.id), timeout=20)
     first = jobs[0]
     seqs = trigger_links(first.id)
     msgs = {m.seq: m for m in client.list_messages(conv.id)}
     waited = (first.created_at - msgs[1].created_at).total_seconds()
-    # Gaps of 1 s never satisfy a 2 s debounce: only the max wait can have fired the job,
+    # Gaps of 0.3 s never satisfy a 0.8 s debounce: only the max wait can have fired the job,
     # and it did so while the stream was still going.
     assert seqs[0] == 1 and seqs[-1] < 15
     assert first.created_at < msgs[15].created_at
-    assert waited >= 9.9
+    assert waited >= 2.9
     assert sum(len(trigger_links(j.id)) for j in jobs) == 15
 
 
