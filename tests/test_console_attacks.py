@@ -1,0 +1,626 @@
+"""The operator console under attack: a hostile tenant, a read-only key holder and an
+outsider against the real `agentq api` (one stack, one API server for the module; real
+HTTP, plus Debian's chromium for the one thing only a browser shows).
+
+Tests marked xfail(strict=True) demonstrate a problem that is still there (the reason
+says which); the others guard properties that hold today.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentq.logging import redact
+from agentq.ops import keys
+from agentq.testing.fake_llm import FakeLLMConfig, FakeLLMServer
+from tests.api_support import Server, api_server
+from tests.conftest import stack_with
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+OPERATOR_KEY = "console-operator-" + uuid.uuid4().hex
+VIEWER_KEY = "console-viewer-" + uuid.uuid4().hex
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+#: tenant B's name (tenant names are any printable text)
+HOSTILE_TENANT = "<b>tenant-b</b><script>alert(3)</script>"
+#: AGENTQ_FLOWER_URL's credentials (for Flower's API; never for a browser to see)
+FLOWER_AUTH = "ops:flower-" + uuid.uuid4().hex[:12]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+class _Flower(BaseHTTPRequestHandler):
+    """Flower's `/api/task/info/<id>`: a task whose arguments are `args` (set by a test)."""
+
+    args: str = "()"
+    #: seconds it takes to answer (a Flower under load, or behind a dropped route)
+    delay: float = 0.0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        time.sleep(_Flower.delay)
+        if self.path.startswith("/api/tasks"):  # a search: one task
+            found: Any = {"t-1": {"uuid": "t-1", "received": 1.0, "args": _Flower.args}}
+        else:
+            found = {"uuid": self.path.rsplit("/", 1)[-1], "args": _Flower.args}
+        body = json.dumps(found).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class World:
+    server: Server
+    llm: FakeLLMServer
+    key_a: str
+    key_a_read: str
+    key_b: str
+    #: tenant A's: a conversation with a reply, its user participant, agent, job
+    conv_a: str
+    user_a: str
+    agent_a: str
+    job_a: str
+    message_a: str
+    #: tenant A's failed job
+    failed_a: str
+    conv_b: str
+    agent_b: str
+
+    def url(self, path: str) -> str:
+        return self.server.url + path
+
+    def api(self, key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+    @contextmanager
+    def console(self, key: str) -> Iterator[httpx.Client]:
+        """A console session as the login form makes it (the cookie the login sets)."""
+        with httpx.Client(base_url=self.server.url, timeout=30) as client:
+            answer = client.post("/console/login", json={"key": key})
+            assert answer.status_code == 200, answer.text
+            yield client
+
+
+def csrf_of(client: httpx.Client) -> str:
+    page = client.get("/console/agents").text
+    return page.split('data-csrf="', 1)[1].split('"', 1)[0]
+
+
+def _dm(http: httpx.Client, title: str = "support", user: str = "u1") -> tuple[str, str, str]:
+    agent = http.post("/v1/agents", json={"name": f"bot-{uuid.uuid4().hex[:6]}"})
+    assert agent.status_code == 201, agent.text
+    conv = http.post(
+        "/v1/conversations",
+        json={"kind": "dm", "title": title, "settings": {"debounce_seconds": 0.05}},
+    )
+    assert conv.status_code == 201, conv.text
+    cid = conv.json()["id"]
+    http.post(f"/v1/conversations/{cid}/participants", json={"agent_id": agent.json()["id"]})
+    who = http.post(
+        f"/v1/conversations/{cid}/participants", json={"user_id": user, "display_name": user}
+    )
+    assert who.status_code == 201, who.text
+    return cid, who.json()["id"], agent.json()["id"]
+
+
+def _post(http: httpx.Client, cid: str, user: str, content: str) -> str:
+    answer = http.post(
+        f"/v1/conversations/{cid}/messages", json={"author_id": user, "content": content}
+    )
+    assert answer.status_code in (201, 202), answer.text
+    return str(answer.json()["message"]["id"])
+
+
+def _jobs(http: httpx.Client, cid: str, status: str | None = None) -> list[dict[str, Any]]:
+    params = {"conversation_id": cid, **({"status": status} if status else {})}
+    return list(http.get("/v1/jobs", params=params).json()["items"])
+
+
+@pytest.fixture(scope="module")
+def flower() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flower)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{FLOWER_AUTH}@127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world(
+    base_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    restored_env: None,
+    flower: str,
+) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("console-attacks")
+    with (
+        FakeLLMServer(FakeLLMConfig(latency=0.02, token_delay=0.0)) as llm,
+        stack_with(base_env, tmp, llm) as stack,
+    ):
+        stack.start_worker(concurrency=4)
+        key_a, _ = keys.create_key("attack-a", "tenant-a")
+        key_a_read, read_info = keys.create_key("attack-a-read", "tenant-a")
+        key_b, _ = keys.create_key("attack-b", HOSTILE_TENANT)
+        env = {
+            **stack.env,
+            "AGENTQ_CONSOLE_OPERATOR_KEY": OPERATOR_KEY,
+            "AGENTQ_CONSOLE_VIEWER_KEY": VIEWER_KEY,
+            "AGENTQ_CONSOLE_READ_ONLY_KEYS": str(read_info.id),
+            "AGENTQ_FLOWER_URL": flower,
+            "AGENTQ_API_KEY_RECHECK_SECONDS": "0.3",
+            "AGENTQ_API_MAX_STREAMS_PER_TENANT": "3",
+        }
+        with api_server(env, tmp) as server:
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {key_a}"}, timeout=30
+            ) as a:
+                conv_a, user_a, agent_a = _dm(a, title=HOSTILE, user=HOSTILE)
+                message_a = _post(a, conv_a, user_a, HOSTILE)
+                done = wait_until(
+                    lambda: _jobs(a, conv_a, "completed"), timeout=20, what="A's reply"
+                )
+                llm.control(script=["s500_noretry"] * 3)
+                conv_f, user_f, _ = _dm(a, title="fails")
+                _post(a, conv_f, user_f, "this one fails")
+                failed = wait_until(
+                    lambda: _jobs(a, conv_f, "failed"), timeout=20, what="A's failed job"
+                )
+                llm.reset()
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {key_b}"}, timeout=30
+            ) as b:
+                conv_b, _, agent_b = _dm(b, title="tenant b")
+            yield World(
+                server,
+                llm,
+                key_a,
+                key_a_read,
+                key_b,
+                conv_a,
+                user_a,
+                agent_a,
+                done[0]["id"],
+                message_a,
+                failed[0]["id"],
+                conv_b,
+                agent_b,
+            )
+
+
+# --- tenant isolation -----------------------------------------------------------------------
+
+
+def test_another_tenants_ids_answer_exactly_like_unknown_ids(world: World) -> None:
+    """Tenant B, by every URL that takes an id of tenant A's: the same 404 as an id that
+    does not exist (no existence oracle), and nothing of A's in any list."""
+    unknown = str(uuid.uuid4())
+    with world.console(world.key_b) as b:
+        pairs = [
+            (f"/console/conversations/{world.conv_a}", f"/console/conversations/{unknown}"),
+            (
+                f"/console/conversations/{world.conv_a}?before=2",
+                f"/console/conversations/{unknown}?before=2",
+            ),
+            (f"/console/jobs/{world.job_a}", f"/console/jobs/{unknown}"),
+            (f"/console/find?q={world.job_a}", f"/console/find?q={unknown}"),
+            (f"/console/find?q={world.conv_a}", f"/console/find?q={unknown}"),
+            (f"/console/find?q={world.message_a}", f"/console/find?q={unknown}"),
+            (f"/console/find?q={world.agent_a}", f"/console/find?q={unknown}"),
+            (f"/console/flower/task/{world.job_a}", f"/console/flower/task/{unknown}"),
+        ]
+        for theirs, nobodys in pairs:
+            got, ref = b.get(theirs), b.get(nobodys)
+            assert (got.status_code, got.text) == (ref.status_code, ref.text), theirs
+            assert got.status_code == 404, theirs
+        live = b.get(f"/console/conversations/{world.conv_a}/live")
+        assert live.status_code == 404
+        # filters and cursors naming A: only B's own rows
+        for path in (
+            f"/console/conversations?tenant={world.conv_a}",
+            f"/console/conversations?agent={world.agent_a}",
+            f"/console/conversations?after=9999-01-01T00:00:00%2B00:00_{'f' * 8}-{'f' * 4}-{'f' * 4}-{'f' * 4}-{'f' * 12}",
+            f"/console/agents?tenant={world.agent_a}",
+            "/console/failed",
+        ):
+            page = b.get(path)
+            assert page.status_code == 200, path
+            for theirs in (world.conv_a, world.agent_a, world.failed_a, world.job_a):
+                assert theirs not in page.text, (path, theirs)
+        assert world.conv_b in b.get("/console/conversations").text
+        # acting on A's things: 404 too, and nothing changes
+        token = csrf_of(b)
+        headers = {"X-CSRF-Token": token}
+        assert b.post(f"/console/jobs/{world.failed_a}/retry", headers=headers).status_code == 404
+        assert b.post(f"/console/agents/{world.agent_a}/pause", headers=headers).status_code == 404
+        every = b.post(f"/console/failed/retry-all?tenant={world.conv_a}", headers=headers)
+        assert every.status_code == 200 and every.json()["retried"] == 0
+    with world.api(world.key_a) as a:
+        assert a.get(f"/v1/jobs/{world.failed_a}").json()["status"] == "failed"
+        assert a.get(f"/v1/agents/{world.agent_a}").json()["status"] != "paused"
+
+
+def test_a_tenant_never_sees_other_tenants_names_or_the_tenant_picker(world: World) -> None:
+    with world.console(world.key_a) as a:
+        for path in ("/console/conversations", "/console/agents", "/console/failed"):
+            page = a.get(path).text
+            assert 'name="tenant"' not in page and "tenant-b" not in page, path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="at eb22f9a /console/providers counts every tenant's jobs (a tenant watches "
+    "the others' traffic and failures per profile); the uncommitted scoping fix answers 500 "
+    "to tenant keys (profile_outcomes' retried query: missing FROM-clause entry for events)",
+)
+def test_the_providers_page_shows_a_tenant_only_its_own_traffic(world: World) -> None:
+    def completed(client: httpx.Client) -> int:
+        """Jobs completed, over every profile's row (the first number column)."""
+        page = client.get("/console/providers").text
+        rows = page.split("<tr data-profile=")[1:]
+        assert rows, page
+        return sum(int(r.split('<td class="num">', 2)[1].split("<", 1)[0]) for r in rows)
+
+    with world.console(world.key_a) as a, world.api(world.key_b) as b:
+        before = completed(a)
+        cid, user, _ = _dm(b)
+        _post(b, cid, user, "tenant b talks")
+        wait_until(lambda: _jobs(b, cid, "completed"), timeout=20, what="B's reply")
+        assert completed(a) == before
+
+
+def test_find_by_a_celery_task_id_does_not_reveal_another_tenants_job(world: World) -> None:
+    _Flower.args = f"('{world.job_a}',)"  # the Celery task of tenant A's job
+    try:
+        with world.console(world.key_b) as b:
+            task = str(uuid.uuid4())
+            found = b.get(f"/console/find?q={task}")
+            assert world.job_a not in found.headers.get("location", "")
+            assert found.status_code == 404
+    finally:
+        _Flower.args = "()"
+
+
+# --- roles, CSRF, sessions ------------------------------------------------------------------
+
+
+def test_flower_credentials_never_reach_a_page_or_a_redirect(world: World) -> None:
+    password = FLOWER_AUTH.split(":", 1)[1]
+    with world.console(OPERATOR_KEY) as op:
+        seen = [
+            op.get("/console/conversations").text,
+            op.get(f"/console/conversations/{world.conv_a}").text,
+            op.get("/console/failed").text,
+        ]
+        to_flower = op.get(f"/console/jobs/{world.job_a}/flower")
+        assert to_flower.status_code == 303
+        assert to_flower.headers["location"].endswith("/task/t-1")
+        seen.append(to_flower.headers["location"])
+    assert "127.0.0.1" in seen[0]  # the Flower link is there, without its credentials
+    for text in seen:
+        assert password not in text
+
+
+def test_read_only_and_viewer_keys_cannot_act_by_posting_directly(world: World) -> None:
+    for key in (world.key_a_read, VIEWER_KEY):
+        with world.console(key) as c:
+            headers = {"X-CSRF-Token": csrf_of(c)}
+            for path in (
+                f"/console/jobs/{world.failed_a}/retry",
+                "/console/failed/retry-all",
+                f"/console/agents/{world.agent_a}/pause",
+                f"/console/agents/{world.agent_a}/resume",
+            ):
+                refused = c.post(path, headers=headers, json={})
+                assert refused.status_code == 403 and "read-only" in refused.text, (key, path)
+    with world.api(world.key_a) as a:
+        assert a.get(f"/v1/jobs/{world.failed_a}").json()["status"] == "failed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a key listed in AGENTQ_CONSOLE_READ_ONLY_KEYS is read-only in the console only: "
+    "the same key pauses agents and retries jobs over /v1 (POST /v1/agents/<id>/pause: 200)",
+)
+def test_a_read_only_key_cannot_act_through_the_api_either(world: World) -> None:
+    with world.api(world.key_a_read) as ro:
+        paused = ro.post(f"/v1/agents/{world.agent_a}/pause")
+        if paused.status_code == 200:
+            ro.post(f"/v1/agents/{world.agent_a}/resume")
+        assert paused.status_code == 403
+
+
+def test_posts_need_this_keys_csrf_token_and_this_origin(world: World) -> None:
+    with world.console(world.key_a) as a, world.console(world.key_b) as b:
+        mine, theirs = csrf_of(a), csrf_of(b)
+        assert mine != theirs
+        path = f"/console/agents/{world.agent_a}/pause"
+        for headers in (
+            {},
+            {"X-CSRF-Token": ""},
+            {"X-CSRF-Token": theirs},
+            {"X-CSRF-Token": mine[:-1]},
+            {"X-CSRF-Token": mine, "Origin": "http://evil.test"},
+            {"X-CSRF-Token": mine, "Origin": "null"},
+        ):
+            assert a.post(path, headers=headers, json={}).status_code == 403, headers
+        # the token in a form field or the query string does not count either
+        assert a.post(path + f"?csrf={mine}", data={"csrf": mine}).status_code in (403, 415)
+        # and GETs change nothing
+        for method_path in (path, f"/console/jobs/{world.failed_a}/retry"):
+            assert a.get(method_path).status_code in (404, 405)
+        # a cross-site login (login CSRF) is refused, as a simple form post or as JSON
+        for kind in ("text/plain", "application/json"):
+            forged = httpx.post(
+                world.url("/console/login"),
+                content=json.dumps({"key": world.key_b}),
+                headers={"Origin": "http://evil.test", "Content-Type": kind},
+            )
+            assert forged.status_code in (403, 415) and "set-cookie" not in forged.headers
+
+
+def test_the_session_cookie_is_httponly_strict_and_scoped(world: World) -> None:
+    answer = httpx.post(world.url("/console/login"), json={"key": world.key_a})
+    cookie = answer.headers["set-cookie"].lower()
+    for flag in ("httponly", "samesite=strict", "path=/console", "max-age="):
+        assert flag in cookie
+    assert "secure" not in cookie  # plain http here
+    # behind a TLS proxy it trusts (uvicorn: 127.0.0.1 by default), the cookie is Secure
+    proxied = httpx.post(
+        world.url("/console/login"),
+        json={"key": world.key_a},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert "secure" in proxied.headers["set-cookie"].lower()
+    # no fixation: a planted cookie is no session, and a login issues a fresh token
+    planted = {"agentq_console": "planted-by-attacker"}
+    assert httpx.get(world.url("/console/agents"), cookies=planted).status_code == 303
+    fresh = httpx.post(world.url("/console/login"), json={"key": world.key_a}, cookies=planted)
+    assert "planted-by-attacker" not in fresh.headers["set-cookie"]
+    assert world.key_a not in fresh.headers["set-cookie"]  # the cookie is not the key
+    for key in (world.key_a, OPERATOR_KEY):
+        with world.console(key) as c:
+            for path in ("/console/conversations", f"/console/conversations/{world.conv_a}"):
+                page = c.get(path)
+                assert key not in page.text and page.headers["x-frame-options"] == "DENY"
+                assert page.headers["cache-control"] == "no-store"
+
+
+def test_logging_out_ends_the_session_server_side(world: World) -> None:
+    with world.console(world.key_a) as a:
+        stolen = dict(a.cookies)
+        a.post("/console/logout", headers={"X-CSRF-Token": csrf_of(a)})
+    replay = httpx.get(world.url("/console/conversations"), cookies=stolen)
+    assert replay.status_code == 303
+
+
+def test_logout_needs_the_csrf_token(world: World) -> None:
+    with world.console(world.key_a) as a:
+        forged = a.post("/console/logout", headers={"Origin": "http://evil.test"})
+        assert forged.status_code == 403
+
+
+def test_a_revoked_key_stops_at_once_pages_actions_and_live_stream(world: World) -> None:
+    key, info = keys.create_key("attack-a-revoked", "tenant-a")
+    with world.console(key) as c:
+        token = csrf_of(c)
+        with c.stream("GET", f"/console/conversations/{world.conv_a}/live") as live:
+            assert live.status_code == 200
+            lines = live.iter_lines()
+            assert next(lines).startswith("retry:")
+            keys.revoke_key(info.id)
+            started = time.monotonic()
+            for _ in lines:  # the stream ends (key re-checked every 0.3 s here)
+                pass
+            assert time.monotonic() - started < 5
+        assert c.get("/console/conversations").status_code == 303
+        refused = c.post(f"/console/agents/{world.agent_a}/pause", headers={"X-CSRF-Token": token})
+        assert refused.status_code == 401
+    again = httpx.post(world.url("/console/login"), json={"key": key})
+    assert again.status_code == 401
+
+
+# --- XSS, redirects, secrets ----------------------------------------------------------------
+
+
+def test_hostile_text_is_escaped_everywhere_it_is_shown(world: World) -> None:
+    """A title, a message body, a user's display name and a tenant's name made of markup
+    reach the pages escaped (the list, the timeline, the operator's tenant columns)."""
+    with world.console(OPERATOR_KEY) as op, world.console(world.key_a) as a:
+        pages = [
+            op.get("/console/conversations").text,
+            op.get(f"/console/conversations/{world.conv_a}").text,
+            op.get(f"/console/conversations/{world.conv_b}").text,
+            op.get("/console/agents").text,
+            op.get("/console/failed").text,
+            a.get(f"/console/conversations/{world.conv_a}").text,
+            a.get(f"/console/conversations/{world.conv_a}?fragment=1").text,
+        ]
+    for page in pages:
+        assert "<script>alert" not in page and "<img src=x" not in page
+        assert "<b>tenant-b" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[1]  # shown, as text
+    assert "&lt;b&gt;tenant-b&lt;/b&gt;" in pages[0]  # B's tenant name, as text
+
+
+def test_login_next_never_leaves_the_console(world: World) -> None:
+    for bad in (
+        "//evil.test/",
+        "https://evil.test/",
+        "/console//evil.test",
+        "/console/\\evil.test",
+        "/\\evil.test",
+        "javascript:alert(1)",
+    ):
+        answer = httpx.post(world.url("/console/login"), json={"key": world.key_a, "next": bad})
+        target = answer.json()["next"]
+        assert target.startswith("/console") and "//" not in target and ":" not in target, bad
+        form = httpx.get(world.url("/console/login"), params={"next": bad}).text
+        assert 'data-next="/console/conversations"' in form, bad
+
+
+def test_the_login_form_never_puts_the_key_in_a_url(world: World) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no chromium")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            context = browser.new_context(java_script_enabled=False)
+            page = context.new_page()
+            page.goto(world.url("/console/login"))
+            page.fill("#key", OPERATOR_KEY)
+            page.press("#key", "Enter")
+            page.wait_for_load_state()
+            url = page.url
+        finally:
+            browser.close()
+    request_line = f'"GET {url.removeprefix(world.server.url)} HTTP/1.1" 200'
+    assert OPERATOR_KEY not in redact(request_line)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agentq.logging's redaction knows sk- keys, Bearer and api_key=, not agentq's "
+    "own aq_ keys nor AGENTQ_CONSOLE_OPERATOR_KEY/VIEWER_KEY: a key that reaches a log line "
+    "in any other shape is written in clear",
+)
+def test_log_redaction_masks_agentq_and_console_keys(world: World) -> None:
+    line = f"console login key={world.key_a} operator {OPERATOR_KEY}"
+    clean = redact(line, [OPERATOR_KEY, VIEWER_KEY])  # what the env would give, if listed
+    assert OPERATOR_KEY not in clean  # listed: masked
+    assert world.key_a not in redact(line) and OPERATOR_KEY not in redact(line)
+
+
+# --- abuse ----------------------------------------------------------------------------------
+
+
+def test_page_sizes_cursors_and_filters_out_of_range_are_harmless(world: World) -> None:
+    junk_id = str(uuid.uuid4())
+    with world.console(OPERATOR_KEY) as op:
+        for path in (
+            "/console/conversations?limit=1000000",
+            "/console/conversations?after=garbage",
+            "/console/conversations?after=_",
+            f"/console/conversations?after=-1_{junk_id}",
+            f"/console/conversations?after=0001-01-01T00:00:00_{junk_id}",
+            "/console/conversations?tenant=" + "x" * 5000,
+            "/console/conversations?agent=" + "x" * 5000 + "&state=" + "y" * 5000,
+            "/console/failed?after=garbage&tenant=nope",
+            f"/console/conversations/{world.conv_a}?before=-5",
+            f"/console/conversations/{world.conv_a}?before=0",
+        ):
+            answer = op.get(path)
+            assert answer.status_code in (200, 404, 422), (path, answer.status_code)
+            assert answer.text.count("<tr data-conversation") <= 50
+        assert op.get("/console/conversations?after=" + "x" * 101).status_code == 422
+        assert op.get("/console/find?q=" + "x" * 2001).status_code == 422
+        for bad in ("../settings.py", "..%2F..%2Fapi%2Fsettings.py", "console.css.bak", "x"):
+            assert httpx.get(world.url(f"/console/static/{bad}")).status_code == 404
+
+
+def test_cursors_at_the_edges_are_refused_clearly(world: World) -> None:
+    junk_id = str(uuid.uuid4())
+    with world.console(OPERATOR_KEY) as op:
+        for path in (
+            f"/console/conversations?after=9999-12-31T23:59:59-14:00_{junk_id}",
+            f"/console/conversations?after=0001-01-01T00:00:00%2B14:00_{junk_id}",
+            f"/console/failed?after=9999-12-31T23:59:59-14:00_{junk_id}",
+            f"/console/conversations/{world.conv_a}?before=99999999999999999999",
+        ):
+            assert op.get(path).status_code < 500, path
+
+
+def test_retry_all_with_a_bad_tenant_filter_is_refused(world: World) -> None:
+    world.llm.control(script=["s500_noretry"] * 3)  # a retried job fails again
+    try:
+        with world.console(OPERATOR_KEY) as op, world.api(world.key_a) as a:
+            answer = op.post(
+                "/console/failed/retry-all?tenant=tenant-a",
+                headers={"X-CSRF-Token": csrf_of(op)},
+            )
+            if answer.status_code == 200:  # A's job back as the other tests expect it
+                wait_until(
+                    lambda: a.get(f"/v1/jobs/{world.failed_a}").json()["status"] == "failed",
+                    timeout=20,
+                    what="A's job failing again",
+                )
+            assert answer.status_code == 422
+    finally:
+        world.llm.reset()
+
+
+def test_live_views_are_capped_per_tenant(world: World) -> None:
+    """Past AGENTQ_API_MAX_STREAMS_PER_TENANT (3 here) open live views, 429. (Each open
+    stream's line iterator is kept: dropping it closes the connection.)"""
+    path = f"/console/conversations/{world.conv_a}/live"
+    with world.console(world.key_a) as a, ExitStack() as open_streams:
+        held = []
+        for _ in range(3):
+            r = open_streams.enter_context(a.stream("GET", path))
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            assert next(lines).startswith("retry:")
+            held.append(lines)
+        with a.stream("GET", path) as over:
+            assert over.status_code == 429 and over.headers["retry-after"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/console/find asks Flower about any id it does not know, synchronously (3 s "
+    "timeout) in the API's shared thread pool, for tenant keys too: with Flower slow, one "
+    "tenant's burst of finds stalls every tenant's /v1 requests",
+)
+def test_a_slow_flower_does_not_stall_the_api(world: World) -> None:
+    with world.console(world.key_b) as b:
+        cookies = dict(b.cookies)
+
+    def find() -> None:
+        httpx.get(world.url(f"/console/find?q={uuid.uuid4()}"), cookies=cookies, timeout=10)
+
+    burst = [threading.Thread(target=find) for _ in range(45)]  # the pool has 40
+    _Flower.delay = 1.2
+    try:
+        for t in burst:
+            t.start()
+        time.sleep(0.2)
+        with world.api(world.key_a) as a:
+            started = time.monotonic()
+            assert a.get("/v1/agents").status_code == 200
+            took = time.monotonic() - started
+    finally:
+        for t in burst:
+            t.join()
+        _Flower.delay = 0.0
+    assert took < 0.5, f"GET /v1/agents took {took:.2f} s"
+
+
+def test_the_api_log_holds_no_key_and_no_message_body(world: World) -> None:
+    """Everything above went through this server: its log (warnings and errors here)
+    names no key, session cookie or message body."""
+    text = world.server.log.read_text()
+    for secret in (world.key_a, world.key_a_read, world.key_b, OPERATOR_KEY, VIEWER_KEY):
+        assert secret not in text
+    assert "onerror=alert" not in text and "this one fails" not in text
