@@ -424,6 +424,20 @@ def agents(tenant_id: uuid.UUID | None, *, parked_limit: int = 5) -> list[AgentR
     return out
 
 
+def agent_names(tenant_id: uuid.UUID | None) -> list[tuple[uuid.UUID, str, str]]:
+    """(id, name, tenant name) of every live agent (of one tenant, or all), for filters."""
+    q = (
+        select(Agent.id, Agent.name, Tenant.name)
+        .join(Tenant, Tenant.id == Agent.tenant_id)
+        .where(Agent.deleted_at.is_(None))
+        .order_by(Agent.name, Tenant.name)
+    )
+    if tenant_id is not None:
+        q = q.where(Agent.tenant_id == tenant_id)
+    with reader() as s:
+        return [(i, n, t) for i, n, t in s.execute(q).all()]
+
+
 def failed_jobs(
     tenant_id: uuid.UUID | None,
     *,

@@ -308,7 +308,7 @@ def conversation_list(
         paged=after is not None,
         first="?" + urlencode(query),
         tenants=views.store.tenants() if viewer.operator else [],
-        agents=views.store.agents(tenant_id),
+        agents=views.store.agent_names(tenant_id),
         states=views.STATES,
         chosen={"tenant": tenant or "", "agent": agent or "", "state": shown_state or ""},
         took_ms=(time.perf_counter() - started) * 1000,

@@ -4,7 +4,7 @@ The console lists conversations newest first, of all tenants and of one.
 
 Without them every page of the list sorts the whole table (a page took 34 ms p50 over
 100,000 conversations, the HTTP round trip included); with them a page reads its 50 rows
-(19 ms p50). See agentq.store.console and ops/scripts/console_scale.py.
+(14 ms p50). See agentq.store.console and ops/scripts/console_scale.py.
 
 Revision ID: 0008
 Revises: 0007
