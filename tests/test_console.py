@@ -279,10 +279,17 @@ def test_a_tenant_key_sees_only_its_tenant(console: Console) -> None:
             data="{}",
         )
         assert refused.status == 404
+        # the providers page counts this tenant's jobs only (B has none finished)
+        shown = page.goto(f"{console.server.url}/console/providers")
+        assert shown is not None and shown.status == 200
+        assert page.locator("tr[data-profile] td.num").first.inner_text() == "0"
         # the operator sees both
         op = console.page(OPERATOR_KEY)
         op.locator(f"tr[data-conversation='{cid_a}']").wait_for(timeout=10_000)
         assert op.locator(f"tr[data-conversation='{cid_b}']").count() == 1
+        done = op.goto(f"{console.server.url}/console/providers")
+        assert done is not None and done.status == 200
+        assert int(op.locator("tr[data-profile] td.num").first.inner_text()) > 0
         page.context.close()
         op.context.close()
 

@@ -506,6 +506,7 @@ def profile_outcomes(
     )
     retried = (
         select(profile, func.count())
+        .select_from(Event)
         .join(Job, Job.id == Event.payload["job_id"].as_string().cast(Job.id.type))
         .join(Agent, Agent.id == Job.agent_id)
         .where(Event.type == "job.retrying", Event.created_at >= start)
