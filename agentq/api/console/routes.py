@@ -53,6 +53,8 @@ PAGE = 50
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 #: the window of a provider's recent outcomes
 PROVIDER_WINDOW = timedelta(minutes=15)
+#: seconds the console waits for Flower's API
+FLOWER_TIMEOUT = 3.0
 #: the bucket of operators' live views among the tenants' (AGENTQ_API_MAX_STREAMS_PER_TENANT)
 OPERATORS = uuid.UUID(int=0)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -616,9 +618,10 @@ def flower_public() -> str:
     return str(url.copy_with(username=None, password=None)).rstrip("/")
 
 
-def _flower_api(path: str, **params: str) -> Any:
+async def _flower_api(path: str, **params: str) -> Any:
     """An answer of Flower's API (JSON), or None: Flower unset, away or refusing. The
-    credentials of AGENTQ_FLOWER_URL (user:password@) go as basic auth."""
+    credentials of AGENTQ_FLOWER_URL (user:password@) go as basic auth. Asked without a
+    server thread: a slow Flower holds no thread that other requests need."""
     raw = api_settings().flower_url
     if not raw:
         return None
@@ -626,7 +629,8 @@ def _flower_api(path: str, **params: str) -> Any:
     auth = (url.username, url.password) if url.username else None
     base = str(url.copy_with(username=None, password=None)).rstrip("/")
     try:
-        answer = httpx.get(f"{base}{path}", params=params, auth=auth, timeout=3)
+        async with httpx.AsyncClient(auth=auth, timeout=FLOWER_TIMEOUT) as client:
+            answer = await client.get(f"{base}{path}", params=params)
     except httpx.HTTPError as exc:
         log.warning("console: Flower did not answer: %s", type(exc).__name__)
         return None
@@ -639,24 +643,24 @@ def _flower_api(path: str, **params: str) -> Any:
         return None
 
 
-def _flower_args(task_id: str) -> list[str]:
+async def _flower_args(task_id: str) -> list[str]:
     """The ids among the arguments Flower recorded for a Celery task."""
-    info = _flower_api(f"/api/task/info/{task_id}")
+    info = await _flower_api(f"/api/task/info/{task_id}")
     return _UUID.findall(str(info.get("args", ""))) if isinstance(info, dict) else []
 
 
 @router.get("/jobs/{job_id}/flower")
-def job_in_flower(request: Request, job_id: str) -> Response:
+async def job_in_flower(request: Request, job_id: str) -> Response:
     """The job's newest Celery task in Flower (found through Flower's API: agentq's tasks
     take the job id as their argument), else Flower's task list."""
-    viewer = viewer_of(request)
+    viewer = await run_in_threadpool(viewer_of, request)
     if viewer is None:
         return _login_redirect(request)
-    jid = _own_job(viewer, job_id)
+    jid = await run_in_threadpool(_own_job, viewer, job_id)
     public = flower_public()
     if jid is None or not public:
         return _not_found(request, viewer, "job in Flower")
-    tasks = _flower_api("/api/tasks", search=f"args:{jid}", limit="50")
+    tasks = await _flower_api("/api/tasks", search=f"args:{jid}", limit="50")
     if isinstance(tasks, dict) and tasks:
         newest = max(tasks.values(), key=lambda t: t.get("received") or t.get("timestamp") or 0)
         return RedirectResponse(f"{public}/task/{newest['uuid']}", status_code=303)
@@ -680,31 +684,36 @@ def _where(viewer: Viewer, raw: str) -> str | None:
     }[kind]
 
 
+def _first_where(viewer: Viewer, candidates: list[str], agents: bool = True) -> str | None:
+    for raw in candidates:
+        path = _where(viewer, raw)
+        if path is not None and (agents or not path.startswith("/console/agents")):
+            return path
+    return None
+
+
 @router.get("/find")
-def find(request: Request, q: Annotated[str, Query(max_length=2000)] = "") -> Response:
+async def find(request: Request, q: Annotated[str, Query(max_length=2000)] = "") -> Response:
     """Go to what an id names: a job, a conversation, a message's conversation, an agent;
     or, given a Celery task id or a Flower task's arguments (agentq's tasks take ids), the
     job or conversation they name. What the viewer may not see answers as unknown."""
-    viewer = viewer_of(request)
+    viewer = await run_in_threadpool(viewer_of, request)
     if viewer is None:
         return _login_redirect(request)
-    candidates = _UUID.findall(q)
-    for raw in candidates:
-        path = _where(viewer, raw)
-        if path is not None:
-            return RedirectResponse(path, status_code=303)
-    if len(candidates) == 1:  # a Celery task id: ask Flower for the task's arguments
-        for raw in _flower_args(candidates[0]):
-            path = _where(viewer, raw)
-            if path is not None and not path.startswith("/console/agents"):
-                return RedirectResponse(path, status_code=303)
-    return _not_found(request, viewer, "job, conversation or agent")
+    candidates = _UUID.findall(q)[:20]
+    path = await run_in_threadpool(_first_where, viewer, candidates)
+    if path is None and len(candidates) == 1:  # a Celery task id: ask Flower its arguments
+        args = await _flower_args(candidates[0])
+        path = await run_in_threadpool(_first_where, viewer, args[:20], False)
+    if path is not None:
+        return RedirectResponse(path, status_code=303)
+    return await run_in_threadpool(_not_found, request, viewer, "job, conversation or agent")
 
 
 @router.get("/flower/task/{task_id}")
-def from_flower(request: Request, task_id: str) -> Response:
+async def from_flower(request: Request, task_id: str) -> Response:
     """The console page of a Celery task as Flower names it: /console/flower/task/<id>."""
-    return find(request, q=task_id)
+    return await find(request, q=task_id)
 
 
 __all__ = ["router"]
