@@ -268,12 +268,6 @@ def test_a_tenant_never_sees_other_tenants_names_or_the_tenant_picker(world: Wor
             assert 'name="tenant"' not in page and "tenant-b" not in page, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at eb22f9a /console/providers counts every tenant's jobs (a tenant watches "
-    "the others' traffic and failures per profile); its scoping fix (aef1846) answers 500 to "
-    "tenant keys (profile_outcomes' retried query: missing FROM-clause entry for events)",
-)
 def test_the_providers_page_shows_a_tenant_only_its_own_traffic(world: World) -> None:
     def completed(client: httpx.Client) -> int:
         """Jobs completed, over every profile's row (the first number column)."""

@@ -100,4 +100,5 @@ def test_a_window_that_cannot_fire_does_not_hold_back_the_others(
     made = turn.fire_taken(timers.take_due(10)[0])
     assert made == 3
     assert all(len(jobs_of(c)) == 1 for c in convs)
-    assert f"window of {gone} not fired: ConversationNotFound" in caplog.text
+    # gone: refused (SQLite) or skipped by the batch's lock and looked at again (PostgreSQL)
+    assert f"window of {gone} not fired" in caplog.text or timers.armed(gone)

@@ -66,12 +66,6 @@ def lock_waiters() -> int:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fire_taken locks conversation B after holding agent X's row (taken by "
-    "conversation A's claim in the same batch): a reply of B (conversation -> job -> agent) "
-    "deadlocks with the batch; PostgreSQL aborts one after deadlock_timeout",
-)
 def test_a_batch_does_not_deadlock_with_a_reply_in_one_of_its_conversations(pg: str) -> None:
     client = Client()
     bot = agent(client, max_concurrent_jobs=2)
@@ -127,12 +121,6 @@ def test_a_batch_does_not_deadlock_with_a_reply_in_one_of_its_conversations(pg: 
     assert not [e for e in errors if "deadlock" in str(e).lower()], took
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a conversation whose row another transaction holds stalls the whole "
-    "batch (and the process's loop) for as long as the lock is held, and the batch's "
-    "other conversations stay locked meanwhile: posts to them wait too",
-)
 def test_a_locked_conversation_does_not_hold_back_the_rest_of_its_batch(pg: str) -> None:
     hold = 1.0
     client = Client()
@@ -171,12 +159,6 @@ def test_a_locked_conversation_does_not_hold_back_the_rest_of_its_batch(pg: str)
     assert (post_took, fire_took) < (0.3, 0.3), (post_took, fire_took)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a batch that fails gives back the agent slots its claims took but not "
-    "their rate-limit starts (limits.release); the one-by-one retry starts again, so a "
-    "conversation that shared a batch with a failing one is parked by its rate limit",
-)
 def test_a_failed_batch_does_not_spend_its_conversations_rate_limit(db: str) -> None:
     client = Client()
     get_redis().delete(timers._due_key())

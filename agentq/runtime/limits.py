@@ -79,13 +79,17 @@ def acquire(
     return Verdict(False, retry_in=None if int(value) < 0 else int(value) / 1000)
 
 
-def release(agent_id: uuid.UUID | str, job_id: uuid.UUID | str) -> uuid.UUID | None:
-    """Give the job's slot back. Returns its tenant when jobs wait for the tenant's cap
-    (the caller wakes them)."""
+def release(
+    agent_id: uuid.UUID | str, job_id: uuid.UUID | str, *, unstarted: bool = False
+) -> uuid.UUID | None:
+    """Give the job's slot back; with `unstarted` (the claim that took it did not
+    commit), its start no longer counts against the rate limit either. Returns its
+    tenant when jobs wait for the tenant's cap (the caller wakes them)."""
+    running, starts = _keys(agent_id)
     script = get_redis().register_script(_RELEASE)
     tenant = script(
-        keys=[_keys(agent_id)[0], key("agent", agent_id, "tenant")],
-        args=[str(job_id), key("tenant", "")],
+        keys=[running, key("agent", agent_id, "tenant"), starts],
+        args=[str(job_id), key("tenant", ""), "1" if unstarted else "0"],
     )
     if not tenant:
         return None

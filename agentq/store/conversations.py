@@ -146,6 +146,20 @@ def lock_for_post(tx: Tx, conv_id: uuid.UUID, author_id: uuid.UUID | None) -> Re
     return tx.connection().execute(_LOCK_FOR_POST, params).first()
 
 
+def lock_batch(tx: Tx, conv_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock these conversations in id order, skipping those another transaction holds;
+    returns the ids locked. (SQLite, one writer at a time, locks nothing: all.)"""
+    if tx.connection().dialect.name == "sqlite":
+        return set(conv_ids)
+    query = (
+        select(C.c.id)
+        .where(C.c.id.in_(conv_ids))
+        .order_by(C.c.id)
+        .with_for_update(key_share=True, skip_locked=True)
+    )
+    return set(tx.connection().execute(query).scalars())
+
+
 def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation and its window, locked."""
     return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()

@@ -41,16 +41,19 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from agentq import ids
+from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.errors import ProviderError
 from agentq.providers import ChatResult
 from agentq.runtime import answers, breaker, broker, bus, calls, limits, metrics, signals, timers
 from agentq.schemas import PostedMessage
 from agentq.states import JobStatus
+from agentq.store import conversations
 from agentq.store import jobs as stored_jobs
-from agentq.store.session import Tx, transaction
+from agentq.store.session import DatabaseError, Tx, transaction
 from agentq.turn import call, dispatch, finish, post, schedule
 from agentq.turn.call import Call
 from agentq.turn.outcome import Claim, Effects, Then
@@ -92,9 +95,10 @@ def run(effects: Effects | None) -> None:
             queue.append(_advance(e.conversation_id))
 
 
-def _release(agent_id: uuid.UUID, job_id: uuid.UUID) -> None:
-    """Give the job's slot back; if jobs wait for its tenant's cap, wake the oldest."""
-    tenant = limits.release(agent_id, job_id)
+def _release(agent_id: uuid.UUID, job_id: uuid.UUID, *, unstarted: bool = False) -> None:
+    """Give the job's slot back (with `unstarted`, its rate-limit start too); if jobs wait
+    for its tenant's cap, wake the oldest."""
+    tenant = limits.release(agent_id, job_id, unstarted=unstarted)
     if tenant is not None:
         wake_tenant(tenant)
 
@@ -117,7 +121,7 @@ def _giving_back(outs: list[Effects]) -> Iterator[None]:
     except BaseException:
         for out in outs:
             if out.taken is not None:
-                _release(*out.taken)
+                _release(*out.taken, unstarted=True)
         raise
 
 
@@ -138,6 +142,7 @@ def _advance(conv_id: uuid.UUID) -> Effects:
     with _giving_back([out]), transaction() as tx:
         schedule.lock_conversation(tx, conv_id)
         schedule.start_next(tx, conv_id, out)
+        schedule.mark_busy(tx, [out])
     return out
 
 
@@ -147,6 +152,7 @@ def _dispatch(conv_id: uuid.UUID, *, start: bool, advance_if_early: bool = True)
     made: list[Effects] = []
     with _giving_back(made), transaction() as tx:
         out = _dispatch_in(tx, conv_id, start, made)
+        schedule.mark_busy(tx, made)
     if start:
         _advance_after(out, advance_if_early)
     return out
@@ -160,7 +166,8 @@ def _advance_after(out: Effects, advance_if_early: bool) -> None:
 
 
 def _dispatch_in(tx: Tx, conv_id: uuid.UUID, start: bool, made: list[Effects]) -> Effects:
-    """`_dispatch`'s transaction; its effects also go into `made` (slots to give back)."""
+    """`_dispatch`'s transaction but the agents' busy marks (`schedule.mark_busy`, the
+    caller's, last); its effects also go into `made` (slots to give back)."""
     out = dispatch.dispatch(tx, conv_id)
     made.append(out)
     # After an interrupt the cancelled jobs hold their agents' slots until this commits;
@@ -221,33 +228,59 @@ def fire(conversation_id: uuid.UUID | str) -> Effects:
 
 def fire_taken(conversation_ids: list[str]) -> int:
     """The scheduler took these windows (`timers.Scheduler`; they are disarmed): fire them
-    as `fire` does, all in one transaction, so a crowd of windows costs one commit. If
-    one of them fails, nothing of that transaction stays and each is fired in a
-    transaction of its own, so the others go on; one that fails again is logged and left
-    to the reconciler. Returns how many jobs were made."""
-    # Conversations are locked in id order, so that two batches never wait on each other.
+    as `fire` does, all in one transaction, so that a crowd of windows costs one commit.
+    Returns how many jobs were made.
+
+    The transaction first locks all its conversations, in id order, skipping those
+    another transaction holds (a reply being written): those are armed again for a
+    moment later. Agents are marked busy last. If the batch fails, nothing of it stays
+    and each window is fired in a transaction of its own; one the database cannot take
+    now (it is away) is armed again a second later, others are left to the reconciler.
+    """
     conv_ids = sorted({ids.conversation(c) for c in conversation_ids})
     made: list[Effects] = []
     try:
         with _giving_back(made), transaction() as tx:
+            locked = conversations.lock_batch(tx, conv_ids)
             for conv_id in conv_ids:
-                _dispatch_in(tx, conv_id, True, made)
+                if conv_id in locked:
+                    _dispatch_in(tx, conv_id, True, made)
+            schedule.mark_busy(tx, made)
     except Exception as exc:  # noqa: BLE001 - one at a time below
         log.warning("%d windows fired one by one: %s", len(conv_ids), type(exc).__name__)
-        jobs = 0
-        for conv_id in conv_ids:
-            try:
-                out = _dispatch(conv_id, start=True, advance_if_early=False)
-            except Exception as exc_one:  # noqa: BLE001 - the window stays in the DB
-                log.warning("window of %s not fired: %s", conv_id, type(exc_one).__name__)
-                continue
-            run(out)
-            jobs += len(out.jobs)
-        return jobs
+        return sum(_fire_alone(conv_id) for conv_id in conv_ids)
+    for conv_id in set(conv_ids) - locked:
+        timers.arm(conv_id, utcnow() + timedelta(seconds=LOCKED_RETRY_SECONDS))
     for out in made:
         _advance_after(out, advance_if_early=False)
-        run(out)
+        try:
+            run(out)
+        except Exception as exc:  # noqa: BLE001 - the others' effects go on; reconciled
+            log.warning("effects of %s not run: %s", out.conversation_id, type(exc).__name__)
     return sum(len(out.jobs) for out in made)
+
+
+#: a window whose conversation another transaction holds is looked at again this soon
+LOCKED_RETRY_SECONDS = 0.1
+#: a window the database could not take (it is away) is fired again this much later
+AWAY_RETRY_SECONDS = 1.0
+
+
+def _fire_alone(conv_id: uuid.UUID) -> int:
+    """Fire one window in a transaction of its own (see `fire_taken`)."""
+    try:
+        out = _dispatch(conv_id, start=True, advance_if_early=False)
+    except (DatabaseError, ConnectionError) as exc:
+        log.warning(
+            "window of %s fired again in %ss: %s", conv_id, AWAY_RETRY_SECONDS, type(exc).__name__
+        )
+        timers.arm(conv_id, utcnow() + timedelta(seconds=AWAY_RETRY_SECONDS))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the window stays in the DB: reconciled
+        log.warning("window of %s not fired: %s", conv_id, type(exc).__name__)
+        return 0
+    run(out)
+    return len(out.jobs)
 
 
 def advance(conversation_id: uuid.UUID | str) -> Claim | None:

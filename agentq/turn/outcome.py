@@ -44,6 +44,9 @@ class Effects:
     release: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
     #: the agent slot (agent, job) taken inside the transaction: given back if it fails
     taken: tuple[uuid.UUID, uuid.UUID] | None = None
+    #: the agent the claim filled: marked busy last in the transaction (`schedule.
+    #: mark_busy`), after every conversation and job it locks (the lock order)
+    busy: uuid.UUID | None = None
     #: a job claimed: send it to the LLM pool
     claim: Claim | None = None
     #: the conversation's debounce window ends then: arm its timer

@@ -84,7 +84,7 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         # At the tenant's cap, one of its own jobs ending wakes it (effects.run).
         at_limit = verdict.retry_in is None and not verdict.tenant_full
         if at_limit and job.agent_status == AgentStatus.ACTIVE:
-            agents.mark_busy(tx, job.agent_id)  # at its concurrency limit
+            out.busy = job.agent_id  # at its concurrency limit
         wait = verdict.retry_in if verdict.retry_in is not None else LIMIT_CHECK_SECONDS
         out.check_agent = (job.agent_id, wait)
         return
@@ -96,7 +96,7 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         return
     out.taken = (job.agent_id, job.id)
     if job.agent_status == AgentStatus.ACTIVE and verdict.running >= job.max_concurrent_jobs:
-        agents.mark_busy(tx, job.agent_id)
+        out.busy = job.agent_id
     if job.status == JobStatus.WAITING:
         metrics.queue_waited(now - job.created_at)
     attempt = claimed.attempts + 1
@@ -105,6 +105,14 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
         conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=attempt
     )
     out.events += outbox.insert_events(tx, [responding])
+
+
+def mark_busy(tx: Tx, outs: list[Effects]) -> None:
+    """Mark busy the agents claims filled (`Effects.busy`), last in their transaction and
+    in id order: a transaction that claims for several conversations (a batch of windows)
+    locks all its conversations and jobs before any agent, as the lock order wants."""
+    for agent_id in sorted({out.busy for out in outs if out.busy is not None}):
+        agents.mark_busy(tx, agent_id)
 
 
 def pickup_seconds() -> float:
