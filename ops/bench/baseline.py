@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from celery import Celery
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 #: the queue the baseline worker consumes; agentq's workers never look at it
 QUEUE = "agentq.bench"
@@ -125,7 +126,17 @@ def post(conversation_id: uuid.UUID, author_id: uuid.UUID, content: str) -> uuid
     return mid
 
 
-@app.task(name=PIPELINE)
+# Retried as agentq's tasks are (agentq.worker.RETRY, not imported: its signal handlers
+# would run in this worker): at 2 x 200 threads the two processes' pools (10 + 40 each)
+# can ask for more connections than PostgreSQL's 100.
+@app.task(
+    name=PIPELINE,
+    autoretry_for=(DBAPIError, ConnectionError),
+    retry_backoff=0.5,
+    retry_backoff_max=10,
+    retry_jitter=True,
+    max_retries=8,
+)
 def pipeline(message_id: str) -> None:
     from agentq.store.models import Conversation, Job, LLMMessage, Message, MessageJob, Participant
 
