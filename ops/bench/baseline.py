@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from celery import Celery
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import DBAPIError
 
 #: the queue the baseline worker consumes; agentq's workers never look at it
@@ -152,10 +153,14 @@ def pipeline(message_id: str) -> None:
                 Participant.agent_id.is_not(None),
             )
         ).one()
-        jid = uuid.uuid4()
+        # A retry (below) may follow a committed first transaction: the job's id comes from
+        # the message's, and its rows are written once.
+        jid = uuid.uuid5(mid, "bench-job")
         now = _now()
         conn.execute(
-            insert(Job).values(
+            upsert(Job)
+            .on_conflict_do_nothing()
+            .values(
                 id=jid,
                 conversation_id=msg.conversation_id,
                 agent_id=agent_id,
@@ -168,7 +173,9 @@ def pipeline(message_id: str) -> None:
             )
         )
         conn.execute(
-            insert(MessageJob).values(
+            upsert(MessageJob)
+            .on_conflict_do_nothing()
+            .values(
                 message_id=mid,
                 job_id=jid,
                 agent_id=agent_id,
