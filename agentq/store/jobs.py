@@ -74,6 +74,7 @@ _CLAIM = (
         status=JobStatus.ACTIVE,
         lease_token=J.c.lease_token + 1,
         lease_until=bindparam("lease_until"),
+        lease_holder=None,  # until the new claim's worker takes it up
         next_attempt_at=None,
         started_at=func.coalesce(J.c.started_at, bindparam("now", type_=J.c.started_at.type)),
     )
@@ -224,7 +225,8 @@ def route(tx: Tx, job_id: uuid.UUID) -> Record | None:
     return tx.connection().execute(_ROUTE, {"job_id": job_id}).first()
 
 
-#: a claim's worker takes it up: one more attempt, and the lease of a running call
+#: a claim's worker takes it up: one more attempt, the lease of a running call, and who
+#: holds it
 _START = (
     update(J)
     .where(
@@ -237,6 +239,7 @@ _START = (
         attempts=J.c.attempts + 1,
         started_token=bindparam("token"),
         lease_until=bindparam("lease_until"),
+        lease_holder=bindparam("holder"),
     )
     .returning(J.c.attempts)
 )
@@ -249,10 +252,13 @@ def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Re
     return tx.connection().execute(_CLAIM, params).first()
 
 
-def start(tx: Tx, job_id: uuid.UUID, token: int, lease_until: datetime) -> int | None:
+def start(
+    tx: Tx, job_id: uuid.UUID, token: int, lease_until: datetime, holder: str | None
+) -> int | None:
     """The worker of claim `token` starts its call: the attempt's number; None if the claim
-    is stale or was started already (a redelivered task)."""
-    params = {"job_id": job_id, "token": token, "lease_until": lease_until}
+    is stale or was started already (a redelivered task). `holder` names the worker
+    process (`lease_holder`: "hostname/pid")."""
+    params = {"job_id": job_id, "token": token, "lease_until": lease_until, "holder": holder}
     attempt: int | None = tx.connection().execute(_START, params).scalar()
     return attempt
 

@@ -190,6 +190,10 @@ class Job(Base):
     #: the claim whose LLM call started (its worker took it up): `attempts` counts calls
     #: started, so a claim whose task never ran costs no attempt
     started_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: "hostname/pid" of the worker process that took up the job's latest claim (its call
+    #: holds the lease): None from a claim until its worker takes it up; kept afterwards
+    #: (a delayed, failed or completed job names who ran its last attempt)
+    lease_holder: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[datetime | None] = mapped_column(index=True)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,6 +8,8 @@ provider must not be able to fill the database or put bytes in it that it cannot
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,23 @@ log = logging.getLogger(__name__)
 
 #: how much of a failure reason is kept and shown in the conversation
 REASON_MAX = 300
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+#: this process's name as a job's `lease_holder` shows it ("hostname/pid"): made once,
+#: and again in a forked child (a prefork worker)
+WORKER_NAME = _worker_name()
+
+
+def _forked() -> None:
+    global WORKER_NAME
+    WORKER_NAME = _worker_name()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 @dataclass(frozen=True)
@@ -84,7 +103,7 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
             job_id, cid, found.id, token, profile.provider, None, profile=profile.name, held=held
         )
     lease = timedelta(seconds=get_settings().job_lease_seconds)
-    if jobs.start(tx, job_id, token, utcnow() + lease) is None:
+    if jobs.start(tx, job_id, token, utcnow() + lease, WORKER_NAME) is None:
         if profile is not None and admission.probe:
             breaker.release_probe(profile.name, job_id)
         return None  # this claim's call runs (or ran) already: a redelivered task
