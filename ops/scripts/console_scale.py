@@ -6,7 +6,7 @@ through 100,000 conversations.
 
 A fresh database (on `--pg-admin URL`'s server, else a PostgreSQL server of the run's
 own), its own Redis and `agentq api` (uvicorn, one process). Seeds, with bulk inserts
-through `agentq.store.console`: one conversation of `--messages` messages answered by
+through `agentq.store.console.seed`: one conversation of `--messages` messages answered by
 `--jobs` completed jobs, and `--conversations` more conversations. Then, over HTTP as
 the browser asks (an operator's session):
 
@@ -57,15 +57,15 @@ def _ms(seconds: float) -> float:
 def seed(args: argparse.Namespace) -> uuid.UUID:
     from agentq.client import Client
     from agentq.ops.keys import create_key
-    from agentq.store import console
+    from agentq.store.console import seed as bulk
 
     create_key("scale-key", "scale")
     client = Client(tenant="scale")
     agent = client.create_agent("scale-bot")
     tenant_id = client.tenant_id
     started = time.perf_counter()
-    console.seed_conversations(tenant_id, args.conversations)
-    long_conv = console.seed_history(tenant_id, agent.id, messages=args.messages, jobs=args.jobs)
+    bulk.seed_conversations(tenant_id, args.conversations)
+    long_conv = bulk.seed_history(tenant_id, agent.id, messages=args.messages, jobs=args.jobs)
     say(f"seeded in {time.perf_counter() - started:.1f} s")
     return long_conv
 
