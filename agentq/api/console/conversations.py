@@ -18,8 +18,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
 from agentq import ids
-from agentq.api import slots
-from agentq.api.aredis import async_redis
+from agentq.api import slots, sse
 from agentq.api.console import render, views
 from agentq.api.console.access import BadFilter, own_conversation
 from agentq.api.console.paging import PAGE, Listing, kept, listing
@@ -27,7 +26,6 @@ from agentq.api.console.session import viewer_of
 from agentq.api.settings import api_settings
 from agentq.clock import utcnow
 from agentq.events import AGENT_TOKEN
-from agentq.runtime.bus import channel
 
 router = APIRouter()
 
@@ -163,37 +161,29 @@ async def conversation_live(request: Request, conversation_id: str) -> Response:
 async def _live(request: Request, cid: uuid.UUID, lease: slots.Lease) -> AsyncIterator[str]:
     """The stream; its slot among the tenant's live views is renewed at every re-check of
     the session (a stream whose process died frees its slot when the lease runs out)."""
-    pubsub = async_redis().pubsub(ignore_subscribe_messages=True)
-    recheck = api_settings().key_recheck_seconds
+    settings = api_settings()
+    recheck = settings.key_recheck_seconds
     checked = time.monotonic()
-    quiet = time.monotonic()
     try:
-        await pubsub.subscribe(channel(cid))
-        yield "retry: 2000\n: connected\n\n"
-        while not await request.is_disconnected():
-            if time.monotonic() - checked > recheck:
-                checked = time.monotonic()
-                await lease.renew(3 * recheck)
-                if await run_in_threadpool(viewer_of, request) is None:
-                    break
-            msg = await pubsub.get_message(timeout=1.0)
-            if msg is None:
-                if time.monotonic() - quiet > 15:
-                    quiet = time.monotonic()
-                    yield ": keep-alive\n\n"
-                continue
-            try:
-                data = json.loads(msg["data"])
-            except (TypeError, ValueError):
-                continue
-            if data.get("type") == AGENT_TOKEN:
-                yield f"event: token\ndata: {json.dumps(data.get('payload', {}))}\n\n"
-            elif isinstance(data.get("id"), int):
-                yield f"event: changed\ndata: {json.dumps({'type': data.get('type')})}\n\n"
-            else:
-                continue
-            quiet = time.monotonic()
+        async with sse.listening(request, cid, settings.sse_heartbeat_seconds) as listener:
+            yield "retry: 2000\n: connected\n\n"
+            async for data in listener.messages():
+                if time.monotonic() - checked > recheck:
+                    checked = time.monotonic()
+                    await lease.renew(3 * recheck)
+                    if await run_in_threadpool(viewer_of, request) is None:
+                        break
+                if data is None:
+                    if beat := listener.keep_alive():
+                        yield beat
+                    continue
+                if data.get("type") == AGENT_TOKEN:
+                    yield f"event: token\ndata: {json.dumps(data.get('payload', {}))}\n\n"
+                elif isinstance(data.get("id"), int):
+                    yield f"event: changed\ndata: {json.dumps({'type': data.get('type')})}\n\n"
+                else:
+                    continue
+                listener.sent()
     finally:
         with anyio.CancelScope(shield=True):
             await lease.release()
-            await pubsub.aclose()

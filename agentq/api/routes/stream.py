@@ -25,14 +25,13 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from agentq.api import slots
-from agentq.api.aredis import async_redis
+from agentq.api import slots, sse
 from agentq.api.auth import Caller
 from agentq.api.settings import api_settings
 from agentq.errors import InvalidInput
 from agentq.events import AGENT_TOKEN, STATUS_CATEGORIES
 from agentq.ops.tenancy import own_conversation
-from agentq.runtime.bus import channel, check_cursor, feed_tail, read_feed
+from agentq.runtime.bus import check_cursor, feed_tail, read_feed
 from agentq.status import BATCH_TYPE
 
 router = APIRouter(tags=["stream"])
@@ -233,51 +232,40 @@ async def _events(
         return rec.get("payload", {}).get("category") in cats
 
     heartbeat = api_settings().sse_heartbeat_seconds
-    # Subscribed here, not in the route: a response that never starts leaks no connection
-    # of the shared pool (its slot lease just expires).
-    pubsub = async_redis().pubsub(ignore_subscribe_messages=True)
     try:
-        # subscribe before replaying, so that nothing falls between the two
-        await pubsub.subscribe(channel(conversation_id))
-        yield "retry: 1000\n: connected\n\n"
-        if resume is None:  # live from now: the stream's place is the feed's end
-            place = _Place(
-                conversation_id, await run_in_threadpool(feed_tail, conversation_id), wanted
-            )
-        else:
-            place = _Place(conversation_id, resume, wanted)
-            async for chunk in place.read():
-                yield chunk
-        quiet_since = time.monotonic()
-        while not await request.is_disconnected():
-            if not await guard.ok():
-                yield ": key revoked\n\n"
-                break
-            if place.due():
+        # subscribed before replaying, so that nothing falls between the two
+        async with sse.listening(request, conversation_id, heartbeat) as listener:
+            yield "retry: 1000\n: connected\n\n"
+            if resume is None:  # live from now: the stream's place is the feed's end
+                place = _Place(
+                    conversation_id, await run_in_threadpool(feed_tail, conversation_id), wanted
+                )
+            else:
+                place = _Place(conversation_id, resume, wanted)
                 async for chunk in place.read():
                     yield chunk
-            msg = await pubsub.get_message(timeout=place.catch_up if place.ahead else 1.0)
-            if msg is None:
-                if time.monotonic() - quiet_since >= heartbeat:
-                    quiet_since = time.monotonic()
-                    yield ": keep-alive\n\n"
-                continue
-            try:
-                data = json.loads(msg["data"])
-            except (TypeError, ValueError):
-                continue
-            if data.get("type") == BATCH_TYPE:
-                out = [_sse(item) for item in data.get("items", []) if wanted(item)]
-            elif data.get("type") == AGENT_TOKEN:  # streamed text: never stored, no id
-                out = [_sse(data)] if tokens else []
-            elif isinstance(data.get("id"), int):
-                out = place.live(data)
-            else:
-                out = []
-            if out:
-                quiet_since = time.monotonic()
-                yield "".join(out)
+            async for data in listener.messages(lambda: place.catch_up if place.ahead else 1.0):
+                if not await guard.ok():
+                    yield ": key revoked\n\n"
+                    break
+                if place.due():
+                    async for chunk in place.read():
+                        yield chunk
+                if data is None:
+                    if beat := listener.keep_alive():
+                        yield beat
+                    continue
+                if data.get("type") == BATCH_TYPE:
+                    out = [_sse(item) for item in data.get("items", []) if wanted(item)]
+                elif data.get("type") == AGENT_TOKEN:  # streamed text: never stored, no id
+                    out = [_sse(data)] if tokens else []
+                elif isinstance(data.get("id"), int):
+                    out = place.live(data)
+                else:
+                    out = []
+                if out:
+                    listener.sent()
+                    yield "".join(out)
     finally:
         with anyio.CancelScope(shield=True):
             await guard.close()
-            await pubsub.aclose()
