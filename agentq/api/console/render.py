@@ -49,7 +49,8 @@ def page(
     request: Request, viewer: Viewer, name: str, status: int = 200, **context: Any
 ) -> HTMLResponse:
     """The template `name` for the viewer (`?fragment=1`: the page's content only, for
-    the pages that refresh themselves)."""
+    the pages that refresh themselves). Flower's links are for operators only: Flower
+    shows every tenant's tasks."""
     fragment = request.query_params.get("fragment") == "1"
     return templates.TemplateResponse(
         request,
@@ -57,7 +58,7 @@ def page(
         {
             "viewer": viewer,
             "fragment": fragment,
-            "flower": flower.public(),
+            "flower": flower.public() if viewer.operator else "",
             **context,
         },
         status_code=status,
