@@ -9,6 +9,7 @@ says which); the others guard properties that hold today.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -83,6 +84,8 @@ class World:
     failed_a: str
     conv_b: str
     agent_b: str
+    #: tenant A's key listed in AGENTQ_READ_ONLY_KEYS (key_a_read is in the old name)
+    key_a_read_new: str = ""
 
     def url(self, path: str) -> str:
         return self.server.url + path
@@ -162,12 +165,14 @@ def world(
         stack.start_worker(concurrency=4)
         key_a, _ = keys.create_key("attack-a", "tenant-a")
         key_a_read, read_info = keys.create_key("attack-a-read", "tenant-a")
+        key_a_read_new, read_new_info = keys.create_key("attack-a-read-new", "tenant-a")
         key_b, _ = keys.create_key("attack-b", HOSTILE_TENANT)
         env = {
             **stack.env,
             "AGENTQ_CONSOLE_OPERATOR_KEY": OPERATOR_KEY,
             "AGENTQ_CONSOLE_VIEWER_KEY": VIEWER_KEY,
-            "AGENTQ_CONSOLE_READ_ONLY_KEYS": str(read_info.id),
+            "AGENTQ_CONSOLE_READ_ONLY_KEYS": str(read_info.id),  # the old name still counts
+            "AGENTQ_READ_ONLY_KEYS": f" {read_new_info.id} ,",
             "AGENTQ_FLOWER_URL": flower,
             "AGENTQ_API_KEY_RECHECK_SECONDS": "0.3",
             "AGENTQ_API_MAX_STREAMS_PER_TENANT": "3",
@@ -206,6 +211,7 @@ def world(
                 failed[0]["id"],
                 conv_b,
                 agent_b,
+                key_a_read_new=key_a_read_new,
             )
 
 
@@ -332,17 +338,211 @@ def test_read_only_and_viewer_keys_cannot_act_by_posting_directly(world: World) 
         assert a.get(f"/v1/jobs/{world.failed_a}").json()["status"] == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key listed in AGENTQ_CONSOLE_READ_ONLY_KEYS is read-only in the console only: "
-    "the same key pauses agents and retries jobs over /v1 (POST /v1/agents/<id>/pause: 200)",
+#: every /v1 route that changes something: (method, path, JSON body); {agent}, {conv},
+#: {user}, {failed} stand for tenant A's agent, conversation, user and failed job
+ACTING_ROUTES = [
+    ("POST", "/v1/agents", {"name": "made-by-reader"}),
+    ("PATCH", "/v1/agents/{agent}", {"role": "changed by a reader"}),
+    ("DELETE", "/v1/agents/{agent}", None),
+    ("POST", "/v1/agents/{agent}/pause", None),
+    ("POST", "/v1/agents/{agent}/resume", None),
+    ("POST", "/v1/agents/{agent}/stop", None),
+    ("POST", "/v1/agents/{agent}/start", None),
+    ("POST", "/v1/conversations", {"kind": "dm", "title": "made by a reader"}),
+    ("POST", "/v1/conversations/{conv}/participants", {"user_id": "r", "display_name": "r"}),
+    ("POST", "/v1/conversations/{conv}/messages", {"author_id": "{user}", "content": "hi"}),
+    ("POST", "/v1/conversations/{conv}/messages?wait=5", {"author_id": "{user}", "content": "x"}),
+    ("POST", "/v1/jobs/{failed}/retry", None),
+]
+
+
+def _fill(world: World, text: str) -> str:
+    return (
+        text.replace("{agent}", world.agent_a)
+        .replace("{conv}", world.conv_a)
+        .replace("{user}", world.user_a)
+        .replace("{failed}", world.failed_a)
+    )
+
+
+def _tenant_a_state(a: httpx.Client, world: World) -> Any:
+    """What any acting route above would change, as tenant A's own key reads it."""
+    agents = sorted(
+        (x["id"], x["name"], x["status"], x["role"]) for x in a.get("/v1/agents").json()
+    )
+    return (
+        agents,
+        sorted(c["id"] for c in a.get("/v1/conversations", params={"limit": 500}).json()),
+        len(a.get(f"/v1/conversations/{world.conv_a}/participants").json()),
+        len(a.get(f"/v1/conversations/{world.conv_a}/messages").json()["items"]),
+        a.get(f"/v1/jobs/{world.failed_a}").json()["status"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"), ACTING_ROUTES, ids=[f"{m} {p}" for m, p, _ in ACTING_ROUTES]
 )
-def test_a_read_only_key_cannot_act_through_the_api_either(world: World) -> None:
-    with world.api(world.key_a_read) as ro:
-        paused = ro.post(f"/v1/agents/{world.agent_a}/pause")
-        if paused.status_code == 200:
-            ro.post(f"/v1/agents/{world.agent_a}/resume")
-        assert paused.status_code == 403
+def test_a_read_only_key_cannot_act_through_the_api_either(
+    world: World, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    """Keys listed in AGENTQ_READ_ONLY_KEYS, or in its old name
+    AGENTQ_CONSOLE_READ_ONLY_KEYS, get 403 with a problem naming why from every /v1 route
+    that changes something, and nothing changes."""
+    url = _fill(world, path)
+    payload = {k: _fill(world, v) for k, v in body.items()} if body is not None else None
+    with world.api(world.key_a) as a:
+        before = _tenant_a_state(a, world)
+        for key in (world.key_a_read, world.key_a_read_new):
+            with world.api(key) as ro:
+                refused = ro.request(method, url, json=payload)
+                assert refused.status_code == 403, (key == world.key_a_read, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json"
+                problem = refused.json()
+                assert problem["type"].endswith("/read_only_key")
+                assert problem["status"] == 403 and problem["title"] == "Forbidden"
+                assert "read-only" in problem["detail"]
+                assert "AGENTQ_READ_ONLY_KEYS" in problem["detail"]
+                assert url.split("?")[0] in problem["detail"]
+                assert key not in refused.text
+        assert _tenant_a_state(a, world) == before
+
+
+def test_a_read_only_key_is_refused_before_its_request_is_looked_at(world: World) -> None:
+    """The same 403 for another tenant's ids, unknown ids and invalid bodies: a read-only
+    key learns nothing from acting routes (no existence oracle, no validation)."""
+    with world.api(world.key_a_read_new) as ro:
+        for method, path, body in (
+            ("POST", f"/v1/agents/{world.agent_b}/pause", None),
+            ("POST", f"/v1/agents/{uuid.uuid4()}/pause", None),
+            ("POST", f"/v1/conversations/{world.conv_b}/messages", {"content": 1}),
+            ("POST", "/v1/agents", {"name": ""}),
+            ("PATCH", f"/v1/agents/{world.agent_a}", {"max_concurrent_jobs": -5}),
+        ):
+            assert ro.request(method, path, json=body).status_code == 403, (method, path)
+
+
+def test_a_read_only_key_still_reads_everything_of_its_tenant(world: World) -> None:
+    with world.api(world.key_a_read_new) as ro, world.api(world.key_a_read) as old:
+        for client in (ro, old):
+            for path in (
+                "/v1/agents",
+                f"/v1/agents/{world.agent_a}",
+                "/v1/conversations",
+                f"/v1/conversations/{world.conv_a}",
+                f"/v1/conversations/{world.conv_a}/participants",
+                f"/v1/conversations/{world.conv_a}/messages",
+                "/v1/jobs",
+                f"/v1/jobs/{world.job_a}",
+                "/v1/events",
+            ):
+                answer = client.get(path)
+                assert answer.status_code == 200, (path, answer.text)
+            assert world.agent_a in client.get("/v1/agents").text
+            with client.stream("GET", f"/v1/conversations/{world.conv_a}/stream") as live:
+                assert live.status_code == 200
+    # and in the console it may look, not act
+    with world.console(world.key_a_read_new) as c:
+        assert world.conv_a in c.get("/console/conversations").text
+        refused = c.post(
+            f"/console/agents/{world.agent_a}/pause", headers={"X-CSRF-Token": csrf_of(c)}
+        )
+        assert refused.status_code == 403 and "read-only" in refused.text
+
+
+def test_tenant_keys_still_act_and_console_keys_are_not_api_keys(world: World) -> None:
+    with world.api(world.key_a) as a:
+        assert a.post(f"/v1/agents/{world.agent_a}/pause").json()["status"] == "paused"
+        assert a.post(f"/v1/agents/{world.agent_a}/resume").json()["status"] != "paused"
+    with world.api(world.key_b) as b:
+        made = b.post("/v1/conversations", json={"kind": "dm", "title": "b acts"})
+        assert made.status_code == 201, made.text
+    # the console's operator and viewer keys open the console only: over /v1 they are
+    # unknown keys, for reading as for acting
+    for key in (OPERATOR_KEY, VIEWER_KEY):
+        with world.api(key) as c:
+            assert c.get("/v1/agents").status_code == 401
+            assert c.post(f"/v1/agents/{world.agent_a}/pause").status_code == 401
+
+
+def test_every_acting_route_of_the_api_is_guarded() -> None:
+    """Each /v1 route with a method that changes something depends on `acting` (so a new
+    route cannot forget it), each read does not, and the list tested above is all of
+    them."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from agentq.api.app import create_app
+    from agentq.api.auth import acting
+
+    def calls(dependant: Dependant) -> set[Any]:
+        found = {dependant.call}
+        for sub in dependant.dependencies:
+            found |= calls(sub)
+        return found
+
+    app = create_app()
+    try:  # FastAPI >= 0.165 keeps included routers apart: their routes, with full paths
+        from fastapi.routing import iter_route_contexts
+
+        routes = [(c.path, c.original_route) for c in iter_route_contexts(app.routes)]
+    except ImportError:
+        routes = [(getattr(r, "path", ""), r) for r in app.routes]
+    writes, reads = set(), set()
+    for path, route in routes:
+        if not isinstance(route, APIRoute) or not str(path).startswith("/v1"):
+            continue
+        for method in route.methods:
+            (writes if method in {"POST", "PUT", "PATCH", "DELETE"} else reads).add(
+                (method, path, acting in calls(route.dependant))
+            )
+    assert writes and all(guarded for *_, guarded in writes), writes
+    assert reads and not any(guarded for *_, guarded in reads), reads
+    listed = {(m, p.split("?")[0]) for m, p, _ in ACTING_ROUTES}
+    names = {"{agent}": "{agent_id}", "{conv}": "{conversation_id}", "{failed}": "{job_id}"}
+    for short, long in names.items():
+        listed = {(m, p.replace(short, long)) for m, p in listed}
+    assert listed == {(m, p) for m, p, _ in writes}
+
+
+@contextmanager
+def _api_settings(**env: str) -> Iterator[None]:
+    """This process's API settings (`api_settings()`) with `env`, for the block."""
+    from agentq.api.settings import api_settings
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    api_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        api_settings.cache_clear()
+
+
+def test_a_read_only_list_of_anything_but_key_ids_is_refused_clearly() -> None:
+    """A typo would leave a key able to act: the API refuses to start, naming the entry
+    (but never a key pasted there by mistake) and what belongs there."""
+    from pydantic import ValidationError
+
+    from agentq.api.settings import ApiSettings
+
+    key_id = uuid.uuid4()
+    pasted = "aq_" + uuid.uuid4().hex + uuid.uuid4().hex
+    for name, value, named in (
+        ("AGENTQ_READ_ONLY_KEYS", f"{key_id}, attack-a-read", "'attack-a-read'"),
+        ("AGENTQ_CONSOLE_READ_ONLY_KEYS", f"{pasted},{key_id}", "an API key itself"),
+    ):
+        with _api_settings(**{name: value}), pytest.raises(ValidationError) as bad:
+            ApiSettings()
+        text = str(bad.value)
+        assert name in text and named in text and "where API key ids belong" in text, text
+        assert pasted not in text
+    with _api_settings(AGENTQ_READ_ONLY_KEYS=f" {str(key_id).upper()} ,"):
+        assert ApiSettings().read_only(key_id) and not ApiSettings().read_only(uuid.uuid4())
 
 
 def test_posts_need_this_keys_csrf_token_and_this_origin(world: World) -> None:

@@ -1,4 +1,10 @@
-"""Bearer API keys: every `/v1` route needs one (see `agentq keys create`)."""
+"""Bearer API keys: every `/v1` route needs one (see `agentq keys create`).
+
+Two roles: a key acts (`Acting`: every route that changes something) unless its id is
+listed in `AGENTQ_READ_ONLY_KEYS` (or its first name, `AGENTQ_CONSOLE_READ_ONLY_KEYS`),
+in which case it only reads (`Caller`) and every acting route answers 403 before it
+looks at the body or the ids. The console applies the same list to the same keys.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from agentq.api.problems import Unauthorized
+from agentq.api.problems import ReadOnlyKey, Unauthorized
+from agentq.api.settings import api_settings
 from agentq.ops.keys import Principal, is_active, verify
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,21 @@ async def _verify(key: str) -> Principal | None:
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+
+async def acting(who: Caller, request: Request) -> Principal:
+    """The caller of a route that changes something: 403 for a read-only key."""
+    if api_settings().read_only(who.key_id):
+        raise ReadOnlyKey(
+            f"{request.method} {request.url.path} changes something, and this API key "
+            f"({who.key_id}) is read-only: its id is listed in AGENTQ_READ_ONLY_KEYS "
+            "(or AGENTQ_CONSOLE_READ_ONLY_KEYS); it may only read"
+        )
+    return who
+
+
+#: the caller of a route that changes something (a read-only key answers 403)
+Acting = Annotated[Principal, Depends(acting)]
 
 
 async def still_valid(who: Principal) -> bool:

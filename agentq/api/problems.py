@@ -62,6 +62,12 @@ class Unauthorized(AgentqError):
     code = "unauthorized"
 
 
+class ReadOnlyKey(AgentqError):
+    """A read-only key (AGENTQ_READ_ONLY_KEYS) asked to change something."""
+
+    code = "read_only_key"
+
+
 class PayloadTooLarge(AgentqError):
     code = "payload_too_large"
 
@@ -78,6 +84,7 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Unauthorized, 401),
+    (ReadOnlyKey, 403),
     (Overloaded, 429),
     (PayloadTooLarge, 413),
     (Timeout, 504),
@@ -91,6 +98,7 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTQ_API_", env_file=".env", extra="ignore")
+    #: errors name the setting and why, never its value (keys are settings here)
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTQ_API_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"  # only this machine, unless the operator says otherwise
     port: int = 8000
@@ -48,12 +53,49 @@ class ApiSettings(BaseSettings):
     console_viewer_key: SecretStr | None = Field(
         default=None, validation_alias="AGENTQ_CONSOLE_VIEWER_KEY"
     )
-    #: ids of tenants' API keys that may look but not act in the console (comma-separated)
+    #: ids of API keys (`agentq keys list`, comma-separated) that may read but not act,
+    #: over `/v1` and in the console alike: every request that changes something (creates,
+    #: updates or deletes an agent, a conversation or a participant, posts a message,
+    #: pauses, resumes, stops, starts, retries) answers 403; reads and streams answer as
+    #: for any key of the tenant
+    read_only_keys: str = Field(default="", validation_alias="AGENTQ_READ_ONLY_KEYS")
+    #: the same list under its first name (from when it bound the console only), still
+    #: read: a key listed in either is read-only everywhere
     console_read_only_keys: str = Field(
         default="", validation_alias="AGENTQ_CONSOLE_READ_ONLY_KEYS"
     )
     #: Flower's address, for the console's links from a job to its Celery tasks and back
     flower_url: str | None = Field(default=None, validation_alias="AGENTQ_FLOWER_URL")
+
+    _read_only_ids: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("read_only_keys", "console_read_only_keys")
+    @classmethod
+    def _key_ids(cls, value: str) -> str:
+        for entry in _entries(value):
+            try:
+                uuid.UUID(entry)
+            except ValueError:
+                # a key listed by mistake is not quoted back: errors get logged
+                what = "an API key itself" if entry.startswith("aq_") else repr(entry[:40])
+                raise ValueError(
+                    f"{what} is listed where API key ids belong (UUIDs, as `agentq keys "
+                    "list` shows them): list key ids, comma-separated, never keys"
+                ) from None
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        listed = _entries(self.read_only_keys) + _entries(self.console_read_only_keys)
+        self._read_only_ids = frozenset(str(uuid.UUID(e)) for e in listed)
+
+    def read_only(self, key_id: uuid.UUID | str) -> bool:
+        """Whether the API key `key_id` is listed as read-only (in either variable)."""
+        return str(key_id).lower() in self._read_only_ids
+
+
+def _entries(value: str) -> list[str]:
+    return [e.strip() for e in value.split(",") if e.strip()]
 
 
 @lru_cache(maxsize=1)

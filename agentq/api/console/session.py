@@ -5,7 +5,8 @@ Keys, the same as the API's:
 - the operator key (`AGENTQ_CONSOLE_OPERATOR_KEY`): every tenant, and may act;
 - the viewer key (`AGENTQ_CONSOLE_VIEWER_KEY`): every tenant, read-only;
 - a tenant's API key (`agentq keys create`): that tenant only, and may act, unless its
-  id is listed in `AGENTQ_CONSOLE_READ_ONLY_KEYS` (comma-separated key ids).
+  id is listed in `AGENTQ_READ_ONLY_KEYS` (or `AGENTQ_CONSOLE_READ_ONLY_KEYS`), which
+  makes it read-only over `/v1` as well (`agentq.api.auth.Acting`).
 
 The login form takes a key and opens a session: a random token in an HttpOnly,
 SameSite=Strict cookie scoped to /console, its sha256 naming the session in Redis for
@@ -75,8 +76,7 @@ def _operator_keys() -> dict[str, str | None]:
 
 
 def _read_only(key_id: str) -> bool:
-    listed = api_settings().console_read_only_keys.split(",")
-    return key_id.lower() in {k.strip().lower() for k in listed if k.strip()}
+    return api_settings().read_only(key_id)
 
 
 def _session_key(token: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from agentq.api.auth import Caller
+from agentq.api.auth import Acting, Caller
 from agentq.api.models import AgentIn, AgentPatch
 from agentq.ops import agents
 from agentq.ops.tenancy import own_agent
@@ -22,7 +22,7 @@ PROFILES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("", status_code=201, response_model=AgentOut, responses=PROFILES)
-def create_agent(body: AgentIn, who: Caller) -> AgentOut:
+def create_agent(body: AgentIn, who: Acting) -> AgentOut:
     """Create an agent owned by the key's tenant, on one of the operator's model profiles
     (`model_config.profile`, default "default"). Names are @mentions: one word, letters
     of any script (422 saying what a name may be), unique in the tenant in any case
@@ -46,7 +46,7 @@ def get_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
 
 
 @router.patch("/{agent_id}", response_model=AgentOut, responses=PROFILES)
-def update_agent(agent_id: uuid.UUID, body: AgentPatch, who: Caller) -> AgentOut:
+def update_agent(agent_id: uuid.UUID, body: AgentPatch, who: Acting) -> AgentOut:
     """Change prompt fields, the model (profile and generation parameters, within the
     profile's caps) and limits; fields not given keep their value. Publishes
     `agent.updated`."""
@@ -57,7 +57,7 @@ def update_agent(agent_id: uuid.UUID, body: AgentPatch, who: Caller) -> AgentOut
 
 
 @router.delete("/{agent_id}", status_code=204, response_class=Response)
-def delete_agent(agent_id: uuid.UUID, who: Caller) -> Response:
+def delete_agent(agent_id: uuid.UUID, who: Acting) -> Response:
     """Delete (soft): stopped first (its unfinished jobs fail visibly), then gone from
     lists and lookups, never chosen to answer again; its name is free again. Publishes
     `agent.deleted`."""
@@ -66,27 +66,27 @@ def delete_agent(agent_id: uuid.UUID, who: Caller) -> Response:
 
 
 @router.post("/{agent_id}/pause", response_model=AgentOut)
-def pause_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+def pause_agent(agent_id: uuid.UUID, who: Acting) -> AgentOut:
     """Pause: its jobs wait (not lost, not failed) and run in order on resume."""
     own_agent(who, agent_id)
     return agents.pause_agent(agent_id)
 
 
 @router.post("/{agent_id}/resume", response_model=AgentOut)
-def resume_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+def resume_agent(agent_id: uuid.UUID, who: Acting) -> AgentOut:
     own_agent(who, agent_id)
     return agents.resume_agent(agent_id)
 
 
 @router.post("/{agent_id}/stop", response_model=AgentOut)
-def stop_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+def stop_agent(agent_id: uuid.UUID, who: Acting) -> AgentOut:
     """Stop: no new jobs; its waiting jobs fail visibly with the reason."""
     own_agent(who, agent_id)
     return agents.stop_agent(agent_id)
 
 
 @router.post("/{agent_id}/start", response_model=AgentOut)
-def start_agent(agent_id: uuid.UUID, who: Caller) -> AgentOut:
+def start_agent(agent_id: uuid.UUID, who: Acting) -> AgentOut:
     """Start a stopped agent."""
     own_agent(who, agent_id)
     return agents.start_agent(agent_id)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from agentq import turn
 from agentq.api import slots, waits
-from agentq.api.auth import Caller
+from agentq.api.auth import Acting, Caller
 from agentq.api.models import ConversationIn, MessageIn, MessagePage, ParticipantIn, PostResult
 from agentq.api.problems import IdempotencyKeyReused, NotReady
 from agentq.api.settings import api_settings
@@ -31,7 +31,7 @@ MAX_SEQ = 2**31 - 1
 
 
 @router.post("", status_code=201, response_model=ConversationOut)
-def create_conversation(body: ConversationIn, who: Caller) -> ConversationOut:
+def create_conversation(body: ConversationIn, who: Acting) -> ConversationOut:
     return conversations.create_conversation(
         body.kind, title=body.title, settings=body.settings, tenant_id=who.tenant_id
     )
@@ -54,7 +54,7 @@ def get_conversation(conversation_id: uuid.UUID, who: Caller) -> ConversationOut
 
 
 @router.post("/{conversation_id}/participants", status_code=201, response_model=ParticipantOut)
-def add_participant(conversation_id: uuid.UUID, body: ParticipantIn, who: Caller) -> ParticipantOut:
+def add_participant(conversation_id: uuid.UUID, body: ParticipantIn, who: Acting) -> ParticipantOut:
     """Add one of your agents or one of your users; adding the same one again returns it."""
     own_conversation(who, conversation_id)
     if body.agent_id is not None:
@@ -94,7 +94,7 @@ def list_participants(conversation_id: uuid.UUID, who: Caller) -> list[Participa
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageIn,
-    who: Caller,
+    who: Acting,
     response: Response,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)

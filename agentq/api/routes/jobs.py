@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from agentq.api.auth import Caller
+from agentq.api.auth import Acting, Caller
 from agentq.api.models import JobPage
 from agentq.api.routes.conversations import MAX_CURSOR, MAX_PAGE
 from agentq.ops import jobs, tenancy
@@ -41,7 +41,7 @@ def get_job(job_id: uuid.UUID, who: Caller) -> JobOut:
 
 
 @router.post("/{job_id}/retry", response_model=JobOut)
-def retry_job(job_id: uuid.UUID, who: Caller) -> JobOut:
+def retry_job(job_id: uuid.UUID, who: Acting) -> JobOut:
     """Run a failed or cancelled job again with fresh attempts (409 for any other state)."""
     own_job(who, job_id)
     return jobs.retry_job(job_id)
