@@ -4,10 +4,16 @@ conversation, job, agent and Celery task a line is about, and secrets redacted.
 - `bind(conversation_id=..., job_id=..., agent=...)` sets context for the current thread
   or task (contextvars); `ContextFilter` copies it, and the running Celery task's id and
   name, onto every record. Ids given with `extra=` win.
-- `RedactFilter` masks `sk-...` keys, `Bearer` tokens, `api_key=...` pairs and the value
-  of `LLM_API_KEY` (and `AGENTQ_API_KEY`) in the message, its arguments and tracebacks,
-  and the row values PostgreSQL quotes in its errors (`Failing row contains (...)`,
-  `Key (name)=(...)`); the engines hide statement parameters (`hide_parameters`).
+- `RedactFilter` masks, in the message, its arguments and tracebacks: agentq's own API
+  keys (`aq_` and 43 random characters, as `agentq.ops.keys` mints them), `sk-...` keys,
+  `Bearer` tokens, `api_key=...` pairs, the password of a URL (`://user:password@`), the
+  values of the secrets configured in the environment (`LLM_API_KEY`, the console's
+  operator and viewer keys, the metrics token, and any variable named `*_KEY`, `*_TOKEN`,
+  `*_SECRET` or `*_PASSWORD`, such as a model profile's `api_key_env`) or registered with
+  `add_secrets` (settings read from `.env`), and the row values PostgreSQL quotes in its
+  errors (`Failing row contains (...)`, `Key (name)=(...)`); the engines hide statement
+  parameters (`hide_parameters`). Every pattern is compiled once; most are tried only
+  when a cheap substring test says they could match.
 - `setup_logging()` installs both on the root handler; `connect_celery_signals()` does
   the same for the handlers Celery sets up in workers.
 
@@ -30,7 +36,20 @@ from typing import Any
 #: the context fields every record carries (None when unknown)
 FIELDS = ("conversation_id", "job_id", "agent", "task_id", "task_name")
 #: env vars whose values are secrets wherever they show up
-SECRET_ENV = ("LLM_API_KEY", "AGENTQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+SECRET_ENV = (
+    "LLM_API_KEY",
+    "AGENTQ_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AGENTQ_CONSOLE_OPERATOR_KEY",
+    "AGENTQ_CONSOLE_VIEWER_KEY",
+    "AGENTQ_METRICS_TOKEN",
+)
+#: other env vars whose names say they hold a secret (a model profile's `api_key_env`)
+SECRET_NAME = re.compile(r"(?:^|_)(?:KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+#: values shorter than this are not masked by value: they would mask ordinary words
+#: (real keys are long)
+MIN_SECRET_CHARS = 8
 MASK = "[REDACTED]"
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
@@ -38,11 +57,16 @@ _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
     default={},  # noqa: B039 - never mutated, always replaced
 )
 
-_PATTERNS = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]+"),
-    re.compile(r"(?i)(x-api-key|api[_-]?key|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
-]
+#: agentq's API keys: `aq_` and token_urlsafe(32) (agentq.ops.keys.create_key); the
+#: first 10 characters alone (what `agentq keys list` shows) are left readable
+_AQ_KEY = re.compile(r"(?<![A-Za-z0-9])aq_[A-Za-z0-9_\-]{20,}")
+_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
+_BEARER = re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]+")
+_KEY_PAIR = re.compile(
+    r"(?i)(x-api-key|api[_-]?key|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"
+)
+#: the password in a URL's user info (`AGENTQ_FLOWER_URL`, a database URL)
+_URL_PASSWORD = re.compile(r"(://[^\s:/@]*:)[^\s/@]+@")
 
 #: row values PostgreSQL quotes in a constraint error's DETAIL (a message body, a name),
 #: up to where SQLAlchemy's or Python's next part of the text starts
@@ -108,20 +132,52 @@ def _current_task() -> tuple[str, str] | None:
     return None
 
 
+#: secret values registered by code that reads them from elsewhere than the environment
+_registered: tuple[str, ...] = ()
+#: (how many env vars there were, the names among them that hold secrets): the names
+#: are looked for again only when the environment gains or loses a variable
+_names: tuple[int, tuple[str, ...]] = (-1, ())
+
+
+def add_secrets(*values: str | None) -> None:
+    """Mask these values in every log line from now on (settings read from `.env` or a
+    file, which the environment does not show). Short or empty values are ignored."""
+    global _registered
+    new = {v for v in values if v and len(v) >= MIN_SECRET_CHARS} - set(_registered)
+    if new:
+        _registered = (*_registered, *sorted(new, key=len, reverse=True))
+
+
+def _secret_names() -> tuple[str, ...]:
+    global _names
+    count = len(os.environ)
+    if _names[0] != count:
+        found = {n for n in os.environ if SECRET_NAME.search(n)}
+        _names = (count, tuple(sorted(found | set(SECRET_ENV))))
+    return _names[1]
+
+
 def _secret_values() -> list[str]:
-    # Short values would mask ordinary words; real keys are long.
-    return [v for v in (os.environ.get(n, "") for n in SECRET_ENV) if len(v) >= 8]
+    values = [v for v in map(os.environ.get, _secret_names()) if v and len(v) >= MIN_SECRET_CHARS]
+    values.extend(_registered)
+    # longest first: a secret that contains another is masked whole
+    return sorted(values, key=len, reverse=True) if len(values) > 1 else values
 
 
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """`text` with known secret values and secret-shaped tokens masked."""
+    """`text` with known secret values (`secrets`, default: the configured ones) and
+    secret-shaped tokens masked."""
     for value in _secret_values() if secrets is None else secrets:
-        text = text.replace(value, MASK)
-    for i, pattern in enumerate(_PATTERNS):
-        if i == 2:
-            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-        else:
-            text = pattern.sub(MASK if i == 0 else "Bearer " + MASK, text)
+        if value:
+            text = text.replace(value, MASK)
+    if "aq_" in text:
+        text = _AQ_KEY.sub(MASK, text)
+    if "sk-" in text:
+        text = _SK_KEY.sub(MASK, text)
+    text = _BEARER.sub("Bearer " + MASK, text)
+    text = _KEY_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     if "Failing row" in text or "Key (" in text:
         text = _ROW_DETAIL.sub(lambda m: m.group(1) + MASK, text)
         text = _KEY_DETAIL.sub(lambda m: m.group(1) + MASK + m.group(2), text)

@@ -694,17 +694,23 @@ def test_the_login_form_never_puts_the_key_in_a_url(world: World) -> None:
     assert OPERATOR_KEY not in redact(request_line)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentq.logging's redaction knows sk- keys, Bearer and api_key=, not agentq's "
-    "own aq_ keys nor AGENTQ_CONSOLE_OPERATOR_KEY/VIEWER_KEY: a key that reaches a log line "
-    "in any other shape is written in clear",
-)
-def test_log_redaction_masks_agentq_and_console_keys(world: World) -> None:
-    line = f"console login key={world.key_a} operator {OPERATOR_KEY}"
-    clean = redact(line, [OPERATOR_KEY, VIEWER_KEY])  # what the env would give, if listed
-    assert OPERATOR_KEY not in clean  # listed: masked
-    assert world.key_a not in redact(line) and OPERATOR_KEY not in redact(line)
+def test_log_redaction_masks_agentq_and_console_keys(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant keys by their shape (`aq_` + 43 characters), the console's keys as the
+    configured values they are, whatever the shape of the line they land in."""
+    line = f"console login key={world.key_a} operator {OPERATOR_KEY} viewer:{VIEWER_KEY}"
+    clean = redact(line, [OPERATOR_KEY, VIEWER_KEY])  # given
+    assert OPERATOR_KEY not in clean and VIEWER_KEY not in clean and world.key_a not in clean
+    monkeypatch.setenv("AGENTQ_CONSOLE_OPERATOR_KEY", OPERATOR_KEY)
+    monkeypatch.setenv("AGENTQ_CONSOLE_VIEWER_KEY", VIEWER_KEY)
+    for text in (line, json.dumps({"k": world.key_b, "o": [OPERATOR_KEY]}), world.key_a_read):
+        clean = redact(text)  # from the environment
+        for secret in (world.key_a, world.key_b, world.key_a_read, OPERATOR_KEY, VIEWER_KEY):
+            assert secret not in clean, text
+        assert "[REDACTED]" in clean
+    # what `agentq keys list` shows of a key stays readable
+    assert redact(f"key {world.key_a[:10]} revoked") == f"key {world.key_a[:10]} revoked"
 
 
 # --- abuse ----------------------------------------------------------------------------------

@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
+import uuid
+from pathlib import Path
 
 import pytest
 
 from agentq import logging as agentq_logging
+from agentq.api.settings import api_settings
+from agentq.ops import keys
 from tests.helpers import jobs_of, make_dm
 
 
@@ -54,6 +59,76 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         assert secret not in text
     assert text.count(agentq_logging.MASK) >= 5
+
+
+def test_agentq_api_keys_are_redacted_by_their_shape() -> None:
+    """A key as `agentq keys create` mints it, in any shape of line; what `agentq keys
+    list` shows of one (its first 10 characters) stays readable."""
+    minted = [keys.KEY_PREFIX + secrets.token_urlsafe(keys.KEY_BYTES) for _ in range(50)]
+    minted.append("aq_-" + "-" * 42)  # urlsafe characters only, at the edges
+    log, out = capture()
+    for key in minted:
+        log.warning("login with %s failed", key)
+        log.warning("{'key': '%s'}", key)
+        log.warning("token=%s;next", key)
+    try:
+        raise ValueError(f"bad key {minted[0]}")
+    except ValueError:
+        log.exception("verify failed")
+    text = out.getvalue()
+    for key in minted:
+        assert key not in text and key[3:] not in text
+    assert agentq_logging.redact(f"key {minted[0][:10]} revoked") == (
+        f"key {minted[0][:10]} revoked"
+    )
+    assert agentq_logging.redact("task aq_dispatch ran") == "task aq_dispatch ran"
+
+
+def test_configured_secrets_are_redacted_wherever_they_come_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The console's keys and the metrics token from the environment, any variable named
+    like a key (a model profile's `api_key_env`), and settings read from `.env`, which
+    the environment does not show; short values and other variables are left alone."""
+    given = {
+        "AGENTQ_CONSOLE_OPERATOR_KEY": "operator-" + uuid.uuid4().hex,
+        "AGENTQ_METRICS_TOKEN": "metrics-" + uuid.uuid4().hex,
+        "OPENAI_FAST_KEY": "fast-" + uuid.uuid4().hex,
+        "PROVIDER_X_SECRET": "x-" + uuid.uuid4().hex,
+    }
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SHORT_KEY", "abc")
+    monkeypatch.setenv("AGENTQ_TENANT", "tenant-with-a-long-name")
+    from_dotenv = "dotenv-operator-" + uuid.uuid4().hex
+    (tmp_path / ".env").write_text(f"AGENTQ_CONSOLE_VIEWER_KEY={from_dotenv}\n")
+    monkeypatch.delenv("AGENTQ_CONSOLE_VIEWER_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    api_settings.cache_clear()
+    try:
+        assert api_settings().console_viewer_key is not None  # read from .env
+    finally:
+        api_settings.cache_clear()
+    log, out = capture(json_lines=False)
+    for value in (*given.values(), from_dotenv):
+        log.warning("configured: %s.", value)
+    log.warning("plain abc and tenant-with-a-long-name")
+    text = out.getvalue()
+    for value in (*given.values(), from_dotenv):
+        assert value not in text
+    assert text.count(agentq_logging.MASK) == len(given) + 1
+    assert "plain abc and tenant-with-a-long-name" in text
+
+
+def test_url_passwords_are_redacted_and_the_rest_of_the_url_kept() -> None:
+    clean = agentq_logging.redact(
+        "flower http://ops:flower-pass-42@127.0.0.1:5555/api and redis://:r3dis-pw@h:6379/0 "
+        "and http://127.0.0.1:8000/v1/agents"
+    )
+    assert "flower-pass-42" not in clean and "r3dis-pw" not in clean
+    assert "http://ops:[REDACTED]@127.0.0.1:5555/api" in clean
+    assert "redis://:[REDACTED]@h:6379/0" in clean
+    assert "http://127.0.0.1:8000/v1/agents" in clean
 
 
 def test_row_values_postgresql_quotes_are_redacted() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentq import logging as agentq_logging
 
 
 class ApiSettings(BaseSettings):
@@ -93,6 +96,16 @@ class ApiSettings(BaseSettings):
         """Whether the API key `key_id` is listed as read-only (in either variable)."""
         return str(key_id).lower() in self._read_only_ids
 
+    def secrets(self) -> list[str]:
+        """The secret values among these settings (for the logs to mask)."""
+        values = [self.metrics_token, self.console_operator_key, self.console_viewer_key]
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.flower_url:
+            password = urlsplit(self.flower_url).password
+            if password:
+                found.append(password)
+        return found
+
 
 def _entries(value: str) -> list[str]:
     return [e.strip() for e in value.split(",") if e.strip()]
@@ -100,4 +113,8 @@ def _entries(value: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def api_settings() -> ApiSettings:
-    return ApiSettings()
+    """The API's settings, read once; their secret values are masked in every log line
+    from then on (they may come from `.env`, which the logs cannot see)."""
+    settings = ApiSettings()
+    agentq_logging.add_secrets(*settings.secrets())
+    return settings
