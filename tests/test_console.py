@@ -168,7 +168,14 @@ def test_a_posted_conversation_is_listed_and_its_timeline_shows_the_job_split_an
         reply = page.locator("li.msg.role-assistant .body").inner_text()
         assert reply == replies(http, cid)[0]["content"]
         assert "hello console" in page.locator("li.msg.role-user .body").inner_text()
+        assert job.locator(".holder").count() == 0  # workers' names are for operators
         page.context.close()
+        # the operator sees which worker process held the job's lease ("hostname/pid")
+        op = console.page(OPERATOR_KEY)
+        op.goto(f"{console.server.url}/console/conversations/{cid}")
+        holder = op.locator("li.job[data-status='completed'] .holder").inner_text()
+        assert re.fullmatch(r"by \S+/\d+", holder), holder
+        op.context.close()
 
 
 def test_a_streaming_reply_shows_its_tokens_live(console: Console) -> None:

@@ -45,6 +45,8 @@ class JobRow:
     failure_reason: str | None
     lease_token: int
     lease_until: datetime | None
+    #: "hostname/pid" of the worker process that took up the current (or last) claim
+    lease_holder: str | None
     next_attempt_at: datetime | None
     created_at: datetime
     started_at: datetime | None
@@ -128,6 +130,7 @@ JOB_COLUMNS = (
     Job.failure_reason,
     Job.lease_token,
     Job.lease_until,
+    Job.lease_holder,
     Job.next_attempt_at,
     Job.created_at,
     Job.started_at,
