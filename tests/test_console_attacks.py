@@ -635,6 +635,52 @@ def test_a_revoked_key_stops_at_once_pages_actions_and_live_stream(world: World)
     assert again.status_code == 401
 
 
+def test_failed_logins_are_limited_per_address_and_over_all(world: World) -> None:
+    """Past the failed-login limit of an address, a login from there is refused before
+    its key is looked at (the right key too), other addresses still log in; past the
+    limit of all addresses together every login is refused: 429 with Retry-After, over
+    HTTP as in `session.login`. (This process's settings and Redis: the world's
+    server keeps its own limits.)"""
+    from fastapi.testclient import TestClient
+
+    from agentq.api.app import create_app
+    from agentq.api.console import session
+    from agentq.api.problems import TooManyAttempts
+
+    # a window length of this test's own (its counters apart from the server's), with
+    # the test well inside one window
+    now = int(time.time())
+    length = next(n for n in range(3601, 3700) if n - now % n > 120)
+    wrong = "aq_" + "x" * 43
+    with _api_settings(
+        AGENTQ_CONSOLE_LOGIN_WINDOW_SECONDS=str(length),
+        AGENTQ_CONSOLE_LOGIN_FAILURES_PER_CLIENT="3",
+        AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL="6",
+    ):
+        guesser = f"198.51.100.{uuid.uuid4().int % 250}"
+        for _ in range(3):
+            assert session.login(wrong, guesser) is None
+        with pytest.raises(TooManyAttempts) as refused:
+            session.login(world.key_a, guesser)
+        assert 0 < refused.value.retry_after <= length
+        assert "this address" in str(refused.value)
+        token = session.login(world.key_a, "203.0.113.9")  # another address: let in
+        assert token is not None
+        session.logout(token)
+        for address in ("192.0.2.1", "192.0.2.2", None):  # 6 failures over all
+            assert session.login(wrong, address) is None
+        with pytest.raises(TooManyAttempts) as everyone:
+            session.login(OPERATOR_KEY, "192.0.2.3")
+        assert "all addresses" in str(everyone.value)
+        with TestClient(create_app()) as http:
+            answer = http.post("/console/login", json={"key": world.key_a})
+        assert answer.status_code == 429, answer.text
+        assert 0 < int(answer.headers["retry-after"]) <= length
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "too many failed console logins" in answer.json()["detail"]
+        assert "set-cookie" not in answer.headers
+
+
 # --- XSS, redirects, secrets ----------------------------------------------------------------
 
 

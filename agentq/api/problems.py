@@ -68,6 +68,17 @@ class ReadOnlyKey(AgentqError):
     code = "read_only_key"
 
 
+class TooManyAttempts(AgentqError):
+    """Too many failed attempts (console logins) lately: retry after `retry_after`
+    seconds; nothing was looked at."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class PayloadTooLarge(AgentqError):
     code = "payload_too_large"
 
@@ -86,6 +97,7 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
     (Unauthorized, 401),
     (ReadOnlyKey, 403),
     (Overloaded, 429),
+    (TooManyAttempts, 429),
     (PayloadTooLarge, 413),
     (Timeout, 504),
     (ProviderError, 502),
@@ -148,7 +160,7 @@ async def _agentq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentqError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | TooManyAttempts):
         headers = {"Retry-After": str(max(1, exc.retry_after))}
     return problem(
         status, str(exc), code=exc.code, field=getattr(exc, "field", None), headers=headers

@@ -67,6 +67,22 @@ class ApiSettings(BaseSettings):
     console_read_only_keys: str = Field(
         default="", validation_alias="AGENTQ_CONSOLE_READ_ONLY_KEYS"
     )
+    #: failed console logins from one client address in a window; past it a login answers
+    #: 429 with Retry-After before any key is looked at (a guesser gets 10 a minute);
+    #: counted for the logins whose route passes the address (`session.login(client=)`)
+    console_login_failures_per_client: int = Field(
+        default=10, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_FAILURES_PER_CLIENT"
+    )
+    #: failed console logins from all addresses together in a window (a guesser spread
+    #: over many addresses); past it every login waits for the window's end, so it is
+    #: well above what people mistyping ever reach
+    console_login_failures_total: int = Field(
+        default=100, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL"
+    )
+    #: the length of those windows (fixed windows, counted in Redis across API processes)
+    console_login_window_seconds: int = Field(
+        default=60, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_WINDOW_SECONDS"
+    )
     #: Flower's address, for the console's links from a job to its Celery tasks and back
     flower_url: str | None = Field(default=None, validation_alias="AGENTQ_FLOWER_URL")
 

@@ -15,6 +15,11 @@ again: a tenant key revoked, or an operator key changed, ends its sessions at on
 logging out deletes the session. Every POST needs the session's CSRF token (a header)
 and, when the browser sends one, an Origin of this host. Keys are never logged, never
 shown, and compared in constant time.
+
+Failed logins are counted in Redis in fixed windows (AGENTQ_CONSOLE_LOGIN_WINDOW_SECONDS),
+over all addresses and, when the caller passes it, per client address; past either limit
+a login is refused (429 with Retry-After, `TooManyAttempts`) before its key is looked at,
+so a guesser gets a few tries a minute however fast the server answers.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import hmac
 import json
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from agentq.api.problems import TooManyAttempts
 from agentq.api.settings import api_settings
 from agentq.ops import keys
 from agentq.runtime.redis import get_redis, key
@@ -41,6 +48,9 @@ COOKIE = "agentq_console"
 CSRF_HEADER = "X-CSRF-Token"
 #: how long a session lasts after its login
 SESSION_SECONDS = 12 * 3600
+#: failed-login counters outlive their window by this much, so that an attempt that
+#: takes long still gives its count back to the counter it took it from
+KEEP_SECONDS = 60
 
 OPERATOR, VIEWER, TENANT = "operator", "viewer", "tenant"
 
@@ -83,8 +93,85 @@ def _session_key(token: str) -> str:
     return key("console", "session", _digest(token))
 
 
-def login(raw: str) -> str | None:
-    """A new session's token for the key `raw`, or None for an unknown or revoked key."""
+def _window() -> tuple[str, int]:
+    """The current failed-login window's name (its length and number) and the seconds
+    left in it."""
+    length = api_settings().console_login_window_seconds
+    now = int(time.time())
+    return f"{length}s-{now // length}", length - now % length
+
+
+def _failure_keys(window: str, client: str | None) -> list[str]:
+    """The failed-login counters of a login from `client`: everyone's, and the address's
+    own when it is known."""
+    counters = [key("console", "login-failures", window)]
+    if client:
+        counters.append(key("console", "login-failures", window, _digest(client)[:32]))
+    return counters
+
+
+def _limits() -> list[int]:
+    s = api_settings()
+    return [s.console_login_failures_total, s.console_login_failures_per_client]
+
+
+def _attempt(client: str | None) -> list[str]:
+    """Count a login attempt from `client` in the current window before its key is
+    looked at (so that concurrent guesses cannot all pass a check before any is
+    counted) and return its counters; past a limit, give the count back and raise
+    TooManyAttempts. The counts are of attempts that reached the key check."""
+    window, left = _window()
+    counters = _failure_keys(window, client)
+    redis = get_redis()
+    with redis.pipeline(transaction=False) as pipe:
+        for counter in counters:
+            pipe.incr(counter)
+            pipe.expire(counter, left + KEEP_SECONDS)
+        counts = pipe.execute()[::2]
+    for i, (count, limit) in enumerate(zip(counts, _limits(), strict=False)):
+        if count > limit:
+            _give_back(counters)
+            whose = "all addresses together" if i == 0 else "this address"
+            # once a window and counter: the operator hears of a guesser, not of each try
+            if redis.set(counters[i] + ":told", 1, nx=True, ex=left + KEEP_SECONDS):
+                log.warning(
+                    "console: %d failed logins from %s; logins from there refused for %d s",
+                    limit,
+                    "all addresses together" if i == 0 else client,
+                    left,
+                )
+            raise TooManyAttempts(
+                f"too many failed console logins from {whose} (at most {limit} in "
+                f"{api_settings().console_login_window_seconds} s); try again in {left} s",
+                left,
+            )
+    return counters
+
+
+def _give_back(counters: list[str]) -> None:
+    with get_redis().pipeline(transaction=False) as pipe:
+        for counter in counters:
+            pipe.decr(counter)
+        pipe.execute()
+
+
+def login(raw: str, client: str | None = None) -> str | None:
+    """A new session's token for the key `raw`, or None for an unknown or revoked key.
+    `client` is the caller's address: past AGENTQ_CONSOLE_LOGIN_FAILURES_PER_CLIENT failed
+    logins from it in a window (or AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL from all), this
+    raises TooManyAttempts before the key is looked at."""
+    counters = _attempt(client)
+    try:
+        token = _login(raw)
+    except Exception:  # the database or Redis failed, not the caller's key
+        _give_back(counters)
+        raise
+    if token is not None:  # a login that succeeds is no failure
+        _give_back(counters)
+    return token
+
+
+def _login(raw: str) -> str | None:
     if not raw or len(raw) > 200:
         return None
     session: dict[str, str | None]
