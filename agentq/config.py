@@ -164,7 +164,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
-    return Settings()
+    from agentq import logging as agentq_logging
+
+    settings = Settings()
+    # A key kept in `.env` is not in the environment, where the log redaction looks for
+    # secrets by name: register its value.
+    agentq_logging.add_secrets(settings.llm.api_key.get_secret_value())
+    return settings
 
 
 def reset_settings() -> None:

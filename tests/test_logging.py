@@ -199,3 +199,20 @@ def test_tracing_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
         import opentelemetry.sdk  # noqa: F401
     except ImportError:
         assert tracing.setup_tracing() is False
+
+
+def test_an_llm_key_kept_only_in_dotenv_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentq.config import get_settings, reset_settings
+
+    value = "provider-" + secrets.token_hex(12)  # no sk- shape: only its value can mask it
+    (tmp_path / ".env").write_text(f"LLM_API_KEY={value}\n")
+    monkeypatch.delenv("LLM_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    reset_settings()
+    try:
+        assert get_settings().llm.api_key.get_secret_value() == value
+        assert value not in agentq_logging.redact(f"calling the provider with {value}")
+    finally:
+        reset_settings()

@@ -29,7 +29,7 @@ _REF = "#/components/schemas/Problem"
 DESCRIPTIONS: dict[int, str] = {
     400: "Bad request: the detail says what is wrong.",
     401: "No valid API key: send `Authorization: Bearer <key>` (`agentq keys create`).",
-    403: "The key may not do this.",
+    403: "The key may not do this: a read-only key (AGENTQ_READ_ONLY_KEYS) only reads.",
     404: "No such resource of the key's tenant; the detail names the id.",
     409: "Conflicts with the stored state (the detail says how), or a concurrent request "
     "changed the same thing: read it again.",
@@ -68,8 +68,8 @@ def problem_statuses(method: str, operation: dict[str, Any]) -> set[int]:
     params = operation.get("parameters", [])
     if operation.get("security"):  # the API key (auth.py)
         statuses.add(401)
-        if method in WRITES:
-            statuses.add(409)
+        if method in WRITES:  # every /v1 write is an acting route (auth.acting)
+            statuses |= {403, 409}
     if any(p["in"] == "path" for p in params):
         statuses.add(404)
     if params or "requestBody" in operation:
