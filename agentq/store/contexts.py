@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
@@ -22,9 +22,22 @@ _INSERT = insert(CTX)
 _UPDATE = update(CTX).where(CTX.c.id == bindparam("cache_id"))
 
 
-def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Record | None:
-    """(id, last_seq, messages) of the agent's cached history, if any."""
-    return tx.connection().execute(_CACHED, {"agent_id": agent_id, "conv_id": conv_id}).first()
+class Cached(NamedTuple):
+    """An agent's cached history of a conversation."""
+
+    id: uuid.UUID
+    #: the newest seq folded into `messages`
+    last_seq: int
+    messages: list[dict[str, Any]]
+
+
+def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Cached | None:
+    """The agent's cached history, if any (`agentq.store.jobs.for_call` reads it with the
+    job instead: no statement of its own)."""
+    row: Record | None = (
+        tx.connection().execute(_CACHED, {"agent_id": agent_id, "conv_id": conv_id}).first()
+    )
+    return None if row is None else Cached(row.id, row.last_seq, row.messages)
 
 
 def save(

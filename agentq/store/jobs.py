@@ -13,22 +13,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, true, tuple_, update
 
+from agentq.clock import utcnow
 from agentq.states import (
     UNFINISHED_JOB_STATES,
     JobStatus,
     LinkStatus,
 )
-from agentq.store import tables
+from agentq.store import messages, tables
 from agentq.store.session import Record, Tx
 
-J, L, A, C, M = (
+J, L, A, C, M, CTX = (
     tables.jobs,
     tables.message_jobs,
     tables.agents,
     tables.conversations,
     tables.messages,
+    tables.contexts,
 )
 
 #: the open job of a conversation if there is one (at most one: a unique index), else the
@@ -80,8 +82,9 @@ _CLAIM = (
     )
     .returning(J.c.lease_token, J.c.attempts)
 )
-#: a job, its agent and its conversation, and the seq of its last trigger: what an LLM
-#: call needs
+#: a job, its agent and its conversation, the seq of its last trigger, and the agent's
+#: cached history of the conversation (`cache_*`, None if there is none): what an LLM call
+#: needs
 _FOR_CALL = (
     select(
         J.c.status,
@@ -103,10 +106,21 @@ _FOR_CALL = (
         .where(L.c.job_id == J.c.id, L.c.status == LinkStatus.TRIGGER)
         .scalar_subquery()
         .label("last_trigger_seq"),
+        CTX.c.id.label("cache_id"),
+        CTX.c.last_seq.label("cache_last_seq"),
+        CTX.c.messages.label("cache_messages"),
     )
     .join_from(J, A, A.c.id == J.c.agent_id)
     .join(C, C.c.id == J.c.conversation_id)
+    .outerjoin(
+        CTX, (CTX.c.agent_id == J.c.agent_id) & (CTX.c.conversation_id == J.c.conversation_id)
+    )
     .where(J.c.id == bindparam("job_id"))
+)
+#: the same, and (PostgreSQL) the transaction's commit does not wait for the WAL flush:
+#: `SET LOCAL synchronous_commit TO OFF` without a round trip of its own
+_FOR_CALL_NOT_DURABLE = _FOR_CALL.add_columns(
+    func.set_config("synchronous_commit", "off", True).label("not_durable")
 )
 #: keep the provider's answer while the claim is current
 _STORE_ANSWER = (
@@ -263,6 +277,50 @@ def start(
     return attempt
 
 
+#: `_START`, and in the same statement the history a prompt reads (`messages.HISTORY`),
+#: newest first; no row if the claim cannot start, one of NULL history if it has none
+_STARTED = _START.values(updated_at=bindparam("updated_at")).cte("started")
+_HISTORY_ROWS = messages.HISTORY.subquery("h")
+_START_READING = (
+    select(_STARTED.c.attempts, *_HISTORY_ROWS.c)
+    .select_from(_STARTED.outerjoin(_HISTORY_ROWS, true()))
+    .order_by(_HISTORY_ROWS.c.seq.desc())
+)
+
+
+def start_reading(
+    tx: Tx,
+    job_id: uuid.UUID,
+    token: int,
+    lease_until: datetime,
+    holder: str | None,
+    history: tuple[uuid.UUID, int, int, int],
+) -> tuple[int, list[Record]] | None:
+    """`start`, and the conversation's history as `messages.history(tx, *history)` reads
+    it (conversation, after, upto, limit), in one statement on PostgreSQL: (the attempt's
+    number, the history's rows), or None if the claim cannot start (nothing is read)."""
+    conn = tx.connection()
+    if conn.dialect.name != "postgresql":
+        attempt = start(tx, job_id, token, lease_until, holder)
+        return None if attempt is None else (attempt, messages.history(tx, *history))
+    conv_id, after, upto, limit = history
+    params = {
+        "job_id": job_id,
+        "token": token,
+        "lease_until": lease_until,
+        "holder": holder,
+        "updated_at": utcnow(),  # its row's updated_at (the onupdate default is not applied in a CTE)
+        "conv_id": conv_id,
+        "after": after,
+        "upto": upto,
+        "limit": limit,
+    }
+    rows = conn.execute(_START_READING, params).all()
+    if not rows:
+        return None
+    return rows[0].attempts, [r for r in rows if r.seq is not None]
+
+
 def renew(
     tx: Tx, claims: Sequence[tuple[uuid.UUID, int]], lease_until: datetime
 ) -> set[tuple[uuid.UUID, int]]:
@@ -279,9 +337,14 @@ def renew(
     return {(row.id, row.lease_token) for row in tx.connection().execute(renewed)}
 
 
-def for_call(tx: Tx, job_id: uuid.UUID) -> Record | None:
-    """The job with its agent's profile and its conversation's settings."""
-    return tx.connection().execute(_FOR_CALL, {"job_id": job_id}).first()
+def for_call(tx: Tx, job_id: uuid.UUID, *, durable: bool = True) -> Record | None:
+    """The job with its agent's profile, its conversation's settings and the agent's cached
+    history (`cache_id`, `cache_last_seq`, `cache_messages`). Not `durable`: the caller's
+    transaction is made non-durable too, as `transaction(durable=False)` would (on
+    PostgreSQL; call it first, before any write), in the same round trip."""
+    conn = tx.connection()
+    statement = _FOR_CALL if durable or conn.dialect.name != "postgresql" else _FOR_CALL_NOT_DURABLE
+    return conn.execute(statement, {"job_id": job_id}).first()
 
 
 def store_answer(tx: Tx, job_id: uuid.UUID, token: int, answer: dict[str, Any]) -> bool:

@@ -34,7 +34,7 @@ _AFTER = (
 #: the newest visible messages after a seq, newest first, as a prompt reads them: up to
 #: the job's last trigger, and past it only replies (a message past it that is not a reply
 #: is a later job's to answer)
-_HISTORY = (
+HISTORY = (
     select(M.c.seq, M.c.role, M.c.content, P.c.agent_id, P.c.display_name)
     .outerjoin(P, M.c.author_id == P.c.id)
     .where(
@@ -152,7 +152,7 @@ def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> li
     after `after`: up to `upto`, and replies past it; newest first. `agent_id` is the
     author's agent, if any."""
     params = {"conv_id": conv_id, "after": after, "upto": upto, "limit": limit}
-    return list(tx.connection().execute(_HISTORY, params))
+    return list(tx.connection().execute(HISTORY, params))
 
 
 def page(tx: Tx, conv_id: uuid.UUID, after: int, limit: int) -> list[Record]:

@@ -24,9 +24,9 @@ from agentq.errors import ProviderError, UnknownProfile
 from agentq.providers import ChatRequest, ChatResult, acall_with_retries, get_provider
 from agentq.runtime import breaker
 from agentq.states import CANCELLING, JobStatus
-from agentq.store import jobs
+from agentq.store import contexts, jobs
 from agentq.store.session import Tx
-from agentq.turn.context import MAX_SEQ, build_messages, chat_request
+from agentq.turn.context import MAX_SEQ, build_messages, chat_request, history_after
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,11 @@ class Call:
         return self.request is None and self.failure is None and self.held is None
 
 
-def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
-    """The call for the job's current claim, or None if the claim is stale. Writes only
-    the context cache, which the next call rebuilds if a crash loses it."""
-    found = jobs.for_call(tx, job_id)
+def prepare(tx: Tx, job_id: uuid.UUID, token: int, *, durable: bool = True) -> Call | None:
+    """The call for the job's current claim, or None if the claim is stale. Writes the
+    attempt's start and the context cache. Not `durable`: its commit does not wait for the
+    WAL flush (see `agentq.turn.effects.prepare` for why that is safe)."""
+    found = jobs.for_call(tx, job_id, durable=durable)
     if found is None or found.status != JobStatus.ACTIVE or found.lease_token != token:
         return None
     cid = found.conversation_id
@@ -103,17 +104,27 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int) -> Call | None:
             job_id, cid, found.id, token, profile.provider, None, profile=profile.name, held=held
         )
     lease = timedelta(seconds=get_settings().job_lease_seconds)
-    if jobs.start(tx, job_id, token, utcnow() + lease, WORKER_NAME) is None:
+    limit = get_settings().context_messages
+    upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
+    cache = (
+        None
+        if found.cache_id is None
+        else contexts.Cached(found.cache_id, found.cache_last_seq, found.cache_messages)
+    )
+    # The attempt starts, and the history newer than the cache is read, in one statement.
+    after = history_after(cache, upto)
+    started = jobs.start_reading(
+        tx, job_id, token, utcnow() + lease, WORKER_NAME, (cid, after, upto, limit)
+    )
+    if started is None:
         if profile is not None and admission.probe:
             breaker.release_probe(profile.name, job_id)
         return None  # this claim's call runs (or ran) already: a redelivered task
-    limit = get_settings().context_messages
-    upto = found.last_trigger_seq or MAX_SEQ  # (a job always has triggers)
     agentq_logging.bind(agent=found.name, conversation_id=cid)
     if profile is None:
         reason = f"the agent's model profile {unknown!r} is not declared by the operator"
         return Call(job_id, cid, found.id, token, found.provider, None, failure=reason)
-    prompt = build_messages(tx, found, cid, limit, upto)
+    prompt = build_messages(tx, found, cid, limit, upto, cache=cache, rows=started[1])
     request = chat_request(model_config, prompt)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
     # The profile's provider, as declared now (not the one stored when the agent was made).

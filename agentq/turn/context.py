@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from agentq import profiles
@@ -62,19 +63,41 @@ def _speaker(name: str) -> str:
     return _NAME_RE.sub("_", name)[:64] or "user"
 
 
+#: the cache is rewritten once this many settled messages are newer than it (half the
+#: context if that is fewer; at once when there is none): until then each call reads
+#: those few rows again, which costs less than rewriting the cache every turn (a
+#: statement, and its JSON, a turn)
+REWRITE_AFTER = 8
+
+
+def history_after(cache: contexts.Cached | None, upto: int) -> int:
+    """The seq after which `history` reads messages, given the cache (see `history`)."""
+    return cache.last_seq if cache is not None and cache.last_seq <= upto else 0
+
+
 def history(
-    tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID, limit: int, upto: int = MAX_SEQ
+    tx: Tx,
+    agent_id: uuid.UUID,
+    conv_id: uuid.UUID,
+    limit: int,
+    upto: int = MAX_SEQ,
+    *,
+    cache: contexts.Cached | None,
+    rows: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The last `limit` messages up to seq `upto` (a job's last trigger), mapped for the
-    agent, with the replies written since; the cache keeps only what is settled (up to
-    `upto`), so a later job still reads what this one left out."""
-    cache = contexts.cached(tx, agent_id, conv_id)
+    agent, with the replies written since. `cache` is the agent's cached history of the
+    conversation as the caller read it (`agentq.store.contexts.cached`, or with the job);
+    the cache keeps only what is settled (up to `upto`), so a later job still reads what
+    this one left out. `rows`: the messages newer than the cache as the caller read them
+    (`agentq.store.messages.history` after `history_after`), else they are read here."""
     if cache is not None and cache.last_seq > upto:
         cache = None  # an older job again (an operator's retry): read, but keep no cache
         keep = False
     else:
         keep = True
-    rows = stored_messages.history(tx, conv_id, cache.last_seq if cache else 0, upto, limit)
+    if rows is None:
+        rows = stored_messages.history(tx, conv_id, history_after(cache, upto), upto, limit)
     fresh = [
         {
             "seq": r.seq,
@@ -86,20 +109,34 @@ def history(
     ]
     settled = [h for h in fresh if h["seq"] <= upto]
     later = [h for h in fresh if h["seq"] > upto]
-    merged: list[dict[str, Any]] = ((cache.messages if cache else []) + settled)[-limit:]
-    if settled and keep:
+    # A read cut at `limit` rows may have left out messages between the cache and what it
+    # read: then what it read is the whole window, and it is cached only if it fills it
+    # (a cache never has a gap, nor fewer messages than there are).
+    cut = len(rows) >= limit
+    older = cache.messages if cache is not None and not cut else []
+    merged: list[dict[str, Any]] = (older + settled)[-limit:]
+    rewrite = max(1, min(REWRITE_AFTER, limit // 2))
+    due = cache is None or len(settled) >= rewrite
+    if settled and keep and due and (not cut or len(settled) >= limit):
         last = settled[-1]["seq"]
         contexts.save(tx, cache.id if cache else None, agent_id, conv_id, last, merged, utcnow())
     return (merged + later)[-limit:]
 
 
 def build_messages(
-    tx: Tx, agent: AgentProfile, conversation_id: uuid.UUID, limit: int, upto: int = MAX_SEQ
+    tx: Tx,
+    agent: AgentProfile,
+    conversation_id: uuid.UUID,
+    limit: int,
+    upto: int = MAX_SEQ,
+    *,
+    cache: contexts.Cached | None,
+    rows: Sequence[Any] | None = None,
 ) -> list[ChatMessage]:
     """The request's messages: the agent's system prompt, then its view of the history up
     to seq `upto` (see `history`)."""
     msgs = [ChatMessage(role="system", content=system_prompt(agent))]
-    for h in history(tx, agent.id, conversation_id, limit, upto):
+    for h in history(tx, agent.id, conversation_id, limit, upto, cache=cache, rows=rows):
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
 

@@ -326,9 +326,10 @@ def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     # Not durable (no WAL flush wait): it writes the context cache, which the next call
     # rebuilds, and the attempt's start. A PostgreSQL crash that loses the last commits
     # may lose that start: the call is then made again uncounted, which at-least-once
-    # delivery allows anyway; a worker's crash loses nothing (the commit is done).
-    with transaction(durable=False) as tx:
-        return call.prepare(tx, jid, token)
+    # delivery allows anyway; a worker's crash loses nothing (the commit is done). Its
+    # first statement says so (`durable=False`), not a `SET LOCAL` round trip of its own.
+    with transaction() as tx:
+        return call.prepare(tx, jid, token, durable=False)
 
 
 def run_job(job_id: uuid.UUID | str, token: int) -> None:
