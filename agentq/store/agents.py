@@ -49,23 +49,26 @@ _FREED_STATUS = case(
     ),
     else_=A.c.status,
 )
-#: a job of the agent ended without a reply (run after the job left `active`)
-_FREE_SLOT = (
-    update(A)
-    .where(A.c.id == bindparam("agent_id"))
-    .values(status=_FREED_STATUS)
-    .returning(A.c.status, A.c.max_concurrent_jobs)
-)
-#: a job of the agent replied: its slot is free and its counters move
-_FREE_SLOT_RESPONDED = (
-    update(A)
-    .where(A.c.id == bindparam("agent_id"))
-    .values(
+
+
+def free_slot_statement(*, responded: bool) -> Any:
+    """The UPDATE that frees a slot of agent `agent_id` (run after its job left `active`);
+    `responded`: the job replied at `now`, so its counters move too."""
+    freed = update(A).where(A.c.id == bindparam("agent_id"))
+    if not responded:
+        return freed.values(status=_FREED_STATUS)
+    return freed.values(
         status=_FREED_STATUS,
         total_responses=A.c.total_responses + 1,
         last_response_at=bindparam("now"),
     )
-    .returning(A.c.status, A.c.max_concurrent_jobs)
+
+
+#: a job of the agent ended without a reply (run after the job left `active`)
+_FREE_SLOT = free_slot_statement(responded=False).returning(A.c.status, A.c.max_concurrent_jobs)
+#: a job of the agent replied: its slot is free and its counters move
+_FREE_SLOT_RESPONDED = free_slot_statement(responded=True).returning(
+    A.c.status, A.c.max_concurrent_jobs
 )
 
 

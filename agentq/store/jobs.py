@@ -439,6 +439,38 @@ def create(
     return job_id
 
 
+#: the columns of a `message_jobs` row (`link_row`)
+LINK_ROW_COLUMNS = (
+    "id",
+    "message_id",
+    "job_id",
+    "agent_id",
+    "conversation_id",
+    "status",
+    "created_at",
+)
+
+
+def link_row(
+    message_id: uuid.UUID,
+    job_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    conv_id: uuid.UUID,
+    status: LinkStatus,
+    now: datetime,
+) -> dict[str, Any]:
+    """A `message_jobs` row (`LINK_ROW_COLUMNS`)."""
+    return {
+        "id": uuid.uuid4(),
+        "message_id": message_id,
+        "job_id": job_id,
+        "agent_id": agent_id,
+        "conversation_id": conv_id,
+        "status": status,
+        "created_at": now,
+    }
+
+
 def link_reply(
     tx: Tx,
     message_id: uuid.UUID,
@@ -448,18 +480,8 @@ def link_reply(
     now: datetime,
 ) -> None:
     """The `message_jobs` row of a job's reply."""
-    tx.connection().execute(
-        _INSERT_LINK,
-        {
-            "id": uuid.uuid4(),
-            "message_id": message_id,
-            "job_id": job_id,
-            "agent_id": agent_id,
-            "conversation_id": conv_id,
-            "status": LinkStatus.REPLY,
-            "created_at": now,
-        },
-    )
+    row = link_row(message_id, job_id, agent_id, conv_id, LinkStatus.REPLY, now)
+    tx.connection().execute(_INSERT_LINK, row)
 
 
 #: the newest other job answering one of the job's messages (they were carried into it)

@@ -69,6 +69,88 @@ class Numbering(Protocol):
     pending_since: datetime | None
 
 
+#: the columns of a message's row (`row`)
+ROW_COLUMNS = (
+    "id",
+    "conversation_id",
+    "seq",
+    "author_id",
+    "role",
+    "content",
+    "reply_to_job_id",
+    "idempotency_key",
+    "request_hash",
+    "created_at",
+    "updated_at",
+)
+#: the columns of an `llm_messages` row (`llm_row`)
+LLM_ROW_COLUMNS = (
+    "id",
+    "message_id",
+    "role",
+    "content",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "created_at",
+)
+
+
+def window(conv: Numbering, seq: int, needs_dispatch: bool, now: datetime) -> dict[str, Any]:
+    """The conversation's window columns once message `seq` is added (see
+    `insert_message`)."""
+    if needs_dispatch:
+        return {"pending_since": conv.pending_since or now, "last_message_at": now}
+    if conv.handled_seq == conv.last_seq:
+        return {"handled_seq": seq}
+    return {}
+
+
+def row(
+    msg_id: uuid.UUID,
+    conv_id: uuid.UUID,
+    seq: int,
+    *,
+    role: Role,
+    content: str,
+    author_id: uuid.UUID | None,
+    now: datetime,
+    reply_to_job_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> dict[str, Any]:
+    """A message's row (`ROW_COLUMNS`)."""
+    return {
+        "id": msg_id,
+        "conversation_id": conv_id,
+        "seq": seq,
+        "author_id": author_id,
+        "role": role,
+        "content": content,
+        "reply_to_job_id": reply_to_job_id,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def llm_row(message_id: uuid.UUID, answer: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The `llm_messages` row of a reply (`LLM_ROW_COLUMNS`)."""
+    return {
+        "id": uuid.uuid4(),
+        "message_id": message_id,
+        "role": Role.ASSISTANT,
+        "content": answer["content"],
+        "model": answer.get("model"),
+        "prompt_tokens": answer.get("prompt_tokens", 0),
+        "completion_tokens": answer.get("completion_tokens", 0),
+        "latency_ms": answer.get("latency_ms", 0),
+        "created_at": now,
+    }
+
+
 def insert_message(
     tx: Tx,
     conv: Numbering,
@@ -81,39 +163,31 @@ def insert_message(
     reply_to_job_id: uuid.UUID | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    message_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, int]:
     """Add a message with the conversation's next seq; (id, seq).
 
     A message that `needs_dispatch` opens or extends the debounce window; one that does not
     (a reply nobody else answers, a system notice) is marked handled at once when nothing
     else is pending, so that it costs no dispatch. The caller records `message.created`.
+    (`agentq.store.writes.message` does all that and more in one statement.)
     """
     seq = conv.last_seq + 1
-    window: dict[str, Any]
-    if needs_dispatch:
-        window = {"pending_since": conv.pending_since or now, "last_message_at": now}
-    elif conv.handled_seq == conv.last_seq:
-        window = {"handled_seq": seq}
-    else:
-        window = {}
-    conversations.update_numbering(tx, conv.id, seq, now, **window)
-    msg_id = uuid.uuid4()
-    tx.connection().execute(
-        _INSERT,
-        {
-            "id": msg_id,
-            "conversation_id": conv.id,
-            "seq": seq,
-            "author_id": author_id,
-            "role": role,
-            "content": content,
-            "reply_to_job_id": reply_to_job_id,
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash,
-            "created_at": now,
-            "updated_at": now,
-        },
+    conversations.update_numbering(tx, conv.id, seq, now, **window(conv, seq, needs_dispatch, now))
+    msg_id = message_id or uuid.uuid4()
+    values = row(
+        msg_id,
+        conv.id,
+        seq,
+        role=role,
+        content=content,
+        author_id=author_id,
+        now=now,
+        reply_to_job_id=reply_to_job_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
+    tx.connection().execute(_INSERT, values)
     return msg_id, seq
 
 
@@ -121,20 +195,7 @@ def insert_llm_message(
     tx: Tx, message_id: uuid.UUID, answer: dict[str, Any], now: datetime
 ) -> None:
     """The provider's side of a reply: model, token counts, latency."""
-    tx.connection().execute(
-        _INSERT_LLM,
-        {
-            "id": uuid.uuid4(),
-            "message_id": message_id,
-            "role": Role.ASSISTANT,
-            "content": answer["content"],
-            "model": answer.get("model"),
-            "prompt_tokens": answer.get("prompt_tokens", 0),
-            "completion_tokens": answer.get("completion_tokens", 0),
-            "latency_ms": answer.get("latency_ms", 0),
-            "created_at": now,
-        },
-    )
+    tx.connection().execute(_INSERT_LLM, llm_row(message_id, answer, now))
 
 
 def by_idempotency_key(tx: Tx, conv_id: uuid.UUID, key: str) -> Record | None:

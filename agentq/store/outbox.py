@@ -39,11 +39,14 @@ _UNPUBLISHED = (
 )
 
 
-def insert_events(tx: Tx, batch: Sequence[Event]) -> list[Recorded]:
-    """Store `batch` in one statement, in the caller's transaction; the rows to publish
-    after it commits."""
-    now = utcnow()
-    values: list[dict[str, Any]] = [
+#: the columns of an event's row (`rows`)
+ROW_COLUMNS = ("type", "conversation_id", "payload", "created_at")
+
+
+def rows(batch: Sequence[Event], now: datetime) -> list[dict[str, Any]]:
+    """The `events` rows of `batch` (for a statement that stores them with other writes:
+    `agentq.store.writes`)."""
+    return [
         {
             "type": event_type(e),
             "conversation_id": e.conversation_id,
@@ -52,13 +55,24 @@ def insert_events(tx: Tx, batch: Sequence[Event]) -> list[Recorded]:
         }
         for e in batch
     ]
+
+
+def recorded(ids: Sequence[int], values: Sequence[dict[str, Any]]) -> list[Recorded]:
+    """The stored events to publish: `values` (from `rows`) with their `ids`, in order."""
+    return [
+        Recorded(i, v["type"], v["conversation_id"], v["payload"], v["created_at"])
+        for i, v in zip(ids, values, strict=True)
+    ]
+
+
+def insert_events(tx: Tx, batch: Sequence[Event]) -> list[Recorded]:
+    """Store `batch` in one statement, in the caller's transaction; the rows to publish
+    after it commits."""
+    values = rows(batch, utcnow())
     if not values:
         return []
     ids = tx.connection().execute(_INSERT, values).scalars().all()
-    return [
-        Recorded(i, v["type"], v["conversation_id"], v["payload"], now)
-        for i, v in zip(ids, values, strict=True)
-    ]
+    return recorded(ids, values)
 
 
 def unpublished(older_than: datetime, limit: int) -> list[Recorded]:

@@ -7,9 +7,10 @@ work through the ORM (no unit of work, no identity map, no attribute events): on
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam, select, union_all
 
 from agentq.store.models import (
     Agent,
@@ -34,3 +35,14 @@ messages = cast(Table, Message.__table__)
 message_jobs = cast(Table, MessageJob.__table__)
 participants = cast(Table, Participant.__table__)
 tenants = cast(Table, Tenant.__table__)
+
+
+def rows_of(table: Table, columns: Sequence[str], prefixes: Sequence[str]) -> Any:
+    """A SELECT of one row a prefix: the `columns` of `table` bound to `<prefix><column>`,
+    typed as the columns are, for `insert(table).from_select(columns, ...)`. Unlike a
+    multi-row `insert().values([...])`, which SQLAlchemy compiles again at every run, it
+    is compiled once (its cache key holds)."""
+    rows = [
+        select(*(bindparam(f"{p}{c}", type_=table.c[c].type) for c in columns)) for p in prefixes
+    ]
+    return rows[0] if len(rows) == 1 else union_all(*rows)

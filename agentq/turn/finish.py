@@ -18,7 +18,7 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.states import HOLDING_AGENT_STATES, JobStatus, Role
-from agentq.store import agents, conversations, jobs, messages, outbox, parked
+from agentq.store import agents, conversations, jobs, messages, outbox, parked, writes
 from agentq.store.session import Record, Tx
 from agentq.turn.outcome import Effects, Then
 from agentq.turn.responders import autonomous
@@ -32,10 +32,10 @@ def complete(
     With `answer`, the provider's answer for the claim `token`, if that claim is still
     current; without, the answer stored on the job earlier.
 
-    Every turn ends here, so it is eight statements: lock the conversation (reading what
-    the rest needs), finish the job, free the agent's slot, then the reply, its
-    `llm_messages` and `message_jobs` rows and its events: conversation, job, agent, the
-    lock order.
+    Every turn ends here, so it is three statements on PostgreSQL: lock the conversation
+    (reading what the rest needs), finish the job, then in one statement the reply, its
+    `llm_messages` and `message_jobs` rows, its events and the agent's freed slot
+    (`agentq.store.writes`): conversation, job, agent, the lock order.
     """
     now = utcnow()
     conv = conversations.lock_for_reply(tx, job_id, now)
@@ -49,30 +49,11 @@ def complete(
     if job is None:
         return None
     cid, aid = job.conversation_id, job.agent_id
-    agent = agents.free_slot(tx, aid, responded_at=now)
-    out = Effects(cid, release=[(aid, job_id)])
-    # The slot this job frees goes to the conversation parked longest for the agent
-    # (whatever the agent's busy flag said: another reply may have cleared it already).
-    if conv.others_wait and agent.status not in HOLDING_AGENT_STATES:
-        out.wake = parked.for_agent(tx, aid, 1, now, exclude=cid)
-    # Another agent may answer the reply (an autonomous channel): it opens a window.
-    pending = autonomous(conv.kind, conv.settings)
-    reply_id, seq = messages.insert_message(
-        tx,
-        conv,
-        role=Role.ASSISTANT,
-        content=answer["content"],
-        author_id=conv.author_id,
-        reply_to_job_id=job_id,
-        needs_dispatch=pending,
-        now=now,
-    )
-    messages.insert_llm_message(tx, reply_id, answer, now)
-    jobs.link_reply(tx, reply_id, job_id, aid, cid, now)
     duration = int((now - (job.started_at or now)).total_seconds() * 1000)
-    out.events = outbox.insert_events(
-        tx,
-        [
+    notice = _notice(answer)
+
+    def told(reply_id: uuid.UUID, seq: int) -> list[events.Event]:
+        told: list[events.Event] = [
             events.MessageCreated(
                 conversation_id=cid,
                 message_id=reply_id,
@@ -90,21 +71,37 @@ def complete(
                 attempts=job.attempts,
                 duration_ms=duration,
             ),
-        ],
-    )
-    notice = _notice(answer)
-    if notice is not None:
-        out.events += outbox.insert_events(
-            tx,
-            [
+        ]
+        if notice is not None:
+            told.append(
                 events.Status(
                     conversation_id=cid,
                     category="info",
                     message=notice[1],
                     data={"reason": notice[0], "job_id": str(job_id), "message_id": str(reply_id)},
                 )
-            ],
-        )
+            )
+        return told
+
+    # Another agent may answer the reply (an autonomous channel): it opens a window.
+    pending = autonomous(conv.kind, conv.settings)
+    written = writes.message(
+        tx,
+        conv,
+        role=Role.ASSISTANT,
+        content=answer["content"],
+        author_id=conv.author_id,
+        needs_dispatch=pending,
+        now=now,
+        events=told,
+        reply=writes.Reply(job_id, aid, answer),
+    )
+    out = Effects(cid, events=written.events, release=[(aid, job_id)])
+    # The slot this job frees goes to the conversation parked longest for the agent
+    # (whatever the agent's busy flag said: another reply may have cleared it already).
+    assert written.agent is not None
+    if conv.others_wait and written.agent.status not in HOLDING_AGENT_STATES:
+        out.wake = parked.for_agent(tx, aid, 1, now, exclude=cid)
     if conv.asked_at is not None:
         out.responded_after = (now - conv.asked_at).total_seconds()
     # What waited starts now: new messages (a reply to answer, or posted meanwhile) are

@@ -21,7 +21,7 @@ from agentq.errors import (
 from agentq.runtime import backpressure
 from agentq.schemas import PostedMessage
 from agentq.states import ParticipantKind, Role
-from agentq.store import conversations, messages, outbox, tenants
+from agentq.store import conversations, messages, tenants, writes
 from agentq.store.session import Tx
 from agentq.turn import debounce
 from agentq.turn.outcome import Effects
@@ -104,7 +104,7 @@ def post(
         tenant = tenants.Limits(conv.tenant_id, conv.tenant_name, conv.tenant_max_pending_messages)
     backpressure.admit(tx, tenant)
     role = Role.ASSISTANT if conv.author_kind == ParticipantKind.AGENT else Role.USER
-    msg_id, seq = messages.insert_message(
+    written = writes.message(
         tx,
         conv,
         role=role,
@@ -114,14 +114,16 @@ def post(
         request_hash=digest,
         needs_dispatch=True,
         now=now,
-    )
-    created = events.MessageCreated(
-        conversation_id=conv_id, message_id=msg_id, seq=seq, role=role, author_id=author_id
+        events=lambda msg_id, seq: [
+            events.MessageCreated(
+                conversation_id=conv_id, message_id=msg_id, seq=seq, role=role, author_id=author_id
+            )
+        ],
     )
     posted = PostedMessage(
-        id=msg_id,
+        id=written.message_id,
         conversation_id=conv_id,
-        seq=seq,
+        seq=written.seq,
         author_id=author_id,
         role=role,
         content=content,
@@ -130,6 +132,6 @@ def post(
     )
     return posted, Effects(
         conv_id,
-        events=outbox.insert_events(tx, [created]),
+        events=written.events,
         due=debounce.due(conv.settings, conv.pending_since or now, now),
     )
