@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,12 +48,50 @@ _LOCK_FOR_POST = (
     .where(C.c.id == bindparam("conv_id"))
     .with_for_update(key_share=True, of=C)
 )
-#: lock the conversation with its window, for dispatch
-_LOCK_FOR_DISPATCH = (
-    select(*_WINDOW, C.c.last_message_at)
-    .where(C.c.id == bindparam("conv_id"))
-    .with_for_update(key_share=True)
+#: what a conversation's responder selection and a claim read of each of its agents
+_MEMBER = (
+    P.c.id.label("participant_id"),
+    A.c.id,
+    A.c.name,
+    A.c.role,
+    A.c.backstory,
+    A.c.goal,
+    A.c.status,
+    A.c.max_concurrent_jobs,
+    A.c.rate_limit_per_minute,
+    A.c.tenant_id,
 )
+#: lock the conversation with its window, for dispatch, and read its agents in the same
+#: round trip (a row each, in joining order; one row of NULL agent columns if it has
+#: none): their rows are not locked (as `_AGENTS` reads them)
+_LOCK_FOR_DISPATCH = (
+    select(*_WINDOW, C.c.last_message_at, *(c.label(f"member_{c.name}") for c in _MEMBER))
+    .select_from(
+        C.outerjoin(
+            P, (P.c.conversation_id == C.c.id) & (P.c.kind == ParticipantKind.AGENT)
+        ).outerjoin(A, A.c.id == P.c.agent_id)
+    )
+    .where(C.c.id == bindparam("conv_id"))
+    .order_by(P.c.joined_at)
+    .with_for_update(key_share=True, of=C)
+)
+
+
+class Member(NamedTuple):
+    """An agent of a conversation, as responder selection and a claim read it."""
+
+    participant_id: uuid.UUID
+    id: uuid.UUID
+    name: str
+    role: str
+    backstory: str
+    goal: str
+    status: str
+    max_concurrent_jobs: int
+    rate_limit_per_minute: int
+    tenant_id: uuid.UUID
+
+
 #: the job a reply answers (`job_id`), aliased apart from the jobs the reply lock counts
 _THIS = tables.jobs.alias("this_job")
 _THIS_AGENT = select(_THIS.c.agent_id).where(_THIS.c.id == bindparam("job_id")).scalar_subquery()
@@ -122,17 +160,9 @@ _AGENT_TURNS = (
         M.c.seq > bindparam("after"),
     )
 )
-#: a conversation's agents with their participants, in joining order
+#: a conversation's agents with their participants, in joining order, with their limits
 _AGENTS = (
-    select(
-        P.c.id.label("participant_id"),
-        A.c.id,
-        A.c.name,
-        A.c.role,
-        A.c.backstory,
-        A.c.goal,
-        A.c.status,
-    )
+    select(*_MEMBER)
     .join(A, P.c.agent_id == A.c.id)
     .where(P.c.conversation_id == bindparam("conv_id"), P.c.kind == ParticipantKind.AGENT)
     .order_by(P.c.joined_at)
@@ -160,9 +190,15 @@ def lock_batch(tx: Tx, conv_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     return set(tx.connection().execute(query).scalars())
 
 
-def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Record | None:
-    """The conversation and its window, locked."""
-    return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()
+def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> tuple[Record, list[Member]] | None:
+    """The conversation and its window, locked, and its agents (as `agents` reads them,
+    not locked); None if there is no such conversation."""
+    rows = tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).all()
+    if not rows:
+        return None
+    n = len(_MEMBER)
+    members = [Member._make(r[-n:]) for r in rows if r.member_id is not None]
+    return rows[0], members
 
 
 def lock_for_reply(tx: Tx, job_id: uuid.UUID, now: datetime) -> Record | None:
@@ -203,10 +239,9 @@ def agent_turns(tx: Tx, conv_id: uuid.UUID) -> int:
     )
 
 
-def agents(tx: Tx, conv_id: uuid.UUID) -> list[Record]:
-    """The conversation's agents (participant_id, id, name, role, backstory, goal, status),
-    in joining order."""
-    return list(tx.connection().execute(_AGENTS, {"conv_id": conv_id}))
+def agents(tx: Tx, conv_id: uuid.UUID) -> list[Member]:
+    """The conversation's agents, in joining order."""
+    return [Member._make(r) for r in tx.connection().execute(_AGENTS, {"conv_id": conv_id})]
 
 
 def pending_windows(tx: Tx, limit: int) -> list[Record]:

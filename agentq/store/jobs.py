@@ -11,26 +11,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, true, tuple_, update
 
 from agentq.clock import utcnow
+from agentq.events import Event
 from agentq.states import (
     UNFINISHED_JOB_STATES,
     JobStatus,
     LinkStatus,
 )
-from agentq.store import messages, tables
+from agentq.store import messages, outbox, tables
+from agentq.store.outbox import Recorded
 from agentq.store.session import Record, Tx
 
-J, L, A, C, M, CTX = (
+J, L, A, C, M, CTX, E = (
     tables.jobs,
     tables.message_jobs,
     tables.agents,
     tables.conversations,
     tables.messages,
     tables.contexts,
+    tables.events,
 )
 
 #: the open job of a conversation if there is one (at most one: a unique index), else the
@@ -227,6 +230,25 @@ _OF_AGENT = select(J.c.id).where(
 _DROP_LINKS = delete(L).where(L.c.job_id == bindparam("job_id"))
 
 
+class Next(NamedTuple):
+    """A conversation's next job as `next_job` reads it, for a job just made (`create`):
+    the caller knows it is next and has its agent's row."""
+
+    id: uuid.UUID
+    status: str
+    agent_id: uuid.UUID
+    attempts: int
+    max_attempts: int
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    agent_status: str
+    agent_name: str
+    max_concurrent_jobs: int
+    rate_limit_per_minute: int
+    tenant_id: uuid.UUID
+
+
 def next_job(tx: Tx, conv_id: uuid.UUID) -> Record | None:
     """The conversation's job to run or watch next (open first, else oldest waiting),
     locked, with its agent's `agent_status`, `agent_name`, `max_concurrent_jobs`,
@@ -259,11 +281,48 @@ _START = (
 )
 
 
-def claim(tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Record | None:
-    """Claim the job: (lease_token, attempts so far) of the new claim; None if its current
-    claim still holds its lease (renewed since the caller read it)."""
-    params = {"job_id": job_id, "now": now, "lease_until": lease_until}
-    return tx.connection().execute(_CLAIM, params).first()
+#: claim a job and store the event that tells of it, in one statement (PostgreSQL): the
+#: event is stored only if the claim is made
+_CLAIMED = _CLAIM.values(updated_at=bindparam("updated_at")).cte("claimed")
+_TOLD = (
+    insert(E)
+    .from_select(
+        list(outbox.ROW_COLUMNS),
+        select(*(bindparam(f"ev_{c}", type_=E.c[c].type) for c in outbox.ROW_COLUMNS)).select_from(
+            _CLAIMED
+        ),
+    )
+    .returning(E.c.id)
+    .cte("told")
+)
+_CLAIM_TOLD = select(
+    _CLAIMED.c.lease_token, _CLAIMED.c.attempts, _TOLD.c.id.label("event_id")
+).select_from(_CLAIMED.outerjoin(_TOLD, true()))
+
+
+def claim(
+    tx: Tx, job_id: uuid.UUID, now: datetime, lease_until: datetime, told: Event | None = None
+) -> tuple[Record, list[Recorded]] | None:
+    """Claim the job: (lease_token, attempts so far) of the new claim, and `told`, the
+    event telling of it, stored (one statement on PostgreSQL); None if its current claim
+    still holds its lease (renewed since the caller read it): nothing is stored then."""
+    params: dict[str, Any] = {"job_id": job_id, "now": now, "lease_until": lease_until}
+    conn = tx.connection()
+    if told is None:
+        claimed = conn.execute(_CLAIM, params).first()
+        return None if claimed is None else (claimed, [])
+    if conn.dialect.name != "postgresql":
+        claimed = conn.execute(_CLAIM, params).first()
+        return None if claimed is None else (claimed, outbox.insert_events(tx, [told]))
+    (row,) = outbox.rows([told], now)
+    params.update({f"ev_{k}": v for k, v in row.items()})
+    params["updated_at"] = (
+        now  # its row's updated_at (the onupdate default is not applied in a CTE)
+    )
+    claimed = conn.execute(_CLAIM_TOLD, params).first()
+    if claimed is None:
+        return None
+    return claimed, outbox.recorded([claimed.event_id], [row])
 
 
 def start(
@@ -397,6 +456,33 @@ def retry(tx: Tx, job_id: uuid.UUID) -> None:
     tx.connection().execute(_RETRY, {"job_id": job_id})
 
 
+#: the columns of a new job's row (`create`)
+_NEW_COLUMNS = (
+    "id",
+    "conversation_id",
+    "agent_id",
+    "trigger_message_id",
+    "status",
+    "max_attempts",
+    "attempts",
+    "priority",
+    "lease_token",
+    "started_token",
+    "created_at",
+    "updated_at",
+)
+#: a new job with its `n` trigger links, in one statement (PostgreSQL), by `n`
+_CREATE: dict[int, Any] = {}
+
+
+def _create_statement(n: int) -> Any:
+    job = insert(J).values({c: bindparam(f"j_{c}", type_=J.c[c].type) for c in _NEW_COLUMNS})
+    rows = tables.rows_of(L, LINK_ROW_COLUMNS, [f"k{i}_" for i in range(n)])
+    links = insert(L).from_select(LINK_ROW_COLUMNS, rows)
+    # The links' foreign key to the job is checked at the statement's end: it is there.
+    return links.add_cte(job.cte("job"))
+
+
 def create(
     tx: Tx,
     conv_id: uuid.UUID,
@@ -405,37 +491,37 @@ def create(
     max_attempts: int,
     now: datetime,
 ) -> uuid.UUID:
-    """A waiting job of `agent_id` answering `trigger_ids`, with its `message_jobs` links."""
+    """A waiting job of `agent_id` answering `trigger_ids`, with its `message_jobs` links
+    (one statement on PostgreSQL)."""
     job_id = uuid.uuid4()
     conn = tx.connection()
-    conn.execute(
-        _INSERT,
-        {
-            "id": job_id,
-            "conversation_id": conv_id,
-            "agent_id": agent_id,
-            "trigger_message_id": trigger_ids[0],
-            "status": JobStatus.WAITING,
-            "max_attempts": max_attempts,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
-    conn.execute(
-        _INSERT_LINK,
-        [
-            {
-                "id": uuid.uuid4(),
-                "message_id": m,
-                "job_id": job_id,
-                "agent_id": agent_id,
-                "conversation_id": conv_id,
-                "status": LinkStatus.TRIGGER,
-                "created_at": now,
-            }
-            for m in trigger_ids
-        ],
-    )
+    job = {
+        "id": job_id,
+        "conversation_id": conv_id,
+        "agent_id": agent_id,
+        "trigger_message_id": trigger_ids[0],
+        "status": JobStatus.WAITING,
+        "max_attempts": max_attempts,
+        "attempts": 0,
+        "priority": 0,
+        "lease_token": 0,
+        "started_token": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    links = [link_row(m, job_id, agent_id, conv_id, LinkStatus.TRIGGER, now) for m in trigger_ids]
+    if conn.dialect.name != "postgresql":
+        conn.execute(_INSERT, job)
+        conn.execute(_INSERT_LINK, links)
+        return job_id
+    n = len(links)
+    statement = _CREATE.get(n)
+    if statement is None:
+        statement = _CREATE[n] = _create_statement(n)
+    params = {f"j_{c}": v for c, v in job.items()}
+    for i, link in enumerate(links):
+        params.update({f"k{i}_{c}": v for c, v in link.items()})
+    conn.execute(statement, params)
     return job_id
 
 

@@ -10,13 +10,19 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy import bindparam, exists, insert, or_, select, update
 
-from agentq.states import Role
+from agentq.states import UNFINISHED_JOB_STATES, Role
 from agentq.store import conversations, tables
 from agentq.store.session import Record, Tx
 
-M, P, LM = tables.messages, tables.participants, tables.llm_messages
+M, P, LM, C, J = (
+    tables.messages,
+    tables.participants,
+    tables.llm_messages,
+    tables.conversations,
+    tables.jobs,
+)
 _COLUMNS = (M.c.id, M.c.seq, M.c.author_id, M.c.role, M.c.content, M.c.deleted_at)
 
 _INSERT = insert(M)
@@ -206,6 +212,37 @@ def by_idempotency_key(tx: Tx, conv_id: uuid.UUID, key: str) -> Record | None:
 def after(tx: Tx, conv_id: uuid.UUID, seq: int) -> list[Record]:
     """(id, seq, author_id, role, content, deleted_at) of the messages after `seq`."""
     return list(tx.connection().execute(_AFTER, {"conv_id": conv_id, "after": seq}))
+
+
+#: `_AFTER`, each row with whether a job of the conversation is unfinished
+_AFTER_UNFINISHED = _AFTER.add_columns(
+    exists()
+    .where(J.c.conversation_id == bindparam("conv_id"), J.c.status.in_(UNFINISHED_JOB_STATES))
+    .label("unfinished")
+)
+#: the same, marking the conversation's messages up to `handled` dispatched in the same
+#: statement (its window closes): the read sees the messages as they were before it
+_TAKE = _AFTER_UNFINISHED.add_cte(
+    update(C)
+    .where(C.c.id == bindparam("conv_id"))
+    .values(handled_seq=bindparam("handled"), pending_since=None, updated_at=bindparam("now"))
+    .cte("handled")
+)
+
+
+def take(tx: Tx, conv_id: uuid.UUID, seq: int, handled: int, now: datetime) -> list[Record]:
+    """The messages after `seq` (as `after`), each with `unfinished`: whether a job of the
+    conversation is unfinished; and the conversation's messages up to `handled` are
+    dispatched (`conversations.mark_handled`). One statement on PostgreSQL. The caller
+    holds the conversation locked (under which every job of it is made or finished), so
+    `unfinished` holds until it commits."""
+    conn = tx.connection()
+    params = {"conv_id": conv_id, "after": seq, "handled": handled, "now": now}
+    if conn.dialect.name != "postgresql":
+        rows = list(conn.execute(_AFTER_UNFINISHED, params))
+        conversations.mark_handled(tx, conv_id, handled)
+        return rows
+    return list(conn.execute(_TAKE, params))
 
 
 def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Record]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from agentq import events
 from agentq.clock import utcnow
@@ -63,9 +64,10 @@ def dispatch(tx: Tx, conv_id: uuid.UUID) -> Effects:
     over yet sets `due`: the timer must fire again then.
     """
     out = Effects(conv_id)
-    conv = conversations.lock_for_dispatch(tx, conv_id)
-    if conv is None:
+    found = conversations.lock_for_dispatch(tx, conv_id)
+    if found is None:
         raise ConversationNotFound(conv_id)
+    conv, members = found
     if conv.last_seq <= conv.handled_seq:
         if conv.pending_since is not None:
             conversations.mark_handled(tx, conv_id, conv.handled_seq)
@@ -74,19 +76,26 @@ def dispatch(tx: Tx, conv_id: uuid.UUID) -> Effects:
     if due is not None and due > utcnow():
         out.due = due
         return out
-    batch = messages.after(tx, conv_id, conv.handled_seq)
+    batch = messages.take(tx, conv_id, conv.handled_seq, conv.last_seq, utcnow())
     out.handled = len(batch)
     live = [m for m in batch if m.deleted_at is None and m.role != Role.SYSTEM]
-    conversations.mark_handled(tx, conv_id, conv.last_seq)
     if live:
-        _plan_jobs(tx, conv, live, out, get_settings())
+        _plan_jobs(tx, conv, members, live, batch[0].unfinished, out, get_settings())
     metrics.debounced(len(live))
     return out
 
 
 def _plan_jobs(
-    tx: Tx, conv: ConversationView, live: Sequence[MessageView], out: Effects, s: Settings
+    tx: Tx,
+    conv: ConversationView,
+    members: Sequence[conversations.Member],
+    live: Sequence[MessageView],
+    unfinished_before: bool,
+    out: Effects,
+    s: Settings,
 ) -> None:
+    """Make the batch's jobs (one a responder among `members`); `unfinished_before`:
+    whether a job of the conversation was unfinished before."""
     settings = ConversationSettings.of(conv.settings)
     human = any(m.role == Role.USER for m in live)
     notices: list[events.Event] = []
@@ -124,13 +133,44 @@ def _plan_jobs(
         return
     if unfinished and policy in CANCELLING:
         live = _interrupt(tx, unfinished, live, policy, out)
-    members = conversations.agents(tx, conv.id)
-    own = {a.id: a.participant_id for a in members}
+        members = conversations.agents(tx, conv.id)  # read again: their slots were freed
+    own = {a.id: a for a in members}
     now = utcnow()
+    made: list[jobs.Next] = []
     for agent in get_selector(s.responder_selector)(conv, members, live):
-        triggers = [m.id for m in live if m.author_id != own.get(agent.id)]
+        member = own.get(agent.id)
+        own_id = member.participant_id if member is not None else None
+        triggers = [m.id for m in live if m.author_id != own_id]
         if triggers:
-            out.jobs.append(jobs.create(tx, conv.id, agent.id, triggers, s.max_attempts, now))
+            job_id = jobs.create(tx, conv.id, agent.id, triggers, s.max_attempts, now)
+            out.jobs.append(job_id)
+            if member is not None:
+                made.append(_waiting(job_id, member, s.max_attempts, now))
+    if made and len(made) == len(out.jobs) and not unfinished_before:
+        # No job of the conversation was unfinished before these: the first of them in the
+        # order `jobs.next_job` reads (made together: by id) is its next job, and a claim
+        # need not read it back.
+        out.next_job = min(made, key=lambda j: j.id)
+
+
+def _waiting(job_id: uuid.UUID, agent: Any, max_attempts: int, now: datetime) -> jobs.Next:
+    """A job just made for `agent` (a row of `conversations.agents`), as `jobs.next_job`
+    would read it."""
+    return jobs.Next(
+        id=job_id,
+        status=JobStatus.WAITING,
+        agent_id=agent.id,
+        attempts=0,
+        max_attempts=max_attempts,
+        lease_until=None,
+        next_attempt_at=None,
+        created_at=now,
+        agent_status=agent.status,
+        agent_name=agent.name,
+        max_concurrent_jobs=agent.max_concurrent_jobs,
+        rate_limit_per_minute=agent.rate_limit_per_minute,
+        tenant_id=agent.tenant_id,
+    )
 
 
 def _interrupt(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from agentq.store.jobs import Next
 from agentq.store.outbox import Recorded
 
 
@@ -66,6 +67,9 @@ class Effects:
     then: Then | None = None
     #: jobs made by a dispatch
     jobs: list[uuid.UUID] = field(default_factory=list)
+    #: the conversation's next job when a dispatch just made it (none was unfinished):
+    #: `schedule.start_next` claims it without reading it back (in the same transaction)
+    next_job: Next | None = None
     #: messages a dispatch consumed (covered by jobs, or needing none)
     handled: int = 0
     #: a reply was written this many seconds after its trigger (the response-time metric)

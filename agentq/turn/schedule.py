@@ -20,7 +20,7 @@ from agentq.config import get_settings
 from agentq.errors import ConversationNotFound
 from agentq.runtime import limits, metrics
 from agentq.states import HOLDING_AGENT_STATES, AgentStatus, JobStatus
-from agentq.store import agents, conversations, jobs, outbox, parked
+from agentq.store import agents, conversations, jobs, parked
 from agentq.store.session import Tx
 from agentq.turn.outcome import Claim, Effects
 
@@ -51,7 +51,7 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     limit's next start: `out.check_agent`), so waiting costs nothing per conversation.
     """
     now = utcnow()
-    job = jobs.next_job(tx, conv_id)
+    job = out.next_job if out.next_job is not None else jobs.next_job(tx, conv_id)
     if job is None:
         return
     if job.status == JobStatus.ACTIVE and job.lease_until and job.lease_until > now:
@@ -91,20 +91,23 @@ def start_next(tx: Tx, conv_id: uuid.UUID, out: Effects) -> None:
     # The start is when the slot was taken, not when this transaction began. The claim's
     # lease lasts until its LLM task is taken up (then the running call renews its own).
     now = utcnow()
-    claimed = jobs.claim(tx, job.id, now, now + timedelta(seconds=pickup_seconds()))
-    if claimed is None:  # its live worker renewed the lease meanwhile: the slot is its own
+    # Its attempts do not change meanwhile: its row is locked (next_job) or this
+    # transaction's own (made by its dispatch, not committed yet).
+    attempt = job.attempts + 1
+    responding = events.AgentResponding(
+        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=attempt
+    )
+    made = jobs.claim(tx, job.id, now, now + timedelta(seconds=pickup_seconds()), responding)
+    if made is None:  # its live worker renewed the lease meanwhile: the slot is its own
         return
+    claimed, told = made
     out.taken = (job.agent_id, job.id)
     if job.agent_status == AgentStatus.ACTIVE and verdict.running >= job.max_concurrent_jobs:
         out.busy = job.agent_id
     if job.status == JobStatus.WAITING:
         metrics.queue_waited(now - job.created_at)
-    attempt = claimed.attempts + 1
-    out.claim = Claim(job.id, conv_id, claimed.lease_token, attempt)
-    responding = events.AgentResponding(
-        conversation_id=conv_id, agent_id=job.agent_id, job_id=job.id, attempt=attempt
-    )
-    out.events += outbox.insert_events(tx, [responding])
+    out.claim = Claim(job.id, conv_id, claimed.lease_token, claimed.attempts + 1)
+    out.events += told
 
 
 def mark_busy(tx: Tx, outs: list[Effects]) -> None:
