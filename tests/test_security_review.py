@@ -421,3 +421,52 @@ def test_a_console_key_the_api_accepts_is_masked(monkeypatch: pytest.MonkeyPatch
     agentq_logging.add_secrets(*settings.secrets())
     monkeypatch.delenv("AGENTQ_CONSOLE_OPERATOR_KEY")  # only the registered value counts
     assert "Hnt3r!7" not in redact("login with Hnt3r!7 failed")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_URL_PASSWORD stops at the first '@': a password with an unencoded '@' (which "
+    "urlsplit and redis-py take up to the last '@' of the authority) is masked only up "
+    "to it, the rest shows. Fix: (://[^\\s:/@]*:)[^\\s/]+@ (greedy: up to the authority's "
+    "last '@', still linear).",
+)
+def test_a_url_password_with_an_at_sign_is_masked_whole() -> None:
+    from urllib.parse import urlsplit
+
+    url = "redis://:p@ss-" + secrets.token_hex(6) + "@redis.internal:6379/0"
+    password = urlsplit(url).password
+    assert password is not None and "@" in password
+    clean = redact(f"connecting to {url}")
+    assert password.split("@", 1)[1] not in clean, clean
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the console's session token (cookie agentq_console=...) and its CSRF token are "
+    "bearer credentials with no prefix; a Cookie header or a headers dict logged by "
+    "accident keeps them readable. Fix: add cookie/set-cookie, agentq_console and "
+    "x-csrf-token to _KEY_PAIR's names.",
+)
+def test_console_session_and_csrf_tokens_are_masked() -> None:
+    session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    line = f"headers: {{'Cookie': 'agentq_console={session}', 'X-CSRF-Token': '{csrf}'}}"
+    clean = redact(line)
+    assert session not in clean and csrf not in clean, clean
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the secret-named env vars are looked for again only when the number of env "
+    "vars changes: one removed and a *_TOKEN added (same count) is never masked. Fix: key "
+    "the cache on the names, e.g. (len(os.environ), hash(frozenset(os.environ))) or the "
+    "names tuple itself.",
+)
+def test_a_secret_variable_added_as_another_goes_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REVIEW_PLAIN_SETTING", "x")
+    redact("warm the cache")  # the names are read with REVIEW_PLAIN_SETTING there
+    monkeypatch.delenv("REVIEW_PLAIN_SETTING")
+    value = "review-token-" + secrets.token_hex(8)
+    monkeypatch.setenv("REVIEW_SWAPPED_TOKEN", value)
+    assert value not in redact(f"got {value}")
