@@ -4,7 +4,7 @@ inserted at once (Core bulk inserts), to time the console's pages at scale."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -12,6 +12,7 @@ from sqlalchemy import insert
 from agentq.clock import utcnow
 from agentq.states import JobStatus, LinkStatus
 from agentq.store import tables
+from agentq.store.jobs import link_row
 from agentq.store.session import transaction
 
 
@@ -90,8 +91,8 @@ def seed_history(
                 }
             )
             for trig in pending:
-                link_rows.append(_link(trig, jid, agent_id, conv_id, LinkStatus.TRIGGER, at))
-            link_rows.append(_link(mid, jid, agent_id, conv_id, LinkStatus.REPLY, at))
+                link_rows.append(link_row(trig, jid, agent_id, conv_id, LinkStatus.TRIGGER, at))
+            link_rows.append(link_row(mid, jid, agent_id, conv_id, LinkStatus.REPLY, at))
             pending = []
         else:
             pending.append(mid)
@@ -143,22 +144,3 @@ def seed_history(
             conn.execute(insert(tables.jobs), job_rows)
             conn.execute(insert(tables.message_jobs), link_rows)
     return conv_id
-
-
-def _link(
-    message_id: uuid.UUID,
-    job_id: uuid.UUID,
-    agent_id: uuid.UUID,
-    conv_id: uuid.UUID,
-    status: str,
-    at: datetime,
-) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4(),
-        "message_id": message_id,
-        "job_id": job_id,
-        "agent_id": agent_id,
-        "conversation_id": conv_id,
-        "status": status,
-        "created_at": at,
-    }
