@@ -40,6 +40,45 @@ def cached(tx: Tx, agent_id: uuid.UUID, conv_id: uuid.UUID) -> Cached | None:
     return None if row is None else Cached(row.id, row.last_seq, row.messages)
 
 
+class Pending(NamedTuple):
+    """A cache write a call defers to its reply's statement (`agentq.store.writes`)."""
+
+    cache_id: uuid.UUID | None
+    agent_id: uuid.UUID
+    conversation_id: uuid.UUID
+    last_seq: int
+    messages: list[dict[str, Any]]
+
+
+#: the columns of a cache's row (`row`)
+ROW_COLUMNS = ("id", "agent_id", "conversation_id", "last_seq", "messages", "updated_at")
+
+
+def row(pending: Pending, now: datetime) -> dict[str, Any]:
+    """The row `pending` writes (`ROW_COLUMNS`; a new id if there is none yet)."""
+    return {
+        "id": pending.cache_id or uuid.uuid4(),
+        "agent_id": pending.agent_id,
+        "conversation_id": pending.conversation_id,
+        "last_seq": pending.last_seq,
+        "messages": pending.messages,
+        "updated_at": now,
+    }
+
+
+def write(tx: Tx, pending: Pending, now: datetime) -> None:
+    """Write `pending` on its own (`agentq.store.writes` folds it into a reply)."""
+    save(
+        tx,
+        pending.cache_id,
+        pending.agent_id,
+        pending.conversation_id,
+        pending.last_seq,
+        pending.messages,
+        now,
+    )
+
+
 def save(
     tx: Tx,
     cache_id: uuid.UUID | None,

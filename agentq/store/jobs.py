@@ -368,7 +368,8 @@ def start_reading(
         "token": token,
         "lease_until": lease_until,
         "holder": holder,
-        "updated_at": utcnow(),  # its row's updated_at (the onupdate default is not applied in a CTE)
+        # its row's updated_at (the onupdate default is not applied in a CTE)
+        "updated_at": utcnow(),
         "conv_id": conv_id,
         "after": after,
         "upto": upto,

@@ -1,6 +1,7 @@
 """A step's closing writes in one round trip: a message with its conversation's numbering
-and its events (a post), and for a reply also its `llm_messages` and `message_jobs` rows
-and its agent's freed slot (issue 19: fewer statements a turn).
+and its events (a post), and for a reply also its `llm_messages` and `message_jobs` rows,
+its agent's freed slot and the context cache its call read (issue 19: fewer statements a
+turn).
 
 On PostgreSQL each group is ONE statement of data-modifying CTEs (`WITH n AS (UPDATE
 conversations ...), m AS (INSERT INTO messages ...), ... INSERT INTO events ... RETURNING
@@ -26,20 +27,22 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from agentq.events import Event
 from agentq.states import LinkStatus, Role
-from agentq.store import agents, jobs, messages, outbox, tables
+from agentq.store import agents, contexts, jobs, messages, outbox, tables
 from agentq.store.outbox import Recorded
 from agentq.store.session import Record, Tx
 
-C, M, LM, L, A, E = (
+C, M, LM, L, A, E, CTX = (
     tables.conversations,
     tables.messages,
     tables.llm_messages,
     tables.message_jobs,
     tables.agents,
     tables.events,
+    tables.contexts,
 )
 
 
@@ -77,11 +80,14 @@ def message(
     reply: Reply | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    cache: contexts.Pending | None = None,
 ) -> Written:
     """Add a message with the conversation's next seq (as `messages.insert_message` does)
     and the events `events(message_id, seq)` tells of it; with `reply`, the message is the
     job's reply: its `llm_messages` and `message_jobs` rows too, and its agent's slot is
-    freed (`agents.free_slot(responded_at=now)`). One statement on PostgreSQL."""
+    freed (`agents.free_slot(responded_at=now)`); with `cache`, the context cache its call
+    read is written too (an upsert that never moves it back). One statement on
+    PostgreSQL."""
     conn = tx.connection()
     msg_id, seq = uuid.uuid4(), conv.last_seq + 1
     batch = events(msg_id, seq)
@@ -104,6 +110,8 @@ def message(
             messages.insert_llm_message(tx, msg_id, reply.answer, now)
             jobs.link_reply(tx, msg_id, reply.job_id, reply.agent_id, conv.id, now)
             agent = agents.free_slot(tx, reply.agent_id, responded_at=now)
+        if cache is not None:
+            contexts.write(tx, cache, now)
         return Written(msg_id, seq, outbox.insert_events(tx, batch), agent)
 
     window = messages.window(conv, seq, needs_dispatch, now)
@@ -140,8 +148,10 @@ def message(
             )
         )
         params["agent_id"] = reply.agent_id
-        params["updated_at"] = now  # the agent row's (the onupdate default is not applied in a CTE)
-    shape = (tuple(sorted(window)), len(rows), reply is not None)
+        params["updated_at"] = now  # the agent's (the onupdate default is not applied in a CTE)
+    if cache is not None:
+        params.update(_prefixed("c_", contexts.row(cache, now)))
+    shape = (tuple(sorted(window)), len(rows), reply is not None, cache is not None)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         statement = _STATEMENTS[shape] = _statement(*shape)
@@ -160,10 +170,10 @@ def _values(table: Table, prefix: str, columns: Sequence[str]) -> dict[Any, Any]
     return {table.c[c]: bindparam(prefix + c, type_=table.c[c].type) for c in columns}
 
 
-_STATEMENTS: dict[tuple[tuple[str, ...], int, bool], Any] = {}
+_STATEMENTS: dict[tuple[tuple[str, ...], int, bool, bool], Any] = {}
 
 
-def _statement(window: tuple[str, ...], n_events: int, reply: bool) -> Any:
+def _statement(window: tuple[str, ...], n_events: int, reply: bool, cache: bool) -> Any:
     assert n_events > 0, "a message is always told of by an event"
     numbering = (
         update(C)
@@ -176,6 +186,14 @@ def _statement(window: tuple[str, ...], n_events: int, reply: bool) -> Any:
         .cte("numbering")
     )
     written = [numbering, insert(M).values(_values(M, "m_", messages.ROW_COLUMNS)).cte("message")]
+    if cache:
+        new = pg_insert(CTX).values(_values(CTX, "c_", contexts.ROW_COLUMNS))
+        cached = new.on_conflict_do_update(
+            index_elements=[CTX.c.agent_id, CTX.c.conversation_id],
+            set_={c: new.excluded[c] for c in ("last_seq", "messages", "updated_at")},
+            where=CTX.c.last_seq <= new.excluded.last_seq,
+        )
+        written.append(cached.cte("cache"))
     if reply:
         written.append(insert(LM).values(_values(LM, "l_", messages.LLM_ROW_COLUMNS)).cte("llm"))
         written.append(insert(L).values(_values(L, "k_", jobs.LINK_ROW_COLUMNS)).cte("link"))

@@ -74,6 +74,8 @@ class Call:
     held: float | None = None
     #: the call is the half-open circuit's one probe
     probe: bool = False
+    #: the context cache's new content, written with the reply (`effects.complete`)
+    cache: contexts.Pending | None = None
 
     @property
     def answered(self) -> bool:
@@ -82,8 +84,9 @@ class Call:
 
 def prepare(tx: Tx, job_id: uuid.UUID, token: int, *, durable: bool = True) -> Call | None:
     """The call for the job's current claim, or None if the claim is stale. Writes the
-    attempt's start and the context cache. Not `durable`: its commit does not wait for the
-    WAL flush (see `agentq.turn.effects.prepare` for why that is safe)."""
+    attempt's start; the context cache's new content goes with the call (`Call.cache`),
+    written by its reply. Not `durable`: its commit does not wait for the WAL flush (see
+    `agentq.turn.effects.prepare` for why that is safe)."""
     found = jobs.for_call(tx, job_id, durable=durable)
     if found is None or found.status != JobStatus.ACTIVE or found.lease_token != token:
         return None
@@ -124,7 +127,10 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int, *, durable: bool = True) -> C
     if profile is None:
         reason = f"the agent's model profile {unknown!r} is not declared by the operator"
         return Call(job_id, cid, found.id, token, found.provider, None, failure=reason)
-    prompt = build_messages(tx, found, cid, limit, upto, cache=cache, rows=started[1])
+    deferred: list[contexts.Pending] = []
+    prompt = build_messages(
+        tx, found, cid, limit, upto, cache=cache, rows=started[1], deferred=deferred
+    )
     request = chat_request(model_config, prompt)
     cancellable = (found.settings or {}).get("double_texting") in CANCELLING
     # The profile's provider, as declared now (not the one stored when the agent was made).
@@ -138,6 +144,7 @@ def prepare(tx: Tx, job_id: uuid.UUID, token: int, *, durable: bool = True) -> C
         cancellable,
         profile=profile.name,
         probe=admission.probe,
+        cache=deferred[0] if deferred else None,
     )
 
 

@@ -63,13 +63,6 @@ def _speaker(name: str) -> str:
     return _NAME_RE.sub("_", name)[:64] or "user"
 
 
-#: the cache is rewritten once this many settled messages are newer than it (half the
-#: context if that is fewer; at once when there is none): until then each call reads
-#: those few rows again, which costs less than rewriting the cache every turn (a
-#: statement, and its JSON, a turn)
-REWRITE_AFTER = 8
-
-
 def history_after(cache: contexts.Cached | None, upto: int) -> int:
     """The seq after which `history` reads messages, given the cache (see `history`)."""
     return cache.last_seq if cache is not None and cache.last_seq <= upto else 0
@@ -84,13 +77,16 @@ def history(
     *,
     cache: contexts.Cached | None,
     rows: Sequence[Any] | None = None,
+    deferred: list[contexts.Pending] | None = None,
 ) -> list[dict[str, Any]]:
     """The last `limit` messages up to seq `upto` (a job's last trigger), mapped for the
     agent, with the replies written since. `cache` is the agent's cached history of the
     conversation as the caller read it (`agentq.store.contexts.cached`, or with the job);
     the cache keeps only what is settled (up to `upto`), so a later job still reads what
     this one left out. `rows`: the messages newer than the cache as the caller read them
-    (`agentq.store.messages.history` after `history_after`), else they are read here."""
+    (`agentq.store.messages.history` after `history_after`), else they are read here.
+    With `deferred`, the cache's new content goes there (the reply writes it: see
+    `agentq.store.writes`) instead of being written now."""
     if cache is not None and cache.last_seq > upto:
         cache = None  # an older job again (an operator's retry): read, but keep no cache
         keep = False
@@ -115,11 +111,13 @@ def history(
     cut = len(rows) >= limit
     older = cache.messages if cache is not None and not cut else []
     merged: list[dict[str, Any]] = (older + settled)[-limit:]
-    rewrite = max(1, min(REWRITE_AFTER, limit // 2))
-    due = cache is None or len(settled) >= rewrite
-    if settled and keep and due and (not cut or len(settled) >= limit):
+    if settled and keep and (not cut or len(settled) >= limit):
         last = settled[-1]["seq"]
-        contexts.save(tx, cache.id if cache else None, agent_id, conv_id, last, merged, utcnow())
+        pending = contexts.Pending(cache.id if cache else None, agent_id, conv_id, last, merged)
+        if deferred is not None:
+            deferred.append(pending)
+        else:
+            contexts.write(tx, pending, utcnow())
     return (merged + later)[-limit:]
 
 
@@ -132,11 +130,15 @@ def build_messages(
     *,
     cache: contexts.Cached | None,
     rows: Sequence[Any] | None = None,
+    deferred: list[contexts.Pending] | None = None,
 ) -> list[ChatMessage]:
     """The request's messages: the agent's system prompt, then its view of the history up
     to seq `upto` (see `history`)."""
     msgs = [ChatMessage(role="system", content=system_prompt(agent))]
-    for h in history(tx, agent.id, conversation_id, limit, upto, cache=cache, rows=rows):
+    seen = history(
+        tx, agent.id, conversation_id, limit, upto, cache=cache, rows=rows, deferred=deferred
+    )
+    for h in seen:
         msgs.append(ChatMessage(role=h["role"], content=h["content"], name=h["name"]))
     return msgs
 

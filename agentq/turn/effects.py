@@ -51,7 +51,7 @@ from agentq.providers import ChatResult
 from agentq.runtime import answers, breaker, broker, bus, calls, limits, metrics, signals, timers
 from agentq.schemas import PostedMessage
 from agentq.states import JobStatus
-from agentq.store import conversations
+from agentq.store import contexts, conversations
 from agentq.store import jobs as stored_jobs
 from agentq.store.session import DatabaseError, Tx, transaction
 from agentq.turn import call, dispatch, finish, post, schedule
@@ -323,11 +323,11 @@ def check_agent(agent_id: uuid.UUID | str) -> int:
 def prepare(job_id: uuid.UUID | str, token: int) -> Call | None:
     """The LLM call for the job's current claim, or None if the claim is stale."""
     jid = ids.job(job_id)
-    # Not durable (no WAL flush wait): it writes the context cache, which the next call
-    # rebuilds, and the attempt's start. A PostgreSQL crash that loses the last commits
-    # may lose that start: the call is then made again uncounted, which at-least-once
-    # delivery allows anyway; a worker's crash loses nothing (the commit is done). Its
-    # first statement says so (`durable=False`), not a `SET LOCAL` round trip of its own.
+    # Not durable (no WAL flush wait): it writes the attempt's start (the context cache
+    # goes with the call: its reply writes it). A PostgreSQL crash that loses the last
+    # commits may lose that start: the call is then made again uncounted, which
+    # at-least-once delivery allows anyway; a worker's crash loses nothing (the commit is
+    # done). Its first statement says so (`durable=False`), not a `SET LOCAL` round trip.
     with transaction() as tx:
         return call.prepare(tx, jid, token, durable=False)
 
@@ -356,7 +356,7 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         return
     kept = answers.recall(jid)
     if c.answered or kept is not None:
-        complete(jid, kept, token if kept is not None else None)
+        complete(jid, kept, token if kept is not None else None, cache=c.cache)
         return
     s = get_settings()
     flight = calls.Flight(
@@ -403,7 +403,7 @@ def run_job(job_id: uuid.UUID | str, token: int) -> None:
         attempt_failed(jid, token, problem[0], retryable=problem[1])
         return
     try:
-        written = complete(jid, result, token)
+        written = complete(jid, result, token, cache=c.cache)
     except BaseException:
         answers.keep(jid, result)
         raise
@@ -431,17 +431,22 @@ def store_result(job_id: uuid.UUID | str, token: int, result: ChatResult) -> boo
 
 
 def complete(
-    job_id: uuid.UUID | str, result: ChatResult | None = None, token: int | None = None
+    job_id: uuid.UUID | str,
+    result: ChatResult | None = None,
+    token: int | None = None,
+    *,
+    cache: contexts.Pending | None = None,
 ) -> bool:
     """Write the job's reply and finish it. Idempotent: run twice, it writes once.
 
     With `result`, the provider's answer for the claim `token` is written, if that claim
-    is still current; without, the answer stored on the job earlier. Returns whether this
-    call did the writing.
+    is still current; without, the answer stored on the job earlier. `cache`: the context
+    cache its call read (`Call.cache`), written with the reply. Returns whether this call
+    did the writing.
     """
     jid = ids.job(job_id)
     answer = call.answer(jid, result) if result is not None else None
-    out = _in_transaction(lambda tx: finish.complete(tx, jid, answer, token))
+    out = _in_transaction(lambda tx: finish.complete(tx, jid, answer, token, cache))
     if out is None:
         return False
     log.info("job %s completed", jid, extra={"conversation_id": str(out.conversation_id)})

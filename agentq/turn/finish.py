@@ -18,19 +18,24 @@ from agentq import events
 from agentq.clock import utcnow
 from agentq.config import get_settings
 from agentq.states import HOLDING_AGENT_STATES, JobStatus, Role
-from agentq.store import agents, conversations, jobs, messages, outbox, parked, writes
+from agentq.store import agents, contexts, conversations, jobs, messages, outbox, parked, writes
 from agentq.store.session import Record, Tx
 from agentq.turn.outcome import Effects, Then
 from agentq.turn.responders import autonomous
 
 
 def complete(
-    tx: Tx, job_id: uuid.UUID, answer: dict[str, Any] | None, token: int | None
+    tx: Tx,
+    job_id: uuid.UUID,
+    answer: dict[str, Any] | None,
+    token: int | None,
+    cache: contexts.Pending | None = None,
 ) -> Effects | None:
     """Write the job's reply and finish it; None if it was not this call's to write.
 
     With `answer`, the provider's answer for the claim `token`, if that claim is still
-    current; without, the answer stored on the job earlier.
+    current; without, the answer stored on the job earlier. `cache`: the context cache
+    its call read (`Call.cache`), written with the reply.
 
     Every turn ends here, so it is three statements on PostgreSQL: lock the conversation
     (reading what the rest needs), finish the job, then in one statement the reply, its
@@ -95,6 +100,7 @@ def complete(
         now=now,
         events=told,
         reply=writes.Reply(job_id, aid, answer),
+        cache=cache,
     )
     out = Effects(cid, events=written.events, release=[(aid, job_id)])
     # The slot this job frees goes to the conversation parked longest for the agent
