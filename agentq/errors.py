@@ -179,3 +179,14 @@ class Overloaded(AgentqError):
         self.pending = pending
         self.limit = limit
         self.retry_after = retry_after
+
+
+class Busy(AgentqError):
+    """The same work is already running for someone else (an agent's health check):
+    retry after `retry_after` seconds, when its result is shared."""
+
+    code = "busy"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

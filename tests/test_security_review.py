@@ -226,14 +226,6 @@ def test_every_console_action_refuses_viewer_and_read_only_sessions(world: World
         c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /v1/agents/{id}/health calls the provider on every request, with no cap: "
-    "any key, read-only included, spends the operator's provider quota and rate limit "
-    "(shared by every tenant of the profile) as fast as it asks. Fix: cache each agent's "
-    "health report for ~30 s (one provider call per agent per window over all callers), "
-    "or count the check against the agent's rate limit and answer 429 past it.",
-)
 def test_a_read_only_key_cannot_spend_provider_calls_without_limit(world: World) -> None:
     world.llm.reset_stats()
     with world.api(world.key_read) as reader:
@@ -247,15 +239,6 @@ def test_a_read_only_key_cannot_spend_provider_calls_without_limit(world: World)
 # --- the console's failed-login limit -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the login route calls session.login(key) without the client address, so only "
-    "the global limit applies over HTTP: one outsider's address, guessing, locks every "
-    "operator and tenant out of the console for the rest of each window (a DoS for "
-    "AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL bad requests a minute). Fix in "
-    "agentq/api/console/login.py: session.login(key.strip(), request.client.host if "
-    "request.client else None).",
-)
 def test_one_outsiders_address_cannot_lock_the_operator_out(world: World) -> None:
     world.forget_failed_logins()
     try:
@@ -270,11 +253,6 @@ def test_one_outsiders_address_cannot_lock_the_operator_out(world: World) -> Non
         world.forget_failed_logins()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AGENTQ_CONSOLE_LOGIN_FAILURES_PER_CLIENT is not applied over HTTP (the login "
-    "route does not pass the address to session.login); fix as above",
-)
 def test_the_per_address_limit_applies_over_http(world: World) -> None:
     world.forget_failed_logins()
     try:
@@ -313,14 +291,6 @@ def test_the_global_limit_answers_429_with_a_retry_after_within_the_window(
         world.forget_failed_logins()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key that is not valid UTF-8 (a lone surrogate, legal in JSON) makes "
-    "session._matches raise UnicodeEncodeError: 500 with a traceback in the log instead "
-    "of 401, and the attempt is not counted (given back as a server failure), so the "
-    "outsider can fill the log without limit. Fix in session._login: refuse keys that do "
-    "not encode (`raw.isascii()` or try raw.encode() -> None) before comparing.",
-)
 def test_a_key_that_is_not_utf8_is_a_client_error(world: World) -> None:
     with world.client() as outsider:
         answer = outsider.post(

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentq.errors import (
     AgentqError,
+    Busy,
     Conflict,
     ContentTooLong,
     InvalidInput,
@@ -98,6 +99,7 @@ STATUSES: list[tuple[type[AgentqError], int]] = [
     (ReadOnlyKey, 403),
     (Overloaded, 429),
     (TooManyAttempts, 429),
+    (Busy, 429),
     (PayloadTooLarge, 413),
     (Timeout, 504),
     (ProviderError, 502),
@@ -160,7 +162,7 @@ async def _agentq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentqError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if isinstance(exc, Overloaded | TooManyAttempts):
+    if isinstance(exc, Overloaded | TooManyAttempts | Busy):
         headers = {"Retry-After": str(max(1, exc.retry_after))}
     return problem(
         status, str(exc), code=exc.code, field=getattr(exc, "field", None), headers=headers

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import time
 import uuid
 from typing import Any
 
 from agentq import events, names, profiles
 from agentq.clock import utcnow
-from agentq.errors import Conflict, InvalidInput, UnknownProvider
+from agentq.errors import Busy, Conflict, InvalidInput, UnknownProvider
 from agentq.ops import tenants
+from agentq.runtime import redis as aq_redis
 from agentq.schemas import AgentOut
 from agentq.states import AgentStatus
 from agentq.store import agents, jobs, outbox
@@ -341,12 +344,16 @@ def start_agent(agent: uuid.UUID | str) -> AgentOut:
     return _transition(agent, "start")
 
 
+#: the longest one health check's provider request may take
+CHECK_TIMEOUT_SECONDS = 10.0
+#: how long one check's report answers every caller of `shared_check`
+CHECK_SHARED_SECONDS = 30
+
+
 def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
     """Call the agent's provider with a tiny request and report its health (never raises
     for the provider's sake): ok, latency, the model profile, and on failure the error's
     class and HTTP status only -- never the provider's answer or the endpoint's URL."""
-    import time
-
     from agentq.errors import ProviderError, UnknownProfile
     from agentq.providers import ChatMessage, get_provider
     from agentq.turn.context import chat_request
@@ -371,7 +378,7 @@ def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
         a.model_config_,
         [ChatMessage(role="user", content="ping")],
         max_tokens=5,
-        timeout=min(10.0, profile.timeout),
+        timeout=min(CHECK_TIMEOUT_SECONDS, profile.timeout),
     )
     started = time.monotonic()
     try:
@@ -384,3 +391,29 @@ def check_agent(agent: uuid.UUID | str) -> dict[str, Any]:
         report["error"] = type(exc).__name__
     report["latency_ms"] = int((time.monotonic() - started) * 1000)
     return report
+
+
+def shared_check(agent_id: uuid.UUID) -> dict[str, Any]:
+    """`check_agent` for callers who may be many (the API's keys, read-only ones too): at
+    most one provider call per agent every CHECK_SHARED_SECONDS, whoever asks, since each
+    spends the operator's quota and the agent's provider rate. A report younger than that
+    is answered again with its age (`age_seconds`); while a check runs, the others get
+    Busy (429) until its report is shared."""
+    redis = aq_redis.get_redis()
+    report_key = aq_redis.key("health", agent_id)
+    running_key = aq_redis.key("health", agent_id, "running")
+    kept = redis.get(report_key)
+    if kept is not None:
+        report: dict[str, Any] = json.loads(kept)
+        report["age_seconds"] = round(max(0.0, time.time() - report.pop("checked_at")), 1)
+        return report
+    wait = math.ceil(CHECK_TIMEOUT_SECONDS)
+    if not redis.set(running_key, 1, nx=True, ex=wait + 5):
+        raise Busy(f"a health check of agent {agent_id} is running; retry in {wait} s", wait)
+    try:
+        report = check_agent(agent_id)
+        kept_report = json.dumps({**report, "checked_at": time.time()})
+        redis.set(report_key, kept_report, ex=CHECK_SHARED_SECONDS)
+    finally:
+        redis.delete(running_key)
+    return {**report, "age_seconds": 0.0}

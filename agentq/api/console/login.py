@@ -50,7 +50,10 @@ async def login(request: Request) -> Response:
     if not isinstance(key, str) or not key.strip():
         return JSONResponse({"error": "enter a key"}, status_code=422)
     try:
-        token = await run_in_threadpool(session.login, key.strip())
+        # The address uvicorn gives: the peer's, or X-Forwarded-For's from a proxy listed
+        # in FORWARDED_ALLOW_IPS (README, "Console"), so that a guesser is limited alone.
+        client = request.client.host if request.client else None
+        token = await run_in_threadpool(session.login, key.strip(), client)
     except RedisError:
         return JSONResponse({"error": "sessions are kept in Redis, which does not answer"}, 503)
     if token is None:

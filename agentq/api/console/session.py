@@ -149,10 +149,24 @@ def _attempt(client: str | None) -> list[str]:
 
 
 def _give_back(counters: list[str]) -> None:
+    # The window may have ended meanwhile: a counter given back after it expired must
+    # expire too, not stay at -1.
+    ttl = api_settings().console_login_window_seconds + KEEP_SECONDS
     with get_redis().pipeline(transaction=False) as pipe:
         for counter in counters:
             pipe.decr(counter)
+            pipe.expire(counter, ttl)
         pipe.execute()
+
+
+def _encodes(raw: str) -> bool:
+    """Whether `raw` is text a key could be (JSON may carry lone surrogates, which UTF-8
+    cannot encode): such a login is a wrong key, not a server error."""
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def login(raw: str, client: str | None = None) -> str | None:
@@ -172,7 +186,7 @@ def login(raw: str, client: str | None = None) -> str | None:
 
 
 def _login(raw: str) -> str | None:
-    if not raw or len(raw) > 200:
+    if not raw or len(raw) > 200 or not _encodes(raw):
         return None
     session: dict[str, str | None]
     operators = _operator_keys()

@@ -95,6 +95,8 @@ def start_agent(agent_id: uuid.UUID, who: Acting) -> AgentOut:
 @router.get("/{agent_id}/health", responses=PROFILES)
 def check_agent(agent_id: uuid.UUID, who: Caller) -> dict[str, object]:
     """Call the agent's provider with a tiny request and report its health: ok,
-    latency_ms, the profile, and on failure the error class and HTTP status only."""
+    latency_ms, the profile, and on failure the error class and HTTP status only. One
+    call per agent every 30 s serves every caller: a newer report is answered again
+    (`age_seconds`), and while a check runs the others get 429 with Retry-After."""
     own_agent(who, agent_id)
-    return agents.check_agent(agent_id)
+    return agents.shared_check(agent_id)

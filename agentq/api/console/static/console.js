@@ -90,7 +90,7 @@
       let body = {};
       try { body = await answer.json(); } catch (err) { body = {}; }
       if (answer.ok) { window.location.assign(body.next || "/console/conversations"); return; }
-      error.textContent = body.error || ("HTTP " + answer.status);
+      error.textContent = body.error || body.detail || ("HTTP " + answer.status);
       error.hidden = false;
     });
   }
