@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agentq import logging as agentq_logging
 from agentq.config import Settings, get_settings
 from agentq.errors import ProfileConfigError, UnknownProfile
 
@@ -116,10 +117,14 @@ class ModelProfile(BaseModel):
         return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
     def api_key(self) -> str:
-        """The key's value, read from the operator's environment when a call is made."""
+        """The key's value, read from the operator's environment when a call is made;
+        masked in every log line from then on, whatever the variable is named."""
         if self.api_key_env == DEFAULT_KEY_ENV:
-            return get_settings().llm.api_key.get_secret_value()
-        return os.environ.get(self.api_key_env, "")
+            value = get_settings().llm.api_key.get_secret_value()
+        else:
+            value = os.environ.get(self.api_key_env, "")
+        agentq_logging.add_secrets(value)
+        return value
 
 
 def _defaults(s: Settings) -> dict[str, Any]:

@@ -216,3 +216,63 @@ def test_an_llm_key_kept_only_in_dotenv_is_masked(
         assert value not in agentq_logging.redact(f"calling the provider with {value}")
     finally:
         reset_settings()
+
+
+def test_key_details_are_masked_from_the_first_key_of_their_line() -> None:
+    """`Key (...)=(...)` is masked only up to an `already exists` / `is not present` on
+    its line; a `Key (` with no such end, or on another line, is left as it is."""
+    text = (
+        "DETAIL:  Key (name)=(secret-one) already exists.\n"
+        "Key (q)=(no end here\n"
+        "DETAIL:  Key (tenant_id, name)=(t1, secret-two) is not present in table."
+    )
+    clean = agentq_logging.redact(text)
+    assert "secret-one" not in clean and "secret-two" not in clean
+    assert "Key (name)=([REDACTED]) already exists." in clean
+    assert "Key (q)=(no end here\n" in clean
+    assert "Key (tenant_id, name)=([REDACTED]) is not present in table." in clean
+
+
+def test_uvicorns_own_handlers_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as `uvicorn --factory agentq.api:create_app`, uvicorn logs through handlers it
+    set up itself (as here, with its formatters): create_app gives them the redaction,
+    and the access log, whose formatter reads the record's arguments, still formats."""
+    from uvicorn.logging import AccessFormatter, DefaultFormatter
+
+    from agentq.api.app import create_app
+
+    key = "aq_" + secrets.token_urlsafe(32)
+    out = io.StringIO()
+    default, access = logging.StreamHandler(out), logging.StreamHandler(out)
+    default.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False))
+    access.setFormatter(
+        AccessFormatter(
+            '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+            use_colors=False,
+        )
+    )
+    loggers = {"uvicorn": default, "uvicorn.access": access}
+    saved = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate) for n in loggers}
+    for name, handler in loggers.items():
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [handler])
+        logging.getLogger(name).propagate = False
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        create_app()
+        logging.getLogger("uvicorn.error").error("bad request with %s", key)
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            f"/v1/agents?api_key={key}",
+            "1.1",
+            200,
+        )
+    finally:
+        for name, (level, propagate) in saved.items():
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).propagate = propagate
+    text = out.getvalue()
+    assert key not in text and key[3:] not in text, text
+    assert "bad request with [REDACTED]" in text
+    assert '127.0.0.1:5000 - "GET /v1/agents?api_key=[REDACTED] HTTP/1.1" 200' in text

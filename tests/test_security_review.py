@@ -304,15 +304,8 @@ def test_a_key_that_is_not_utf8_is_a_client_error(world: World) -> None:
 # --- log redaction ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_AQ_KEY's lookbehind (?<![A-Za-z0-9]) misses a key that follows an escape or a "
-    "percent-encoding: repr()/json.dumps() of text with the key after a newline or tab "
-    "('\\naq_...'), or a URL-encoded query ('%3Daq_...', '%20aq_...'). Fix: also allow "
-    "the key after a backslash escape or a %XX: "
-    "(?:(?<![A-Za-z0-9])|(?<=\\\\[ntr0])|(?<=%[0-9A-Fa-f]{2}))aq_[A-Za-z0-9_\\-]{20,}",
-)
 def test_agentq_keys_are_masked_after_escapes_and_percent_encoding() -> None:
+    """An `aq_` key right after an escape (repr, JSON) or a `%XX` (a URL-encoded query) is masked."""
     key = "aq_" + secrets.token_urlsafe(32)
     shapes = {
         "repr": repr({"body": "hello\n" + key}),
@@ -323,15 +316,8 @@ def test_agentq_keys_are_masked_after_escapes_and_percent_encoding() -> None:
     assert not leaked, leaked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a configured secret is masked only in its literal form: repr(), json.dumps() "
-    "and URL-encoding of a value with a quote, a backslash, '+', '/' or non-ASCII (an "
-    "operator key from `openssl rand -base64`) leave it readable. Fix in add_secrets / "
-    "_secret_values: also mask json.dumps(v)[1:-1], repr(v)[1:-1] and "
-    "urllib.parse.quote(v, safe='') when they differ from v.",
-)
 def test_escaped_forms_of_a_configured_secret_are_masked() -> None:
+    """A configured secret is masked in its repr(), JSON and URL-encoded forms too."""
     import urllib.parse
 
     value = 'Op"er\\ator+/é-' + secrets.token_hex(8)
@@ -345,14 +331,8 @@ def test_escaped_forms_of_a_configured_secret_are_masked() -> None:
     assert not leaked, leaked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a model profile's api_key_env may be any variable name; its value is masked "
-    "only if the name ends in _KEY/_TOKEN/_SECRET/_PASSWORD (GROQ_APIKEY, *_PASS, *_PWD, "
-    "*_CREDENTIALS leak). Fix: Profile.api_key() registers the value it reads with "
-    "agentq.logging.add_secrets (or _secret_names adds every loaded profile's api_key_env).",
-)
 def test_a_profile_key_under_any_variable_name_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model profile's key is masked whatever its variable is named (api_key() registers it)."""
     from agentq.profiles import ModelProfile
 
     value = "gsk" + secrets.token_hex(16)
@@ -370,14 +350,8 @@ def test_a_profile_key_under_any_variable_name_is_masked(monkeypatch: pytest.Mon
     assert value not in redact(f"provider said: bad key {value}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="console keys shorter than agentq.logging.MIN_SECRET_CHARS (8) are accepted and "
-    "never masked by value (add_secrets ignores them); they are also guessable. Fix in "
-    "ApiSettings: refuse console keys and the metrics token shorter than 16 characters at "
-    "start, naming the variable (then this test passes by the ValidationError).",
-)
 def test_a_console_key_the_api_accepts_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console key short enough to escape masking (and be guessed) is refused at start."""
     from pydantic import ValidationError
 
     from agentq.api.settings import ApiSettings
@@ -393,14 +367,8 @@ def test_a_console_key_the_api_accepts_is_masked(monkeypatch: pytest.MonkeyPatch
     assert "Hnt3r!7" not in redact("login with Hnt3r!7 failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_URL_PASSWORD stops at the first '@': a password with an unencoded '@' (which "
-    "urlsplit and redis-py take up to the last '@' of the authority) is masked only up "
-    "to it, the rest shows. Fix: (://[^\\s:/@]*:)[^\\s/]+@ (greedy: up to the authority's "
-    "last '@', still linear).",
-)
 def test_a_url_password_with_an_at_sign_is_masked_whole() -> None:
+    """A URL password holding an unencoded `@` is masked up to the authority's last `@`."""
     from urllib.parse import urlsplit
 
     url = "redis://:p@ss-" + secrets.token_hex(6) + "@redis.internal:6379/0"
@@ -410,30 +378,18 @@ def test_a_url_password_with_an_at_sign_is_masked_whole() -> None:
     assert password.split("@", 1)[1] not in clean, clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the console's session token (cookie agentq_console=...) and its CSRF token are "
-    "bearer credentials with no prefix; a Cookie header or a headers dict logged by "
-    "accident keeps them readable. Fix: add cookie/set-cookie, agentq_console and "
-    "x-csrf-token to _KEY_PAIR's names.",
-)
 def test_console_session_and_csrf_tokens_are_masked() -> None:
+    """The console's session cookie and CSRF token are masked in a logged headers dict."""
     session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     line = f"headers: {{'Cookie': 'agentq_console={session}', 'X-CSRF-Token': '{csrf}'}}"
     clean = redact(line)
     assert session not in clean and csrf not in clean, clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the secret-named env vars are looked for again only when the number of env "
-    "vars changes: one removed and a *_TOKEN added (same count) is never masked. Fix: key "
-    "the cache on the names, e.g. (len(os.environ), hash(frozenset(os.environ))) or the "
-    "names tuple itself.",
-)
 def test_a_secret_variable_added_as_another_goes_is_masked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A `*_TOKEN` variable added while another goes (same count) is masked."""
     monkeypatch.setenv("REVIEW_PLAIN_SETTING", "x")
     redact("warm the cache")  # the names are read with REVIEW_PLAIN_SETTING there
     monkeypatch.delenv("REVIEW_PLAIN_SETTING")

@@ -14,7 +14,7 @@ from agentq.api import openapi, problems
 from agentq.api.body import StrictBody
 from agentq.api.routes import agents, conversations, events, jobs, stream
 from agentq.api.settings import api_settings
-from agentq.logging import setup_logging
+from agentq.logging import redact_handlers, setup_logging
 from agentq.ops.health import readiness
 from agentq.runtime import metrics
 
@@ -36,6 +36,9 @@ def create_app() -> FastAPI:
     if not logging.getLogger().handlers:
         # a worker process uvicorn spawned, or uvicorn started by hand: log as agentq does
         setup_logging()
+    # `uvicorn --factory agentq.api:create_app` logs through handlers of its own (the
+    # access log's formatter reads the record's arguments): they mask secrets too
+    redact_handlers("uvicorn", "uvicorn.error", "uvicorn.access")
     app = FastAPI(
         title="agentq",
         version=agentq.__version__,

@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentq import logging as agentq_logging
 
+#: the shortest console key or metrics token accepted (they are bearer credentials)
+MIN_KEY_CHARS = 16
+
 
 class ApiSettings(BaseSettings):
     #: errors name the setting and why, never its value (keys are settings here)
@@ -87,6 +90,17 @@ class ApiSettings(BaseSettings):
     flower_url: str | None = Field(default=None, validation_alias="AGENTQ_FLOWER_URL")
 
     _read_only_ids: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("metrics_token", "console_operator_key", "console_viewer_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # empty is unset; a short key is guessable, and too short for the logs to mask
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_KEY_CHARS} characters (a short key is guessable): "
+                "generate one, e.g. `openssl rand -hex 32`"
+            )
+        return value
 
     @field_validator("read_only_keys", "console_read_only_keys")
     @classmethod
