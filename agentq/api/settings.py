@@ -77,10 +77,11 @@ class ApiSettings(BaseSettings):
         default=10, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_FAILURES_PER_CLIENT"
     )
     #: failed console logins from all addresses together in a window (a guesser spread
-    #: over many addresses); past it every login waits for the window's end, so it is
-    #: well above what people mistyping ever reach
+    #: over many addresses); past it every login waits for the window's end. High, since
+    #: it locks everyone out: with keys of 16 characters or more (enforced) guessing is
+    #: hopeless anyway, and the per-address limit holds one guesser to its own share
     console_login_failures_total: int = Field(
-        default=100, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL"
+        default=1000, ge=1, validation_alias="AGENTQ_CONSOLE_LOGIN_FAILURES_TOTAL"
     )
     #: the length of those windows (fixed windows, counted in Redis across API processes)
     console_login_window_seconds: int = Field(
