@@ -20,7 +20,9 @@ Figures per window, from the database once all are answered:
 
 and, from the workers' logs, how long each `agentq.dispatch` task ran ("succeeded in"),
 which splits the fire error into time spent running and time spent before running (the
-ETA timer, the queue, the pool). p50/p95/p99/max go to stdout (a table, or `--json`);
+ETA timer, the queue, the pool). Since the timer loops (agentq.runtime.timers) a window
+due later than their poll is fired by a loop, with no task: then "runs" is 0 and the
+column shows "-". p50/p95/p99/max go to stdout (a table, or `--json`);
 progress to stderr. The machine's other load shows in these figures: run it twice.
 """
 
@@ -215,8 +217,13 @@ def table(rounds: list[Round]) -> list[str]:
             f"{r.size:>5} {r.agents:<7}{r.spread_ms:>8.1f} | {r.fire_ms['p50']:>18.1f}"
             f"{r.fire_ms['p95']:>8.1f}{r.fire_ms['p99']:>8.1f}{r.fire_ms['max']:>8.1f} | "
             f"{r.start_ms['p50']:>14.1f}{r.start_ms['p95']:>8.1f}{r.start_ms['p99']:>8.1f}"
-            f"{r.start_ms['max']:>8.1f} | {d['p50']:>17.1f}{d['p99']:>8.1f}{d['max']:>8.1f}"
-            f"{r.dispatch_runs:>6}"
+            f"{r.start_ms['max']:>8.1f} | "
+            + (
+                f"{d['p50']:>17.1f}{d['p99']:>8.1f}{d['max']:>8.1f}"
+                if r.dispatch_runs
+                else f"{'-':>17}{'-':>8}{'-':>8}"
+            )
+            + f"{r.dispatch_runs:>6}"
             f" | {r.answered}/{r.size}"
         )
     return out
