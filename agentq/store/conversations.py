@@ -12,12 +12,13 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from agentq.clock import utcnow
 from agentq.errors import Conflict
-from agentq.states import JobStatus, ParticipantKind, Role
+from agentq.states import ParticipantKind, Role
 from agentq.store import tables
 from agentq.store.session import Record, Tx
 
@@ -61,19 +62,13 @@ _MEMBER = (
     A.c.rate_limit_per_minute,
     A.c.tenant_id,
 )
-#: lock the conversation with its window, for dispatch, and read its agents in the same
-#: round trip (a row each, in joining order; one row of NULL agent columns if it has
-#: none): their rows are not locked (as `_AGENTS` reads them)
+#: lock the conversation with its window, for dispatch. Its agents are read after the lock
+#: (`agents`), not joined here: on PostgreSQL a joined read sees the snapshot taken before
+#: a lock wait, and would miss an agent whose join held the lock
 _LOCK_FOR_DISPATCH = (
-    select(*_WINDOW, C.c.last_message_at, *(c.label(f"member_{c.name}") for c in _MEMBER))
-    .select_from(
-        C.outerjoin(
-            P, (P.c.conversation_id == C.c.id) & (P.c.kind == ParticipantKind.AGENT)
-        ).outerjoin(A, A.c.id == P.c.agent_id)
-    )
+    select(*_WINDOW, C.c.last_message_at)
     .where(C.c.id == bindparam("conv_id"))
-    .order_by(P.c.joined_at)
-    .with_for_update(key_share=True, of=C)
+    .with_for_update(key_share=True)
 )
 
 
@@ -96,9 +91,11 @@ class Member(NamedTuple):
 _THIS = tables.jobs.alias("this_job")
 _THIS_AGENT = select(_THIS.c.agent_id).where(_THIS.c.id == bindparam("job_id")).scalar_subquery()
 #: lock the conversation of job `job_id` before the job (the lock order), and read in the
-#: same round trip what completing needs: the job's agent and that agent's participant
-#: (the reply's author), when the trigger was asked, whether a job of the conversation
-#: waits, and whether other conversations wait for the agent
+#: same round trip the job's agent and that agent's participant (the reply's author: both
+#: there before the job was made, so no lock wait can change them). What may change while
+#: this waits for the lock (jobs made or ended by its holder) is read after it, by
+#: `jobs.complete`: on PostgreSQL this statement's subqueries see the snapshot taken
+#: before the wait
 _LOCK_FOR_REPLY = (
     select(
         *_WINDOW,
@@ -107,26 +104,6 @@ _LOCK_FOR_REPLY = (
         .where(P.c.conversation_id == C.c.id, P.c.agent_id == _THIS_AGENT)
         .scalar_subquery()
         .label("author_id"),
-        select(M.c.created_at)
-        .where(
-            M.c.id
-            == select(_THIS.c.trigger_message_id)
-            .where(_THIS.c.id == bindparam("job_id"))
-            .scalar_subquery()
-        )
-        .scalar_subquery()
-        .label("asked_at"),
-        exists()
-        .where(J.c.conversation_id == C.c.id, J.c.status == JobStatus.WAITING)
-        .label("waiting"),
-        exists()
-        .where(
-            J.c.agent_id == _THIS_AGENT,
-            J.c.conversation_id != C.c.id,
-            (J.c.status == JobStatus.WAITING)
-            | ((J.c.status == JobStatus.DELAYED) & (J.c.next_attempt_at <= bindparam("now"))),
-        )
-        .label("others_wait"),
     )
     .where(
         C.c.id
@@ -190,15 +167,9 @@ def lock_batch(tx: Tx, conv_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     return set(tx.connection().execute(query).scalars())
 
 
-def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> tuple[Record, list[Member]] | None:
-    """The conversation and its window, locked, and its agents (as `agents` reads them,
-    not locked); None if there is no such conversation."""
-    rows = tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).all()
-    if not rows:
-        return None
-    n = len(_MEMBER)
-    members = [Member._make(r[-n:]) for r in rows if r.member_id is not None]
-    return rows[0], members
+def lock_for_dispatch(tx: Tx, conv_id: uuid.UUID) -> Record | None:
+    """The conversation and its window, locked; None if there is no such conversation."""
+    return tx.connection().execute(_LOCK_FOR_DISPATCH, {"conv_id": conv_id}).first()
 
 
 def lock_for_reply(tx: Tx, job_id: uuid.UUID, now: datetime) -> Record | None:
@@ -237,6 +208,24 @@ def agent_turns(tx: Tx, conv_id: uuid.UUID) -> int:
     return int(
         tx.connection().execute(_AGENT_TURNS, {"conv_id": conv_id, "after": 0}).scalar() or 0
     )
+
+
+#: the conversation's agents as one JSON array (PostgreSQL), for a statement that reads them
+#: besides its own rows: `messages.take`, after the conversation's lock
+MEMBERS_JSON = (
+    select(func.json_agg(aggregate_order_by(func.json_build_array(*_MEMBER), P.c.joined_at)))
+    .select_from(P.join(A, P.c.agent_id == A.c.id))
+    .where(P.c.conversation_id == bindparam("conv_id"), P.c.kind == ParticipantKind.AGENT)
+    .scalar_subquery()
+)
+
+
+def members_of_json(value: list[list[Any]] | None) -> list[Member]:
+    """`MEMBERS_JSON`'s array as `agents` returns it."""
+    ids = (0, 1, 9)  # participant_id, id and tenant_id come as text
+    return [
+        Member._make(uuid.UUID(v) if i in ids else v for i, v in enumerate(m)) for m in value or []
+    ]
 
 
 def agents(tx: Tx, conv_id: uuid.UUID) -> list[Member]:
@@ -287,6 +276,12 @@ def get(tx: Tx, conv_id: uuid.UUID, *, lock: bool = False) -> Record | None:
     if lock:
         query = query.with_for_update(key_share=True)
     return tx.connection().execute(query).first()
+
+
+def participant_kind(tx: Tx, conv_id: uuid.UUID, participant_id: uuid.UUID) -> str | None:
+    """The kind of the conversation's participant `participant_id`; None if it is not one."""
+    query = select(P.c.kind).where(P.c.id == participant_id, P.c.conversation_id == conv_id)
+    return tx.connection().execute(query).scalar()
 
 
 def participant(

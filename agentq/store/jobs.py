@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, true, tuple_, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, true, tuple_, update
 
 from agentq.clock import utcnow
 from agentq.events import Event
@@ -143,7 +143,41 @@ _STORED_ANSWER = (
 )
 
 
-def _complete_statement(*, fenced: bool) -> Any:
+_OTHER = tables.jobs.alias("other_job")
+#: what completing a job decides next: when its trigger was asked, whether a job of its
+#: conversation waits, whether other conversations' jobs wait for its agent. Read after
+#: the conversation's lock (with the completion on PostgreSQL, whose locking statement's
+#: subqueries would see the snapshot from before its lock wait and miss a job made by the
+#: lock's holder meanwhile)
+_DONE_NEXT = (
+    select(M.c.created_at)
+    .where(M.c.id == J.c.trigger_message_id)
+    .scalar_subquery()
+    .label("asked_at"),
+    exists()
+    .where(_OTHER.c.conversation_id == J.c.conversation_id, _OTHER.c.status == JobStatus.WAITING)
+    .label("waiting"),
+    exists()
+    .where(
+        _OTHER.c.agent_id == J.c.agent_id,
+        _OTHER.c.conversation_id != J.c.conversation_id,
+        (_OTHER.c.status == JobStatus.WAITING)
+        | ((_OTHER.c.status == JobStatus.DELAYED) & (_OTHER.c.next_attempt_at <= bindparam("now"))),
+    )
+    .label("others_wait"),
+)
+_DONE_COLUMNS = (
+    J.c.conversation_id,
+    J.c.agent_id,
+    J.c.trigger_message_id,
+    J.c.attempts,
+    J.c.started_at,
+)
+#: SQLite's RETURNING does not read other rows as PostgreSQL's does: a read of its own
+_DONE_NEXT_ALONE = select(*_DONE_NEXT).where(J.c.id == bindparam("job_id"))
+
+
+def _complete_statement(*, fenced: bool, next_too: bool) -> Any:
     done = update(J).where(J.c.id == bindparam("job_id"), J.c.status == JobStatus.ACTIVE)
     if fenced:  # only the current claim may finish the job
         done = done.where(J.c.lease_token == bindparam("token"))
@@ -153,15 +187,16 @@ def _complete_statement(*, fenced: bool) -> Any:
         finished_at=bindparam("now"),
         lease_until=None,
         next_attempt_at=None,
-    ).returning(
-        J.c.conversation_id, J.c.agent_id, J.c.trigger_message_id, J.c.attempts, J.c.started_at
-    )
+    ).returning(*_DONE_COLUMNS, *(_DONE_NEXT if next_too else ()))
 
 
-#: finish the job of the current claim with its answer
-_COMPLETE = _complete_statement(fenced=True)
-#: finish the job with the answer stored on it
-_COMPLETE_STORED = _complete_statement(fenced=False)
+#: finish the job of the current claim with its answer (fenced) or with the answer stored
+#: on it, and read what follows (PostgreSQL) or not (SQLite: `_DONE_NEXT_ALONE`)
+_COMPLETE = {
+    (fenced, pg): _complete_statement(fenced=fenced, next_too=pg)
+    for fenced in (True, False)
+    for pg in (True, False)
+}
 #: lock a job for a change of state
 _LOCK = (
     select(
@@ -423,16 +458,34 @@ def stored_answer(tx: Tx, job_id: uuid.UUID) -> dict[str, Any] | None:
     return answer
 
 
+class Done(NamedTuple):
+    """A completed job, and what follows its completion (see `_DONE_NEXT`)."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    trigger_message_id: uuid.UUID | None
+    attempts: int
+    started_at: datetime | None
+    asked_at: datetime | None
+    waiting: bool
+    others_wait: bool
+
+
 def complete(
     tx: Tx, job_id: uuid.UUID, answer: dict[str, Any], now: datetime, token: int | None
-) -> Record | None:
+) -> Record | Done | None:
     """Mark the job completed with `answer` (fenced by `token` unless None: the answer was
     stored by the claim that made it). None if it was not active (or the claim is stale)."""
-    if token is None:
-        params = {"job_id": job_id, "answer": answer, "now": now}
-        return tx.connection().execute(_COMPLETE_STORED, params).first()
-    params = {"job_id": job_id, "token": token, "answer": answer, "now": now}
-    return tx.connection().execute(_COMPLETE, params).first()
+    conn = tx.connection()
+    pg = conn.dialect.name == "postgresql"
+    params = {"job_id": job_id, "answer": answer, "now": now}
+    if token is not None:
+        params["token"] = token
+    done = conn.execute(_COMPLETE[(token is not None, pg)], params).first()
+    if done is None or pg:
+        return done
+    follows = conn.execute(_DONE_NEXT_ALONE, {"job_id": job_id, "now": now}).one()
+    return Done(*done, *follows)
 
 
 def lock(tx: Tx, job_id: uuid.UUID) -> Record | None:

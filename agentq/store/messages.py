@@ -221,8 +221,9 @@ _AFTER_UNFINISHED = _AFTER.add_columns(
     .label("unfinished")
 )
 #: the same, marking the conversation's messages up to `handled` dispatched in the same
-#: statement (its window closes): the read sees the messages as they were before it
-_TAKE = _AFTER_UNFINISHED.add_cte(
+#: statement (its window closes): the read sees the messages as they were before it; with
+#: the conversation's agents (`members`), read after the lock like the rest
+_TAKE = _AFTER_UNFINISHED.add_columns(conversations.MEMBERS_JSON.label("members")).add_cte(
     update(C)
     .where(C.c.id == bindparam("conv_id"))
     .values(handled_seq=bindparam("handled"), pending_since=None, updated_at=bindparam("now"))
@@ -230,19 +231,23 @@ _TAKE = _AFTER_UNFINISHED.add_cte(
 )
 
 
-def take(tx: Tx, conv_id: uuid.UUID, seq: int, handled: int, now: datetime) -> list[Record]:
+def take(
+    tx: Tx, conv_id: uuid.UUID, seq: int, handled: int, now: datetime
+) -> tuple[list[Record], list[conversations.Member] | None]:
     """The messages after `seq` (as `after`), each with `unfinished`: whether a job of the
     conversation is unfinished; and the conversation's messages up to `handled` are
-    dispatched (`conversations.mark_handled`). One statement on PostgreSQL. The caller
-    holds the conversation locked (under which every job of it is made or finished), so
-    `unfinished` holds until it commits."""
+    dispatched (`conversations.mark_handled`). One statement on PostgreSQL, which also
+    reads the conversation's agents (else None: read them with `conversations.agents`).
+    The caller holds the conversation locked (under which every job of it is made or
+    finished), so `unfinished` holds until it commits."""
     conn = tx.connection()
     params = {"conv_id": conv_id, "after": seq, "handled": handled, "now": now}
     if conn.dialect.name != "postgresql":
         rows = list(conn.execute(_AFTER_UNFINISHED, params))
         conversations.mark_handled(tx, conv_id, handled)
-        return rows
-    return list(conn.execute(_TAKE, params))
+        return rows, None
+    rows = list(conn.execute(_TAKE, params))
+    return rows, conversations.members_of_json(rows[0].members) if rows else []
 
 
 def history(tx: Tx, conv_id: uuid.UUID, after: int, upto: int, limit: int) -> list[Record]:

@@ -64,10 +64,9 @@ def dispatch(tx: Tx, conv_id: uuid.UUID) -> Effects:
     over yet sets `due`: the timer must fire again then.
     """
     out = Effects(conv_id)
-    found = conversations.lock_for_dispatch(tx, conv_id)
-    if found is None:
+    conv = conversations.lock_for_dispatch(tx, conv_id)
+    if conv is None:
         raise ConversationNotFound(conv_id)
-    conv, members = found
     if conv.last_seq <= conv.handled_seq:
         if conv.pending_since is not None:
             conversations.mark_handled(tx, conv_id, conv.handled_seq)
@@ -76,10 +75,14 @@ def dispatch(tx: Tx, conv_id: uuid.UUID) -> Effects:
     if due is not None and due > utcnow():
         out.due = due
         return out
-    batch = messages.take(tx, conv_id, conv.handled_seq, conv.last_seq, utcnow())
+    batch, members = messages.take(tx, conv_id, conv.handled_seq, conv.last_seq, utcnow())
     out.handled = len(batch)
     live = [m for m in batch if m.deleted_at is None and m.role != Role.SYSTEM]
     if live:
+        # read after the lock (never with it: on PostgreSQL a read in the locking statement
+        # sees the snapshot from before its wait), so an agent that joined meanwhile answers
+        if members is None:
+            members = conversations.agents(tx, conv_id)
         _plan_jobs(tx, conv, members, live, batch[0].unfinished, out, get_settings())
     metrics.debounced(len(live))
     return out

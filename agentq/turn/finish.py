@@ -106,15 +106,15 @@ def complete(
     # The slot this job frees goes to the conversation parked longest for the agent
     # (whatever the agent's busy flag said: another reply may have cleared it already).
     assert written.agent is not None
-    if conv.others_wait and written.agent.status not in HOLDING_AGENT_STATES:
+    if job.others_wait and written.agent.status not in HOLDING_AGENT_STATES:
         out.wake = parked.for_agent(tx, aid, 1, now, exclude=cid)
-    if conv.asked_at is not None:
-        out.responded_after = (now - conv.asked_at).total_seconds()
+    if job.asked_at is not None:
+        out.responded_after = (now - job.asked_at).total_seconds()
     # What waited starts now: new messages (a reply to answer, or posted meanwhile) are
     # dispatched first; else the next job of the conversation.
     if pending or conv.pending_since is not None:
         out.then = Then.DISPATCH
-    elif conv.waiting:
+    elif job.waiting:
         out.then = Then.ADVANCE
     return out
 

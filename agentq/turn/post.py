@@ -85,7 +85,12 @@ def post(
     conv = conversations.lock_for_post(tx, conv_id, author_id)
     if conv is None:
         raise ConversationNotFound(conv_id)
-    if author_id is None or conv.author_kind is None:
+    kind = conv.author_kind
+    if kind is None and author_id is not None:
+        # Read again after the lock: the locking statement's read (PostgreSQL) saw the
+        # snapshot from before its wait, which misses a join that held the lock meanwhile.
+        kind = conversations.participant_kind(tx, conv_id, author_id)
+    if author_id is None or kind is None:
         raise NotAParticipant(shown_id if shown_id is not None else author_id, conv_id)
     digest = _request_hash(author_id, content) if idempotency_key else None
     if idempotency_key:
@@ -103,7 +108,7 @@ def post(
     if conv.tenant_id is not None:
         tenant = tenants.Limits(conv.tenant_id, conv.tenant_name, conv.tenant_max_pending_messages)
     backpressure.admit(tx, tenant)
-    role = Role.ASSISTANT if conv.author_kind == ParticipantKind.AGENT else Role.USER
+    role = Role.ASSISTANT if kind == ParticipantKind.AGENT else Role.USER
     written = writes.message(
         tx,
         conv,
